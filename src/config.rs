@@ -1,0 +1,128 @@
+//! Server options and the fsync strategy: data only, no behaviour beyond parsing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// When a write is acknowledged relative to the WAL sync that makes it durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncStrategy {
+    /// Every write gets its own WAL write and sync before it is acknowledged; no sharing.
+    Always,
+    /// Acknowledged after the sync that covers it; concurrent writes share one sync.
+    Group,
+    /// Acknowledged once the WAL write completes; the WAL is synced every `interval_ms`.
+    Periodic { interval_ms: u64 },
+    /// Acknowledged once the WAL write completes; never synced explicitly.
+    Never,
+}
+
+impl FsyncStrategy {
+    /// Whether an acknowledged write survives a machine crash (not only a process crash).
+    pub fn syncs_before_ack(self) -> bool {
+        matches!(self, FsyncStrategy::Always | FsyncStrategy::Group)
+    }
+}
+
+impl FromStr for FsyncStrategy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "always" => Ok(FsyncStrategy::Always),
+            "group" => Ok(FsyncStrategy::Group),
+            "never" => Ok(FsyncStrategy::Never),
+            _ => {
+                let interval = text.strip_prefix("periodic:").ok_or_else(|| {
+                    format!("unknown fsync strategy {text:?}: expected always, group, periodic:MS or never")
+                })?;
+                let interval_ms: u64 = interval
+                    .parse()
+                    .map_err(|_| format!("periodic:MS needs a whole number of milliseconds, got {interval:?}"))?;
+                if interval_ms == 0 {
+                    return Err("periodic:MS needs at least 1 ms".to_string());
+                }
+                Ok(FsyncStrategy::Periodic { interval_ms })
+            }
+        }
+    }
+}
+
+impl fmt::Display for FsyncStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncStrategy::Always => write!(f, "always"),
+            FsyncStrategy::Group => write!(f, "group"),
+            FsyncStrategy::Periodic { interval_ms } => write!(f, "periodic:{interval_ms}"),
+            FsyncStrategy::Never => write!(f, "never"),
+        }
+    }
+}
+
+/// Everything the store needs to open a data directory.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncStrategy,
+    pub wal_segment_bytes: u64,
+    /// Upper bound on one group-commit batch (a single record larger than this still goes alone).
+    pub wal_batch_bytes: usize,
+    pub memtable_bytes: u64,
+    pub compaction_trigger: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl StoreConfig {
+    /// Defaults suitable for tests: small segments so that rollover is exercised.
+    pub fn for_dir(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            fsync: FsyncStrategy::Group,
+            wal_segment_bytes: 64 << 20,
+            wal_batch_bytes: 1 << 20,
+            memtable_bytes: 64 << 20,
+            compaction_trigger: 4,
+            max_key_bytes: 4 << 10,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Limits the HTTP layer enforces before anything reaches the store.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_head_bytes: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl HttpConfig {
+    /// The largest request body worth reading: a value at the limit plus a key at the limit
+    /// written entirely as `\uXXXX` escapes, plus the JSON punctuation around them.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_value_bytes + 6 * self.max_key_bytes + 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_strategy() {
+        assert_eq!("always".parse(), Ok(FsyncStrategy::Always));
+        assert_eq!("group".parse(), Ok(FsyncStrategy::Group));
+        assert_eq!("never".parse(), Ok(FsyncStrategy::Never));
+        assert_eq!(
+            "periodic:250".parse(),
+            Ok(FsyncStrategy::Periodic { interval_ms: 250 })
+        );
+        assert!("periodic:".parse::<FsyncStrategy>().is_err());
+        assert!("periodic:0".parse::<FsyncStrategy>().is_err());
+        assert!("sometimes".parse::<FsyncStrategy>().is_err());
+        assert_eq!(FsyncStrategy::Periodic { interval_ms: 5 }.to_string(), "periodic:5");
+    }
+}

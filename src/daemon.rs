@@ -1,0 +1,82 @@
+//! The server process's life: bind the port (refusing one that is taken), open the store, serve,
+//! and on SIGTERM/SIGINT stop accepting, finish requests in flight, sync the WAL and return.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{HttpConfig, StoreConfig};
+use crate::engine::Engine;
+use crate::http::Server;
+use crate::io::UringFs;
+
+/// Pending connections the kernel queues for `accept`.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Entries in the serving ring's submission queue.
+const RING_ENTRIES: u32 = 4096;
+/// How long a shutdown waits for busy connections to finish their answers.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs the server until a signal stops it. The error is a message for the operator.
+pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
+    let listener = bind(http.listen)?;
+    tokio_uring::builder()
+        .entries(RING_ENTRIES)
+        .start(serve(listener, store, http))
+}
+
+/// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and
+/// would let a second server share a port silently.
+fn bind(address: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(address).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!("cannot listen on {address}: the address is already in use (another ringkv or another program holds it; choose one with --listen)")
+        } else {
+            format!("cannot listen on {address}: {error}")
+        }
+    })?;
+    // SAFETY: a plain call on a descriptor we own; raising the backlog of a listening socket.
+    unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    Ok(listener)
+}
+
+async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpConfig) -> Result<(), String> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let (engine, report) = Engine::open(UringFs, &store)
+        .await
+        .map_err(|error| format!("cannot open the store: {error}"))?;
+    let listener = tokio_uring::net::TcpListener::from_std(listener);
+    let address = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    eprintln!(
+        "ringkv listening on {address}, data dir {}, fsync {}; recovered {} records from {} WAL segments{}, next version {}",
+        store.data_dir.display(),
+        store.fsync,
+        report.records,
+        report.segments,
+        if report.torn_tail { " (dropped a torn, unacknowledged tail)" } else { "" },
+        report.next_version,
+    );
+    let server = Server::new(engine.clone(), http);
+    let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));
+    let signal_name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    eprintln!("ringkv: {signal_name}: no longer accepting; finishing requests in flight");
+    server.stop();
+    let _ = accepting.await;
+    if !server.wait_drained(DRAIN_LIMIT).await {
+        eprintln!("ringkv: some connections were still busy after {DRAIN_LIMIT:?}; stopping anyway");
+    }
+    engine
+        .close()
+        .await
+        .map_err(|error| format!("could not make the WAL durable on shutdown: {error}"))?;
+    eprintln!("ringkv: stopped; WAL synced");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Writing HTTP/1.1 responses and their JSON bodies into a connection's output buffer.
+
+use std::io::Write;
+
+/// The statuses this server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    ContentTooLarge,
+    HeaderFieldsTooLarge,
+    InternalServerError,
+    ServiceUnavailable,
+    InsufficientStorage,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::ContentTooLarge => 413,
+            Status::HeaderFieldsTooLarge => 431,
+            Status::InternalServerError => 500,
+            Status::ServiceUnavailable => 503,
+            Status::InsufficientStorage => 507,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::ContentTooLarge => "Content Too Large",
+            Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Status::InternalServerError => "Internal Server Error",
+            Status::ServiceUnavailable => "Service Unavailable",
+            Status::InsufficientStorage => "Insufficient Storage",
+        }
+    }
+}
+
+/// A response before it is written: status, JSON body, and the `Allow` header for a 405.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: Status,
+    pub body: Vec<u8>,
+    pub allow: Option<&'static str>,
+}
+
+impl Response {
+    pub fn json(status: Status, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            body,
+            allow: None,
+        }
+    }
+
+    /// `{"error":message}`.
+    pub fn error(status: Status, message: &str) -> Self {
+        let mut body = Vec::with_capacity(message.len() + 16);
+        body.extend_from_slice(b"{\"error\":");
+        push_json_string(&mut body, message);
+        body.push(b'}');
+        Response::json(status, body)
+    }
+
+    /// `{"error":message,"key":key}`.
+    pub fn error_with_key(status: Status, message: &str, key: &str) -> Self {
+        let mut body = Vec::with_capacity(message.len() + key.len() + 24);
+        body.extend_from_slice(b"{\"error\":");
+        push_json_string(&mut body, message);
+        body.extend_from_slice(b",\"key\":");
+        push_json_string(&mut body, key);
+        body.push(b'}');
+        Response::json(status, body)
+    }
+
+    /// Appends the status line, headers and body to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.status.code(),
+            self.status.reason(),
+            self.body.len()
+        );
+        if let Some(allow) = self.allow {
+            let _ = write!(out, "Allow: {allow}\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_headers_and_escapes() {
+        let mut out = Vec::new();
+        Response::error_with_key(Status::NotFound, "key not found", "a\"b").write_to(&mut out, true, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(text.contains("Connection: keep-alive\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"error\":\"key not found\",\"key\":\"a\\\"b\"}"));
+        assert!(text.contains("Content-Length: 38\r\n"));
+    }
+}

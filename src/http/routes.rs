@@ -1,0 +1,151 @@
+//! Routing: (method, path) to a store call, and the store's answer or error to a response.
+//! Knows the API contract (`../shared/API.md`), not sockets.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::request::{query_param, QueryError};
+use super::response::{push_json_string, Response, Status};
+use crate::config::HttpConfig;
+use crate::engine::{Engine, VersionedValue};
+use crate::error::Error;
+use crate::io::FileSystem;
+
+/// Answers one request.
+pub async fn handle<F: FileSystem>(
+    engine: &Engine<F>,
+    limits: &HttpConfig,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> Response {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (allowed, expected) = match path {
+        "/get" => ("GET", method == "GET"),
+        "/set" => ("POST", method == "POST"),
+        "/del" => ("DELETE", method == "DELETE"),
+        _ => {
+            return Response::error(
+                Status::NotFound,
+                &format!("no endpoint {path}: use GET /get?key=K, POST /set or DELETE /del?key=K"),
+            )
+        }
+    };
+    if !expected {
+        let mut response = Response::error(
+            Status::MethodNotAllowed,
+            &format!("{path} takes {allowed}, not {method}"),
+        );
+        response.allow = Some(allowed);
+        return response;
+    }
+    let outcome = match path {
+        "/get" => get(engine, limits, query),
+        "/set" => set(engine, limits, body).await,
+        _ => delete(engine, limits, query).await,
+    };
+    outcome.unwrap_or_else(|response| response)
+}
+
+type Answer = Result<Response, Response>;
+
+fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
+    let key = key_from_query(query, limits)?;
+    match engine.get(key.as_bytes()) {
+        Some(found) => Ok(value_response(&key, &found)),
+        None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
+    }
+}
+
+async fn delete<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
+    let key = key_from_query(query, limits)?;
+    match engine.delete(key.as_bytes()).await.map_err(store_error)? {
+        Some(removed) => Ok(value_response(&key, &removed)),
+        None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
+    }
+}
+
+/// The body of `POST /set`: both fields kept as raw JSON so that the value is stored byte for
+/// byte and the key's type can be checked with a clear message.
+#[derive(Deserialize)]
+struct SetBody<'a> {
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]) -> Answer {
+    let parsed: SetBody = serde_json::from_slice(body)
+        .map_err(|error| Response::error(Status::BadRequest, &format!("malformed JSON body: {error}")))?;
+    let raw_key = parsed
+        .key
+        .ok_or_else(|| Response::error(Status::BadRequest, "missing \"key\" in body"))?;
+    let value = parsed
+        .value
+        .ok_or_else(|| Response::error(Status::BadRequest, "missing \"value\" in body"))?;
+    let key: String = serde_json::from_str(raw_key.get())
+        .map_err(|_| Response::error(Status::BadRequest, "\"key\" must be a JSON string"))?;
+    check_key(&key, limits)?;
+    let value = value.get().as_bytes();
+    if value.len() > limits.max_value_bytes {
+        return Err(Response::error(
+            Status::ContentTooLarge,
+            &format!("value is {} bytes, the limit is {}", value.len(), limits.max_value_bytes),
+        ));
+    }
+    let version = engine.set(key.as_bytes(), value).await.map_err(store_error)?;
+    let mut body = Vec::with_capacity(key.len() + 32);
+    body.extend_from_slice(b"{\"key\":");
+    push_json_string(&mut body, &key);
+    body.extend_from_slice(format!(",\"version\":{version}}}").as_bytes());
+    Ok(Response::json(Status::Ok, body))
+}
+
+fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> {
+    let key = match query_param(query, "key") {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(Response::error(Status::BadRequest, "missing key parameter: use ?key=K")),
+        Err(QueryError::BadPercentEncoding) => {
+            return Err(Response::error(Status::BadRequest, "bad percent-encoding in the query string"))
+        }
+        Err(QueryError::NotUtf8) => {
+            return Err(Response::error(Status::BadRequest, "key is not valid UTF-8 after percent-decoding"))
+        }
+    };
+    check_key(&key, limits)?;
+    Ok(key)
+}
+
+fn check_key(key: &str, limits: &HttpConfig) -> Result<(), Response> {
+    if key.is_empty() {
+        return Err(Response::error(Status::BadRequest, "key must not be empty"));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(Response::error(
+            Status::ContentTooLarge,
+            &format!("key is {} bytes, the limit is {}", key.len(), limits.max_key_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// `{"key":K,"value":V,"version":N}`.
+fn value_response(key: &str, found: &VersionedValue) -> Response {
+    let mut body = Vec::with_capacity(key.len() + found.value.len() + 40);
+    body.extend_from_slice(b"{\"key\":");
+    push_json_string(&mut body, key);
+    body.extend_from_slice(b",\"value\":");
+    body.extend_from_slice(&found.value);
+    body.extend_from_slice(format!(",\"version\":{}}}", found.version).as_bytes());
+    Response::json(Status::Ok, body)
+}
+
+fn store_error(error: Error) -> Response {
+    let status = match error {
+        Error::NoSpace { .. } => Status::InsufficientStorage,
+        Error::WalCorruption { .. } => Status::InternalServerError,
+        _ => Status::ServiceUnavailable,
+    };
+    Response::error(status, &format!("the write was not stored: {error}"))
+}

@@ -1,0 +1,25 @@
+//! ringkv: a persistent key-value server. An LSM tree (WAL + memtable now; SSTs and compaction
+//! next) behind an HTTP/1.1 API, served from one tokio-uring ring, with every WAL write going
+//! through `O_DIRECT` from aligned buffers.
+//!
+//! Map of the crate (each module's first comment says what it owns and what it must not touch):
+//! - [`config`]: options and the fsync strategy.
+//! - [`io`]: the file-system interface, its io_uring and fault-injecting implementations.
+//! - [`wal`]: the write-ahead log; [`memtable`]: the skiplist; [`engine`]: the store facade.
+//! - [`http`]: request parsing, routing and the connection loop.
+//!
+//! On-disk formats: `docs/format.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod daemon;
+pub mod dir_lock;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod io;
+pub mod memtable;
+pub mod wal;
+
+pub use error::{Error, Result};

@@ -1,0 +1,113 @@
+//! Command line -> configuration -> [`ringkv::daemon::run`]. No logic lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ringkv: a persistent key-value server (LSM tree, io_uring, O_DIRECT WAL) with an HTTP API:
+/// GET /get?key=K, POST /set {"key":K,"value":V}, DELETE /del?key=K.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Address to serve on. The default keeps the server on this machine; 0.0.0.0:8081 exposes it.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+
+    /// Directory holding the WAL (and, later, SST files). Created if missing; one server per
+    /// directory (a second one exits with an error).
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// When a write is acknowledged. always: after its own WAL write and fdatasync (no sharing).
+    /// group: after the fdatasync that covers it; concurrent writes share one sync.
+    /// periodic:MS: once written to the WAL (O_DIRECT, so a killed process loses nothing), synced
+    /// every MS ms; a power loss can take back up to MS ms of acknowledged writes.
+    /// never: once written; only synced at shutdown.
+    #[arg(long, default_value = "group", value_parser = parse_fsync)]
+    fsync: FsyncStrategy,
+
+    /// Size of each pre-written WAL segment file; a multiple of 4096.
+    #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_bytes)]
+    wal_segment_bytes: u64,
+
+    /// Upper bound on the bytes of one group-commit batch (one WAL write).
+    #[arg(long, default_value_t = 1 << 20)]
+    wal_batch_bytes: usize,
+
+    /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold).
+    #[arg(long, default_value_t = 64 << 20)]
+    memtable_bytes: u64,
+
+    /// Number of level-0 SST files that triggers a compaction (CompactionThreshold).
+    #[arg(long, default_value_t = 4)]
+    compaction_trigger: usize,
+
+    /// Largest key accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 4 << 10)]
+    max_key_bytes: usize,
+
+    /// Largest value accepted, in bytes of JSON text (larger: 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_value_bytes: usize,
+
+    /// Largest request line plus headers, in bytes (larger: 431).
+    #[arg(long, default_value_t = 16 << 10)]
+    max_head_bytes: usize,
+}
+
+fn parse_fsync(text: &str) -> Result<FsyncStrategy, String> {
+    text.parse()
+}
+
+fn parse_segment_bytes(text: &str) -> Result<u64, String> {
+    let bytes: u64 = text.parse().map_err(|_| format!("not a byte count: {text:?}"))?;
+    if bytes == 0 || bytes % 4096 != 0 {
+        return Err(format!("{bytes} is not a positive multiple of 4096"));
+    }
+    Ok(bytes)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Every record must fit in a segment with room to spare.
+    let largest_record = cli.max_key_bytes + cli.max_value_bytes + 64;
+    if (cli.wal_segment_bytes as usize) < 2 * largest_record {
+        eprintln!(
+            "ringkv: --wal-segment-bytes {} is too small for --max-key-bytes {} and --max-value-bytes {}: it must be at least {}",
+            cli.wal_segment_bytes,
+            cli.max_key_bytes,
+            cli.max_value_bytes,
+            (2 * largest_record).next_multiple_of(4096)
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = StoreConfig {
+        data_dir: cli.data_dir,
+        fsync: cli.fsync,
+        wal_segment_bytes: cli.wal_segment_bytes,
+        wal_batch_bytes: cli.wal_batch_bytes,
+        memtable_bytes: cli.memtable_bytes,
+        compaction_trigger: cli.compaction_trigger,
+        max_key_bytes: cli.max_key_bytes,
+        max_value_bytes: cli.max_value_bytes,
+    };
+    let http = HttpConfig {
+        listen: cli.listen,
+        max_head_bytes: cli.max_head_bytes,
+        max_key_bytes: cli.max_key_bytes,
+        max_value_bytes: cli.max_value_bytes,
+    };
+    match ringkv::daemon::run(store, http) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ringkv: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The write-ahead log: record framing (`record`), segment files (`segment`), the group-commit
+//! writer (`writer`) and replay (`recovery`). Knows bytes, not memtables; format in
+//! `docs/format.md`.
+
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+pub use record::{Record, RecordKind};
+pub use recovery::{recover, RecoveredLog};
+pub use writer::{LogPosition, Ticket, WalOptions, WalWriter};

@@ -1,0 +1,173 @@
+//! WAL recovery: replays segments in order, finds where the log ends, and tells a torn tail from
+//! corruption by the rules in `docs/format.md` ("Recovery"). Hands each record to the caller;
+//! knows nothing of memtables.
+
+use std::path::{Path, PathBuf};
+
+use super::record::{self, Record, RecordKind, RECORD_ALIGN};
+use super::segment;
+use super::writer::LogPosition;
+use crate::error::{Error, Result};
+use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
+
+/// What recovery found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredLog {
+    /// Where the writer continues.
+    pub position: LogPosition,
+    /// One more than the largest seq seen anywhere, torn records included.
+    pub next_seq: u64,
+    /// Put and delete records replayed.
+    pub records: u64,
+    pub segments: u64,
+    /// Bytes after the end of the log that held part of an unacknowledged, torn batch.
+    pub torn_tail: bool,
+}
+
+/// Replays the WAL in `dir`, calling `apply` for every put and delete in log order.
+/// `max_payload_bytes` is the largest record payload the store could have written.
+pub async fn recover<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    max_payload_bytes: usize,
+    mut apply: impl FnMut(&Record<'_>),
+) -> Result<RecoveredLog> {
+    let numbers = list_segments(fs, dir).await?;
+    let mut recovered = RecoveredLog {
+        position: LogPosition {
+            segment_number: numbers.last().map_or(1, |last| last + 1),
+            offset: 0,
+            tail: Vec::new(),
+        },
+        next_seq: 1,
+        records: 0,
+        segments: numbers.len() as u64,
+        torn_tail: false,
+    };
+    let mut last_seq = 0;
+    for (index, &number) in numbers.iter().enumerate() {
+        let path = segment::segment_path(dir, number);
+        let bytes = read_segment(fs, &path).await?;
+        let bytes = bytes.as_slice();
+        let mut offset = 0;
+        let stop = loop {
+            match record::decode(bytes, offset, max_payload_bytes) {
+                Ok((record, _)) if record.kind == RecordKind::SegmentEnd && record.seq >= last_seq => {
+                    break None;
+                }
+                Ok((record, next)) if record.seq > last_seq => {
+                    apply(&record);
+                    recovered.records += 1;
+                    last_seq = record.seq;
+                    offset = next;
+                }
+                Ok(_) => break Some("sequence number does not increase (stale record)".to_string()),
+                Err(invalid) => break Some(invalid.to_string()),
+            }
+        };
+        let Some(reason) = stop else { continue };
+        // The log ends here unless something written later says these bytes were once good.
+        let mut max_seq = last_seq;
+        for (seq, batch_offset, at) in valid_records_after(bytes, offset + RECORD_ALIGN, last_seq, max_payload_bytes) {
+            if batch_offset as usize > offset {
+                return Err(corruption(&path, offset, &reason, &format!("a later batch starts at {batch_offset} (record seq {seq} at offset {at})")));
+            }
+            max_seq = max_seq.max(seq);
+            recovered.torn_tail = true;
+        }
+        for &later in &numbers[index + 1..] {
+            let later_path = segment::segment_path(dir, later);
+            let later_bytes = read_segment(fs, &later_path).await?;
+            let found = valid_records_after(later_bytes.as_slice(), 0, last_seq, max_payload_bytes).next();
+            if let Some((seq, _, at)) = found {
+                return Err(corruption(
+                    &path,
+                    offset,
+                    &reason,
+                    &format!("{} holds record seq {seq} at offset {at}", later_path.display()),
+                ));
+            }
+        }
+        let block = round_down_to_block(offset as u64) as usize;
+        recovered.position = LogPosition {
+            segment_number: number,
+            offset: offset as u64,
+            tail: bytes[block..offset].to_vec(),
+        };
+        recovered.next_seq = max_seq + 1;
+        return Ok(recovered);
+    }
+    recovered.next_seq = last_seq + 1;
+    Ok(recovered)
+}
+
+fn corruption(path: &Path, offset: usize, reason: &str, evidence: &str) -> Error {
+    Error::WalCorruption {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason: format!("{reason}, but {evidence}, so these bytes were once a complete record"),
+    }
+}
+
+/// `(seq, batch_offset, offset)` of every checksum-valid record at or after `from` (at record
+/// alignment) with a seq above `above_seq`.
+fn valid_records_after(
+    bytes: &[u8],
+    from: usize,
+    above_seq: u64,
+    max_payload_bytes: usize,
+) -> impl Iterator<Item = (u64, u32, usize)> + '_ {
+    (from..bytes.len()).step_by(RECORD_ALIGN).filter_map(move |at| {
+        match record::decode(bytes, at, max_payload_bytes) {
+            Ok((record, _)) if record.seq > above_seq && record.kind != RecordKind::SegmentEnd => {
+                Some((record.seq, record.batch_offset, at))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Segment numbers in `dir`, ascending and without gaps; leftovers of an unfinished pre-write are
+/// removed.
+async fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    let entries = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
+    for path in entries {
+        if let Some(number) = segment::segment_number(&path) {
+            numbers.push(number);
+        } else if segment::is_unfinished_segment(&path) {
+            fs.remove(&path).await.map_err(|error| Error::io("remove", &path, error))?;
+        }
+    }
+    numbers.sort_unstable();
+    for pair in numbers.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing: PathBuf = segment::segment_path(dir, pair[0] + 1);
+            return Err(Error::WalCorruption {
+                path: missing,
+                offset: 0,
+                reason: format!("segment missing between {} and {}", pair[0], pair[1]),
+            });
+        }
+    }
+    Ok(numbers)
+}
+
+async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> {
+    let file = fs
+        .open(path, OpenMode::READ)
+        .await
+        .map_err(|error| Error::io("open", path, error))?;
+    let size = file.size().await.map_err(|error| Error::io("stat", path, error))?;
+    let buf = AlignedBuf::zeroed(size as usize);
+    let (result, buf) = file.read_at(buf, 0).await;
+    let read = result.map_err(|error| Error::io("read", path, error))?;
+    if (read as u64) < size {
+        return Err(Error::io(
+            "read",
+            path,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("read {read} of {size} bytes")),
+        ));
+    }
+    Ok(buf)
+}

@@ -1,0 +1,484 @@
+//! The WAL writer: assigns sequence numbers, gathers records into group-commit batches, and runs
+//! the one committer task that writes each batch with a single `O_DIRECT` write (and a sync, when
+//! the fsync strategy asks for one). Knows bytes and segments, not memtables: a caller learns
+//! through its [`Ticket`] when its record is durable and applies it itself.
+//!
+//! Batches are written strictly in order and a failed batch fails every batch queued after it, so
+//! what is durable is always a prefix of what was appended.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::record::{self, RecordKind, SEGMENT_END_BYTES};
+use super::segment;
+use crate::config::FsyncStrategy;
+use crate::error::{Error, Result};
+use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, BLOCK_BYTES};
+
+/// How the writer is set up.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub batch_bytes: usize,
+    pub fsync: FsyncStrategy,
+}
+
+/// Where the log ends: the next record goes to `offset` of segment `segment_number`; `tail` holds
+/// the bytes of the partial block before `offset` (rewritten by the next direct write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPosition {
+    pub segment_number: u64,
+    pub offset: u64,
+    pub tail: Vec<u8>,
+}
+
+/// The outcome of one batch, shared by every record in it.
+#[derive(Default)]
+struct BatchSlot {
+    outcome: RefCell<Option<Result<()>>>,
+    done: Notify,
+}
+
+/// A claim on the durability of one appended record.
+#[derive(Clone)]
+pub struct Ticket(Rc<BatchSlot>);
+
+impl Ticket {
+    /// Waits until the record's batch is written (and synced, when the strategy syncs before
+    /// acknowledging); returns the batch's failure otherwise.
+    pub async fn wait(&self) -> Result<()> {
+        loop {
+            // Created before the check so that a completion in between is not missed.
+            let notified = self.0.done.notified();
+            if let Some(outcome) = &*self.0.outcome.borrow() {
+                return outcome.as_ref().map(|_| ()).map_err(Error::duplicate);
+            }
+            notified.await;
+        }
+    }
+
+    fn complete(&self, outcome: Result<()>) {
+        *self.0.outcome.borrow_mut() = Some(outcome);
+        self.0.done.notify_waiters();
+    }
+}
+
+/// Records gathered for one direct write.
+struct Batch {
+    segment_number: u64,
+    /// File offset of the write: `start_offset` rounded down to a block.
+    block_offset: u64,
+    /// Where the batch's first record starts.
+    start_offset: u64,
+    /// Bytes from `block_offset`: the previous partial block, then the records.
+    buf: AlignedBuf,
+    records: u32,
+    /// No more records go in (its segment was sealed, or the strategy gives each record its own).
+    closed: bool,
+    ticket: Ticket,
+}
+
+struct OpenSegment<F: FileSystem> {
+    number: u64,
+    path: PathBuf,
+    file: Rc<F::File>,
+}
+
+struct State<F: FileSystem> {
+    queue: VecDeque<Batch>,
+    /// Where the next record goes.
+    position: LogPosition,
+    next_seq: u64,
+    poisoned: Option<String>,
+    closing: bool,
+    current: Option<OpenSegment<F>>,
+    spare: Option<(u64, JoinHandle<Result<F::File>>)>,
+    /// Written but not yet synced (drives `periodic`).
+    unsynced: bool,
+    free_buffers: Vec<AlignedBuf>,
+}
+
+/// Spare batch buffers kept for reuse; more would only hold memory.
+const FREE_BUFFERS_MAX: usize = 4;
+
+/// See the module documentation.
+pub struct WalWriter<F: FileSystem> {
+    fs: F,
+    options: WalOptions,
+    state: RefCell<State<F>>,
+    work: Notify,
+    committer: RefCell<Option<JoinHandle<()>>>,
+    sync_timer: RefCell<Option<JoinHandle<()>>>,
+    syncs: Cell<u64>,
+}
+
+impl<F: FileSystem> WalWriter<F> {
+    /// Starts writing at `position` with `next_seq`, and spawns the committer (and, for
+    /// `periodic`, the sync timer) on the current ring.
+    pub fn start(fs: F, options: WalOptions, position: LogPosition, next_seq: u64) -> Rc<Self> {
+        assert_eq!(options.segment_bytes % BLOCK_BYTES as u64, 0);
+        let interval = match options.fsync {
+            FsyncStrategy::Periodic { interval_ms } => Some(Duration::from_millis(interval_ms)),
+            _ => None,
+        };
+        let writer = Rc::new(WalWriter {
+            fs,
+            options,
+            state: RefCell::new(State {
+                queue: VecDeque::new(),
+                position,
+                next_seq,
+                poisoned: None,
+                closing: false,
+                current: None,
+                spare: None,
+                unsynced: false,
+                free_buffers: Vec::new(),
+            }),
+            work: Notify::new(),
+            committer: RefCell::new(None),
+            sync_timer: RefCell::new(None),
+            syncs: Cell::new(0),
+        });
+        *writer.committer.borrow_mut() = Some(tokio_uring::spawn(run_committer(writer.clone())));
+        if let Some(interval) = interval {
+            let timer = tokio_uring::spawn(run_periodic_sync(Rc::downgrade(&writer), interval));
+            *writer.sync_timer.borrow_mut() = Some(timer);
+        }
+        writer
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.state.borrow().next_seq
+    }
+
+    /// How many WAL syncs have completed.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.get()
+    }
+
+    /// The largest record payload a segment can hold.
+    pub fn max_record_bytes(&self) -> usize {
+        self.options.segment_bytes as usize - SEGMENT_END_BYTES
+    }
+
+    /// Appends a record and returns its sequence number and the ticket that tells when it is
+    /// durable. Synchronous: the record's place in the log is fixed before this returns.
+    pub fn append(&self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<(u64, Ticket)> {
+        let mut state = self.state.borrow_mut();
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if state.closing {
+            return Err(Error::ShuttingDown);
+        }
+        let len = record::encoded_len(key, value);
+        if len > self.max_record_bytes() {
+            return Err(Error::RecordTooLarge {
+                record_bytes: len,
+                segment_bytes: self.options.segment_bytes,
+            });
+        }
+        if state.position.offset + (len + SEGMENT_END_BYTES) as u64 > self.options.segment_bytes {
+            self.seal_segment(&mut state);
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let ticket = self.push_record(&mut state, kind, seq, key, value);
+        drop(state);
+        self.work.notify_one();
+        Ok((seq, ticket))
+    }
+
+    /// Ends the current segment with a segment-end record and moves the position to the next one.
+    fn seal_segment(&self, state: &mut State<F>) {
+        let last_seq = state.next_seq.saturating_sub(1);
+        self.push_record(state, RecordKind::SegmentEnd, last_seq, b"", b"");
+        if let Some(batch) = state.queue.back_mut() {
+            batch.closed = true;
+        }
+        state.position = LogPosition {
+            segment_number: state.position.segment_number + 1,
+            offset: 0,
+            tail: Vec::new(),
+        };
+    }
+
+    fn push_record(
+        &self,
+        state: &mut State<F>,
+        kind: RecordKind,
+        seq: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Ticket {
+        let len = record::encoded_len(key, value);
+        let one_record_per_batch = self.options.fsync == FsyncStrategy::Always && kind != RecordKind::SegmentEnd;
+        let reuse = state.queue.back().is_some_and(|batch| {
+            !batch.closed
+                && batch.segment_number == state.position.segment_number
+                && !(one_record_per_batch && batch.records > 0)
+                && batch.buf.len() + len <= batch.buf.capacity() - BLOCK_BYTES
+        });
+        if !reuse {
+            let batch = self.new_batch(state, len);
+            state.queue.push_back(batch);
+        }
+        let position_offset = state.position.offset;
+        let Some(batch) = state.queue.back_mut() else {
+            unreachable!("a batch was pushed above")
+        };
+        let at = (position_offset - batch.block_offset) as usize;
+        debug_assert_eq!(at, batch.buf.len());
+        let grown = batch.buf.extend_zeros(len);
+        debug_assert!(grown, "batch buffer sized for the record");
+        record::encode(
+            &mut batch.buf.as_mut_slice()[at..at + len],
+            kind,
+            seq,
+            batch.start_offset as u32,
+            key,
+            value,
+        );
+        batch.records += 1;
+        state.position.offset += len as u64;
+        batch.ticket.clone()
+    }
+
+    /// A batch starting at the current position, its buffer holding the partial block before it.
+    fn new_batch(&self, state: &mut State<F>, first_record_bytes: usize) -> Batch {
+        let start_offset = state.position.offset;
+        let block_offset = round_down_to_block(start_offset);
+        let prefix_len = (start_offset - block_offset) as usize;
+        // Room for the prefix, the records, a segment-end record and the padding block.
+        let capacity = (self.options.batch_bytes.max(first_record_bytes) + SEGMENT_END_BYTES + 2 * BLOCK_BYTES)
+            .next_multiple_of(BLOCK_BYTES);
+        let mut buf = match state.free_buffers.pop() {
+            Some(buf) if buf.capacity() >= capacity => buf,
+            _ => AlignedBuf::zeroed(capacity),
+        };
+        buf.set_len(0);
+        let prefix_copied = match state.queue.back() {
+            // The previous batch is still gathering: its last partial block is the prefix.
+            Some(previous) if previous.segment_number == state.position.segment_number && prefix_len > 0 => {
+                let from = (block_offset - previous.block_offset) as usize;
+                buf.extend_from_slice(&previous.buf.as_slice()[from..from + prefix_len])
+            }
+            _ => {
+                debug_assert_eq!(state.position.tail.len(), prefix_len);
+                buf.extend_from_slice(&state.position.tail[..prefix_len])
+            }
+        };
+        debug_assert!(prefix_copied);
+        Batch {
+            segment_number: state.position.segment_number,
+            block_offset,
+            start_offset,
+            buf,
+            records: 0,
+            closed: false,
+            ticket: Ticket(Rc::new(BatchSlot::default())),
+        }
+    }
+
+    /// Takes the oldest batch for writing; if it was the last one, keeps its partial final block
+    /// as the prefix of the next batch.
+    fn take_batch(&self) -> Option<Batch> {
+        let mut state = self.state.borrow_mut();
+        let batch = state.queue.pop_front()?;
+        if state.queue.is_empty() {
+            let position = &mut state.position;
+            position.tail = if batch.segment_number == position.segment_number {
+                let from = (round_down_to_block(position.offset) - batch.block_offset) as usize;
+                let to = (position.offset - batch.block_offset) as usize;
+                batch.buf.as_slice()[from..to].to_vec()
+            } else {
+                Vec::new()
+            };
+        }
+        Some(batch)
+    }
+
+    /// The open file of segment `number`, switching to it (and preparing the one after) if needed.
+    async fn segment_file(&self, number: u64) -> Result<(Rc<F::File>, PathBuf)> {
+        let previous = {
+            let state = self.state.borrow();
+            match &state.current {
+                Some(current) if current.number == number => return Ok((current.file.clone(), current.path.clone())),
+                Some(current) => Some((current.file.clone(), current.path.clone())),
+                None => None,
+            }
+        };
+        // Leaving a segment under `periodic`: sync it now, or its tail would wait for no timer.
+        if let (Some((file, path)), FsyncStrategy::Periodic { .. }) = (previous, self.options.fsync) {
+            self.sync_file(&file, &path).await?;
+        }
+        let spare = {
+            let mut state = self.state.borrow_mut();
+            match state.spare.take() {
+                Some((spare_number, handle)) if spare_number == number => Some(handle),
+                other => {
+                    state.spare = other;
+                    None
+                }
+            }
+        };
+        let file = match spare {
+            Some(handle) => match handle.await {
+                Ok(result) => result?,
+                Err(join_error) => panic!("segment preparation task panicked: {join_error}"),
+            },
+            None => segment::open_or_create(&self.fs, &self.options.dir, number, self.options.segment_bytes).await?,
+        };
+        let path = segment::segment_path(&self.options.dir, number);
+        let file = Rc::new(file);
+        let mut state = self.state.borrow_mut();
+        state.current = Some(OpenSegment {
+            number,
+            path: path.clone(),
+            file: file.clone(),
+        });
+        if state.spare.is_none() {
+            let (fs, dir, bytes) = (self.fs.clone(), self.options.dir.clone(), self.options.segment_bytes);
+            let next = number + 1;
+            let handle = tokio_uring::spawn(async move { segment::open_or_create(&fs, &dir, next, bytes).await });
+            state.spare = Some((next, handle));
+        }
+        Ok((file, path))
+    }
+
+    async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
+        file.sync_data().await.map_err(|error| Error::io("sync", path, error))?;
+        self.syncs.set(self.syncs.get() + 1);
+        Ok(())
+    }
+
+    /// Writes one batch (and syncs it when the strategy syncs before acknowledging).
+    async fn write_batch(&self, batch: &mut Batch) -> Result<()> {
+        let (file, path) = self.segment_file(batch.segment_number).await?;
+        let mut buf = std::mem::replace(&mut batch.buf, AlignedBuf::zeroed(0));
+        buf.pad_to_block();
+        let (result, buf) = file.write_at(buf, batch.block_offset).await;
+        batch.buf = buf;
+        result.map_err(|error| Error::io("write", &path, error))?;
+        if self.options.fsync.syncs_before_ack() {
+            self.sync_file(&file, &path).await?;
+        } else {
+            self.state.borrow_mut().unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// A batch failed: fail it and everything queued after it, and rewind the log position to where
+    /// it started. Anything but `ENOSPC` poisons the writer: after a failed write or sync the
+    /// file's content is unknown, and retrying a sync can report success for lost data.
+    fn fail_from(&self, batch: Batch, error: Error) {
+        let mut state = self.state.borrow_mut();
+        if !matches!(error, Error::NoSpace { .. }) && state.poisoned.is_none() {
+            eprintln!("ringkv: WAL failure, refusing writes until restart: {error}");
+            state.poisoned = Some(error.to_string());
+        }
+        let prefix_len = (batch.start_offset - batch.block_offset) as usize;
+        state.position = LogPosition {
+            segment_number: batch.segment_number,
+            offset: batch.start_offset,
+            tail: batch.buf.as_slice()[..prefix_len].to_vec(),
+        };
+        let later: Vec<Batch> = state.queue.drain(..).collect();
+        drop(state);
+        batch.ticket.complete(Err(error.duplicate()));
+        for failed in later {
+            failed.ticket.complete(Err(error.duplicate()));
+        }
+    }
+
+    /// Stops taking records, writes what is queued, syncs, and stops the background tasks.
+    pub async fn close(&self) -> Result<()> {
+        self.state.borrow_mut().closing = true;
+        self.work.notify_one();
+        // The committer is never aborted (that would drop an in-flight write and strand its
+        // waiters); it returns by itself once the queue is drained.
+        let committer = self.committer.borrow_mut().take();
+        if let Some(committer) = committer {
+            let _ = committer.await;
+        }
+        let timer = self.sync_timer.borrow_mut().take();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+        let (current, spare, poisoned) = {
+            let mut state = self.state.borrow_mut();
+            (
+                state.current.as_ref().map(|c| (c.file.clone(), c.path.clone())),
+                state.spare.take(),
+                state.poisoned.clone(),
+            )
+        };
+        if let Some((_, handle)) = spare {
+            // Let a segment being pre-written finish, so no half-written file is left behind.
+            let _ = handle.await;
+        }
+        if let Some(cause) = poisoned {
+            return Err(Error::Poisoned { cause });
+        }
+        if let Some((file, path)) = current {
+            self.sync_file(&file, &path).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn run_committer<F: FileSystem>(writer: Rc<WalWriter<F>>) {
+    loop {
+        let Some(mut batch) = writer.take_batch() else {
+            if writer.state.borrow().closing {
+                return;
+            }
+            writer.work.notified().await;
+            continue;
+        };
+        match writer.write_batch(&mut batch).await {
+            Ok(()) => {
+                batch.ticket.complete(Ok(()));
+                let mut state = writer.state.borrow_mut();
+                if state.free_buffers.len() < FREE_BUFFERS_MAX {
+                    state.free_buffers.push(batch.buf);
+                }
+            }
+            Err(error) => writer.fail_from(batch, error),
+        }
+    }
+}
+
+async fn run_periodic_sync<F: FileSystem>(writer: std::rc::Weak<WalWriter<F>>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(writer) = writer.upgrade() else { return };
+        let current = {
+            let mut state = writer.state.borrow_mut();
+            if state.closing || state.poisoned.is_some() || !state.unsynced {
+                continue;
+            }
+            state.unsynced = false;
+            state.current.as_ref().map(|c| (c.file.clone(), c.path.clone()))
+        };
+        if let Some((file, path)) = current {
+            if let Err(error) = writer.sync_file(&file, &path).await {
+                eprintln!("ringkv: periodic WAL sync failed, refusing writes until restart: {error}");
+                writer.state.borrow_mut().poisoned = Some(error.to_string());
+            }
+        }
+    }
+}
