@@ -37,9 +37,9 @@ impl FromStr for FsyncStrategy {
                 let interval = text.strip_prefix("periodic:").ok_or_else(|| {
                     format!("unknown fsync strategy {text:?}: expected always, group, periodic:MS or never")
                 })?;
-                let interval_ms: u64 = interval
-                    .parse()
-                    .map_err(|_| format!("periodic:MS needs a whole number of milliseconds, got {interval:?}"))?;
+                let interval_ms: u64 = interval.parse().map_err(|_| {
+                    format!("periodic:MS needs a whole number of milliseconds, got {interval:?}")
+                })?;
                 if interval_ms == 0 {
                     return Err("periodic:MS needs at least 1 ms".to_string());
                 }
@@ -123,6 +123,9 @@ mod tests {
         assert!("periodic:".parse::<FsyncStrategy>().is_err());
         assert!("periodic:0".parse::<FsyncStrategy>().is_err());
         assert!("sometimes".parse::<FsyncStrategy>().is_err());
-        assert_eq!(FsyncStrategy::Periodic { interval_ms: 5 }.to_string(), "periodic:5");
+        assert_eq!(
+            FsyncStrategy::Periodic { interval_ms: 5 }.to_string(),
+            "periodic:5"
+        );
     }
 }

@@ -37,7 +37,8 @@ impl DirLock {
             return Err(Error::io("flock", &path, error));
         }
         // The pid is for an operator wondering who holds the directory; the lock is the flock.
-        file.set_len(0).map_err(|error| Error::io("truncate", &path, error))?;
+        file.set_len(0)
+            .map_err(|error| Error::io("truncate", &path, error))?;
         writeln!(file, "{}", std::process::id()).map_err(|error| Error::io("write", &path, error))?;
         Ok(DirLock { _file: file })
     }

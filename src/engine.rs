@@ -63,7 +63,9 @@ impl<F: FileSystem> Engine<F> {
         let log = wal::recover(&fs, dir, max_payload_bytes, |record| {
             let key = Bytes::copy_from_slice(record.key);
             match record.kind {
-                RecordKind::Put => memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value))),
+                RecordKind::Put => {
+                    memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)))
+                }
                 RecordKind::Delete => memtable.insert(key, record.seq, None),
                 RecordKind::SegmentEnd => {}
             }
@@ -131,7 +133,8 @@ impl<F: FileSystem> Engine<F> {
             return Ok(None);
         };
         let (version, ticket) = self.wal.append(RecordKind::Delete, key, b"")?;
-        self.settle(Bytes::copy_from_slice(key), version, None, ticket).await?;
+        self.settle(Bytes::copy_from_slice(key), version, None, ticket)
+            .await?;
         Ok(Some(removed))
     }
 

@@ -42,10 +42,7 @@ pub enum Error {
 
     /// A single record is larger than a WAL segment can hold.
     #[error("a record of {record_bytes} bytes does not fit in a WAL segment of {segment_bytes} bytes")]
-    RecordTooLarge {
-        record_bytes: usize,
-        segment_bytes: u64,
-    },
+    RecordTooLarge { record_bytes: usize, segment_bytes: u64 },
 
     /// The store is shutting down and takes no more writes.
     #[error("the server is shutting down")]
@@ -80,14 +77,8 @@ impl Error {
                 op,
                 path: path.clone(),
             },
-            Error::Poisoned { cause } => Error::Poisoned {
-                cause: cause.clone(),
-            },
-            Error::WalCorruption {
-                path,
-                offset,
-                reason,
-            } => Error::WalCorruption {
+            Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
+            Error::WalCorruption { path, offset, reason } => Error::WalCorruption {
                 path: path.clone(),
                 offset: *offset,
                 reason: reason.clone(),

@@ -90,7 +90,13 @@ mod tests {
         memtable.insert(Bytes::from_static(b"a"), 3, None);
         memtable.insert(Bytes::from_static(b"a"), 2, Some(Bytes::from_static(b"2")));
         memtable.insert(Bytes::from_static(b"ab"), 4, Some(Bytes::from_static(b"4")));
-        assert_eq!(memtable.get(b"a"), Some(Entry { version: 3, value: None }));
+        assert_eq!(
+            memtable.get(b"a"),
+            Some(Entry {
+                version: 3,
+                value: None
+            })
+        );
         assert_eq!(memtable.get(b"ab").map(|e| e.version), Some(4));
         assert_eq!(memtable.get(b""), None);
         assert_eq!(memtable.get(b"b"), None);

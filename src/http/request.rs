@@ -81,7 +81,10 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
             ))
         }
         Err(error) => {
-            return Err(HttpError::closing(Status::BadRequest, format!("malformed HTTP request: {error}")))
+            return Err(HttpError::closing(
+                Status::BadRequest,
+                format!("malformed HTTP request: {error}"),
+            ))
         }
     };
     if head_len > limits.max_head_bytes {
@@ -100,13 +103,18 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
         let name = header.name;
         let value = std::str::from_utf8(header.value).unwrap_or("").trim();
         if name.eq_ignore_ascii_case("content-length") {
-            let length: usize = value
-                .parse()
-                .map_err(|_| HttpError::closing(Status::BadRequest, format!("invalid Content-Length {value:?}")))?;
+            let length: usize = value.parse().map_err(|_| {
+                HttpError::closing(Status::BadRequest, format!("invalid Content-Length {value:?}"))
+            })?;
             match framing {
                 BodyFraming::None => framing = BodyFraming::Length(length),
                 BodyFraming::Length(previous) if previous == length => {}
-                _ => return Err(HttpError::closing(Status::BadRequest, "conflicting Content-Length / Transfer-Encoding headers")),
+                _ => {
+                    return Err(HttpError::closing(
+                        Status::BadRequest,
+                        "conflicting Content-Length / Transfer-Encoding headers",
+                    ))
+                }
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if !value.eq_ignore_ascii_case("chunked") {
@@ -116,7 +124,10 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
                 ));
             }
             if !matches!(framing, BodyFraming::None) {
-                return Err(HttpError::closing(Status::BadRequest, "conflicting Content-Length / Transfer-Encoding headers"));
+                return Err(HttpError::closing(
+                    Status::BadRequest,
+                    "conflicting Content-Length / Transfer-Encoding headers",
+                ));
             }
             framing = BodyFraming::Chunked;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -128,7 +139,11 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
             expects_continue = value.eq_ignore_ascii_case("100-continue");
         }
     }
-    let keep_alive = if http10 { keep_alive_requested && !close_requested } else { !close_requested };
+    let keep_alive = if http10 {
+        keep_alive_requested && !close_requested
+    } else {
+        !close_requested
+    };
     let rest = &buf[head_len..];
     let (body, body_len) = match framing {
         BodyFraming::None => (Cow::Borrowed(&rest[..0]), 0),
@@ -181,7 +196,12 @@ fn decode_chunked(data: &[u8], limits: Limits) -> Result<Option<(Vec<u8>, usize)
         let (size_line_len, size) = match httparse::parse_chunk_size(&data[pos..]) {
             Ok(httparse::Status::Complete(found)) => found,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(HttpError::closing(Status::BadRequest, "malformed chunk size line")),
+            Err(_) => {
+                return Err(HttpError::closing(
+                    Status::BadRequest,
+                    "malformed chunk size line",
+                ))
+            }
         };
         pos += size_line_len;
         if size == 0 {
@@ -208,7 +228,10 @@ fn decode_chunked(data: &[u8], limits: Limits) -> Result<Option<(Vec<u8>, usize)
         }
         body.extend_from_slice(&data[pos..pos + size]);
         if &data[pos + size..pos + size + 2] != b"\r\n" {
-            return Err(HttpError::closing(Status::BadRequest, "chunk data not followed by CRLF"));
+            return Err(HttpError::closing(
+                Status::BadRequest,
+                "chunk data not followed by CRLF",
+            ));
         }
         pos += size + 2;
     }
@@ -273,9 +296,17 @@ mod tests {
     #[test]
     fn keep_alive_defaults_follow_the_version() {
         assert!(complete(b"GET / HTTP/1.1\r\n\r\n").0.keep_alive);
-        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(
+            !complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .0
+                .keep_alive
+        );
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-        assert!(complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keep_alive);
+        assert!(
+            complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .0
+                .keep_alive
+        );
     }
 
     #[test]
@@ -289,7 +320,12 @@ mod tests {
     #[test]
     fn partial_body_reports_expect_continue() {
         let buf = b"POST /set HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
-        assert!(matches!(parse(buf, LIMITS), Ok(Parsed::Partial { expects_continue: true })));
+        assert!(matches!(
+            parse(buf, LIMITS),
+            Ok(Parsed::Partial {
+                expects_continue: true
+            })
+        ));
     }
 
     #[test]
@@ -307,14 +343,23 @@ mod tests {
         let big = b"POST /set HTTP/1.1\r\nContent-Length: 33\r\n\r\n";
         assert_eq!(parse(big, LIMITS).unwrap_err().status, Status::ContentTooLarge);
         let chunked = b"POST /set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n21\r\n";
-        assert_eq!(parse(chunked, LIMITS).unwrap_err().status, Status::ContentTooLarge);
+        assert_eq!(
+            parse(chunked, LIMITS).unwrap_err().status,
+            Status::ContentTooLarge
+        );
         let long_head = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
-        assert_eq!(parse(long_head.as_bytes(), LIMITS).unwrap_err().status, Status::HeaderFieldsTooLarge);
+        assert_eq!(
+            parse(long_head.as_bytes(), LIMITS).unwrap_err().status,
+            Status::HeaderFieldsTooLarge
+        );
     }
 
     #[test]
     fn garbage_and_smuggling_are_refused() {
-        assert_eq!(parse(b"\x01\x02 nonsense\r\n\r\n", LIMITS).unwrap_err().status, Status::BadRequest);
+        assert_eq!(
+            parse(b"\x01\x02 nonsense\r\n\r\n", LIMITS).unwrap_err().status,
+            Status::BadRequest
+        );
         let both = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse(both, LIMITS).unwrap_err().status, Status::BadRequest);
     }
@@ -322,7 +367,10 @@ mod tests {
     #[test]
     fn query_decoding() {
         assert_eq!(query_param("key=a%20b+c", "key"), Ok(Some("a b c".to_string())));
-        assert_eq!(query_param("x=1&key=%26%C3%A9", "key"), Ok(Some("&é".to_string())));
+        assert_eq!(
+            query_param("x=1&key=%26%C3%A9", "key"),
+            Ok(Some("&é".to_string()))
+        );
         assert_eq!(query_param("x=1", "key"), Ok(None));
         assert_eq!(query_param("key=%2", "key"), Err(QueryError::BadPercentEncoding));
         assert_eq!(query_param("key=%zz", "key"), Err(QueryError::BadPercentEncoding));

@@ -69,10 +69,16 @@ async fn delete<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &
 /// byte and the key's type can be checked with a clear message.
 #[derive(Deserialize)]
 struct SetBody<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     key: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     value: Option<&'a RawValue>,
+}
+
+/// A field that is present, `null` included (plain `Option` would read `null` as absent, and
+/// `null` is a value users may store).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]) -> Answer {
@@ -91,7 +97,11 @@ async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]
     if value.len() > limits.max_value_bytes {
         return Err(Response::error(
             Status::ContentTooLarge,
-            &format!("value is {} bytes, the limit is {}", value.len(), limits.max_value_bytes),
+            &format!(
+                "value is {} bytes, the limit is {}",
+                value.len(),
+                limits.max_value_bytes
+            ),
         ));
     }
     let version = engine.set(key.as_bytes(), value).await.map_err(store_error)?;
@@ -105,12 +115,23 @@ async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]
 fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> {
     let key = match query_param(query, "key") {
         Ok(Some(key)) => key,
-        Ok(None) => return Err(Response::error(Status::BadRequest, "missing key parameter: use ?key=K")),
+        Ok(None) => {
+            return Err(Response::error(
+                Status::BadRequest,
+                "missing key parameter: use ?key=K",
+            ))
+        }
         Err(QueryError::BadPercentEncoding) => {
-            return Err(Response::error(Status::BadRequest, "bad percent-encoding in the query string"))
+            return Err(Response::error(
+                Status::BadRequest,
+                "bad percent-encoding in the query string",
+            ))
         }
         Err(QueryError::NotUtf8) => {
-            return Err(Response::error(Status::BadRequest, "key is not valid UTF-8 after percent-decoding"))
+            return Err(Response::error(
+                Status::BadRequest,
+                "key is not valid UTF-8 after percent-decoding",
+            ))
         }
     };
     check_key(&key, limits)?;
@@ -124,7 +145,11 @@ fn check_key(key: &str, limits: &HttpConfig) -> Result<(), Response> {
     if key.len() > limits.max_key_bytes {
         return Err(Response::error(
             Status::ContentTooLarge,
-            &format!("key is {} bytes, the limit is {}", key.len(), limits.max_key_bytes),
+            &format!(
+                "key is {} bytes, the limit is {}",
+                key.len(),
+                limits.max_key_bytes
+            ),
         ));
     }
     Ok(())

@@ -149,8 +149,14 @@ impl<F: FileSystem> Server<F> {
             loop {
                 match parse(&input[start..], limits) {
                     Ok(Parsed::Complete { request, consumed }) => {
-                        let response =
-                            routes::handle(&self.engine, &self.config, request.method, request.target, &request.body).await;
+                        let response = routes::handle(
+                            &self.engine,
+                            &self.config,
+                            request.method,
+                            request.target,
+                            &request.body,
+                        )
+                        .await;
                         let keep_alive = request.keep_alive && !self.stopping.get();
                         response.write_to(&mut output, keep_alive, request.http10);
                         start += consumed;
@@ -163,7 +169,11 @@ impl<F: FileSystem> Server<F> {
                     Ok(Parsed::Partial { expects_continue }) => {
                         if input.len() - start > input_bytes_max {
                             let message = format!("request exceeds {input_bytes_max} bytes");
-                            Response::error(Status::ContentTooLarge, &message).write_to(&mut output, false, false);
+                            Response::error(Status::ContentTooLarge, &message).write_to(
+                                &mut output,
+                                false,
+                                false,
+                            );
                             close = true;
                         } else if expects_continue && !continue_sent {
                             output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -172,7 +182,11 @@ impl<F: FileSystem> Server<F> {
                         break;
                     }
                     Err(error) => {
-                        Response::error(error.status, &error.message).write_to(&mut output, !error.close, false);
+                        Response::error(error.status, &error.message).write_to(
+                            &mut output,
+                            !error.close,
+                            false,
+                        );
                         start = input.len();
                         close = error.close;
                         break;

@@ -74,7 +74,11 @@ impl AlignedBuf {
     /// # Panics
     /// If `len` exceeds the capacity: that is a bug in the caller's size arithmetic.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity, "length {len} beyond capacity {}", self.capacity);
+        assert!(
+            len <= self.capacity,
+            "length {len} beyond capacity {}",
+            self.capacity
+        );
         self.len = len;
     }
 

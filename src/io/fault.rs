@@ -99,10 +99,7 @@ impl FaultFs {
     pub fn crash(&self, mut keep: impl FnMut(&Path, u64, usize) -> bool) -> io::Result<()> {
         let mut files = self.state.files.borrow_mut();
         for (path, shadow) in files.iter_mut() {
-            let mut image = match shadow.durable.take() {
-                Some(image) => image,
-                None => Vec::new(),
-            };
+            let mut image: Vec<u8> = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {
                 if keep(path, offset, bytes.len()) {
                     patch(&mut image, offset, &bytes);
@@ -169,7 +166,10 @@ impl DataFile for FaultFile {
             return Err(injected(libc::EIO));
         }
         self.inner.sync_data().await?;
-        self.state.faults.syncs_ok.set(self.state.faults.syncs_ok.get() + 1);
+        self.state
+            .faults
+            .syncs_ok
+            .set(self.state.faults.syncs_ok.get() + 1);
         if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.path) {
             let mut image = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {

@@ -22,19 +22,30 @@ pub struct UringFile {
 impl DataFile for UringFile {
     async fn write_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<()>, AlignedBuf) {
         debug_assert_eq!(buf.len() % BLOCK_BYTES, 0, "direct write of a partial block");
-        debug_assert_eq!(offset % BLOCK_BYTES as u64, 0, "direct write at an unaligned offset");
+        debug_assert_eq!(
+            offset % BLOCK_BYTES as u64,
+            0,
+            "direct write at an unaligned offset"
+        );
         let (result, buf) = self.file.write_all_at(buf, offset).await;
         (result, buf)
     }
 
     async fn read_at(&self, mut buf: AlignedBuf, offset: u64) -> (io::Result<usize>, AlignedBuf) {
-        debug_assert_eq!(offset % BLOCK_BYTES as u64, 0, "direct read at an unaligned offset");
+        debug_assert_eq!(
+            offset % BLOCK_BYTES as u64,
+            0,
+            "direct read at an unaligned offset"
+        );
         buf.set_len(0);
         // Read into the whole capacity; a short read happens only at the end of the file.
         let capacity = buf.capacity();
         let mut filled = 0;
         loop {
-            let (result, slice) = self.file.read_at(buf.slice(filled..capacity), offset + filled as u64).await;
+            let (result, slice) = self
+                .file
+                .read_at(buf.slice(filled..capacity), offset + filled as u64)
+                .await;
             buf = slice.into_inner();
             match result {
                 Ok(0) => return (Ok(filled), buf),

@@ -46,11 +46,21 @@ pub enum Invalid {
     /// The header does not fit before the end of the segment.
     HeaderTruncated,
     /// The length runs past the segment end or over the largest record the store accepts.
-    BadLength { payload_len: u32 },
-    ChecksumMismatch { expected: u32, actual: u32 },
-    BadKind { kind: u8 },
+    BadLength {
+        payload_len: u32,
+    },
+    ChecksumMismatch {
+        expected: u32,
+        actual: u32,
+    },
+    BadKind {
+        kind: u8,
+    },
     /// A put/delete payload whose key length does not fit in it.
-    BadKeyLength { key_len: u32, payload_len: u32 },
+    BadKeyLength {
+        key_len: u32,
+        payload_len: u32,
+    },
 }
 
 impl std::fmt::Display for Invalid {
@@ -60,11 +70,17 @@ impl std::fmt::Display for Invalid {
             Invalid::HeaderTruncated => write!(f, "record header runs past the segment end"),
             Invalid::BadLength { payload_len } => write!(f, "impossible payload length {payload_len}"),
             Invalid::ChecksumMismatch { expected, actual } => {
-                write!(f, "checksum mismatch: stored {expected:#010x}, computed {actual:#010x}")
+                write!(
+                    f,
+                    "checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+                )
             }
             Invalid::BadKind { kind } => write!(f, "unknown record kind {kind}"),
             Invalid::BadKeyLength { key_len, payload_len } => {
-                write!(f, "key length {key_len} does not fit in payload of {payload_len} bytes")
+                write!(
+                    f,
+                    "key length {key_len} does not fit in payload of {payload_len} bytes"
+                )
             }
         }
     }
@@ -88,14 +104,7 @@ pub fn encoded_len(key: &[u8], value: &[u8]) -> usize {
 pub const SEGMENT_END_BYTES: usize = (HEADER_BYTES + 4).next_multiple_of(RECORD_ALIGN);
 
 /// Encodes one record into `out`, which must be exactly [`encoded_len`] bytes long.
-pub fn encode(
-    out: &mut [u8],
-    kind: RecordKind,
-    seq: u64,
-    batch_offset: u32,
-    key: &[u8],
-    value: &[u8],
-) {
+pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, batch_offset: u32, key: &[u8], value: &[u8]) {
     let payload_len = payload_len(key, value);
     debug_assert_eq!(out.len(), encoded_len(key, value));
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
@@ -191,7 +200,10 @@ mod tests {
         for bit in 0..payload_end * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&damaged, 0, 1 << 20).is_err(), "bit {bit} flipped undetected");
+            assert!(
+                decode(&damaged, 0, 1 << 20).is_err(),
+                "bit {bit} flipped undetected"
+            );
         }
     }
 
@@ -203,7 +215,10 @@ mod tests {
     #[test]
     fn length_past_the_end_is_rejected() {
         let bytes = encoded(RecordKind::Put, 1, b"k", b"1");
-        assert!(matches!(decode(&bytes[..bytes.len() - 8], 0, 1 << 20), Err(Invalid::BadLength { .. })));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 8], 0, 1 << 20),
+            Err(Invalid::BadLength { .. })
+        ));
         assert!(matches!(decode(&bytes, 0, 2), Err(Invalid::BadLength { .. })));
     }
 }

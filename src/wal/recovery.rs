@@ -68,9 +68,16 @@ pub async fn recover<F: FileSystem>(
         let Some(reason) = stop else { continue };
         // The log ends here unless something written later says these bytes were once good.
         let mut max_seq = last_seq;
-        for (seq, batch_offset, at) in valid_records_after(bytes, offset + RECORD_ALIGN, last_seq, max_payload_bytes) {
+        for (seq, batch_offset, at) in
+            valid_records_after(bytes, offset + RECORD_ALIGN, last_seq, max_payload_bytes)
+        {
             if batch_offset as usize > offset {
-                return Err(corruption(&path, offset, &reason, &format!("a later batch starts at {batch_offset} (record seq {seq} at offset {at})")));
+                return Err(corruption(
+                    &path,
+                    offset,
+                    &reason,
+                    &format!("a later batch starts at {batch_offset} (record seq {seq} at offset {at})"),
+                ));
             }
             max_seq = max_seq.max(seq);
             recovered.torn_tail = true;
@@ -136,7 +143,9 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
         if let Some(number) = segment::segment_number(&path) {
             numbers.push(number);
         } else if segment::is_unfinished_segment(&path) {
-            fs.remove(&path).await.map_err(|error| Error::io("remove", &path, error))?;
+            fs.remove(&path)
+                .await
+                .map_err(|error| Error::io("remove", &path, error))?;
         }
     }
     numbers.sort_unstable();
@@ -158,7 +167,10 @@ async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> 
         .open(path, OpenMode::READ)
         .await
         .map_err(|error| Error::io("open", path, error))?;
-    let size = file.size().await.map_err(|error| Error::io("stat", path, error))?;
+    let size = file
+        .size()
+        .await
+        .map_err(|error| Error::io("stat", path, error))?;
     let buf = AlignedBuf::zeroed(size as usize);
     let (result, buf) = file.read_at(buf, 0).await;
     let read = result.map_err(|error| Error::io("read", path, error))?;
@@ -166,7 +178,10 @@ async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> 
         return Err(Error::io(
             "read",
             path,
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("read {read} of {size} bytes")),
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("read {read} of {size} bytes"),
+            ),
         ));
     }
     Ok(buf)

@@ -175,9 +175,7 @@ impl<F: FileSystem> WalWriter<F> {
     pub fn append(&self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<(u64, Ticket)> {
         let mut state = self.state.borrow_mut();
         if let Some(cause) = &state.poisoned {
-            return Err(Error::Poisoned {
-                cause: cause.clone(),
-            });
+            return Err(Error::Poisoned { cause: cause.clone() });
         }
         if state.closing {
             return Err(Error::ShuttingDown);
@@ -223,7 +221,8 @@ impl<F: FileSystem> WalWriter<F> {
         value: &[u8],
     ) -> Ticket {
         let len = record::encoded_len(key, value);
-        let one_record_per_batch = self.options.fsync == FsyncStrategy::Always && kind != RecordKind::SegmentEnd;
+        let one_record_per_batch =
+            self.options.fsync == FsyncStrategy::Always && kind != RecordKind::SegmentEnd;
         let reuse = state.queue.back().is_some_and(|batch| {
             !batch.closed
                 && batch.segment_number == state.position.segment_number
@@ -261,8 +260,9 @@ impl<F: FileSystem> WalWriter<F> {
         let block_offset = round_down_to_block(start_offset);
         let prefix_len = (start_offset - block_offset) as usize;
         // Room for the prefix, the records, a segment-end record and the padding block.
-        let capacity = (self.options.batch_bytes.max(first_record_bytes) + SEGMENT_END_BYTES + 2 * BLOCK_BYTES)
-            .next_multiple_of(BLOCK_BYTES);
+        let capacity =
+            (self.options.batch_bytes.max(first_record_bytes) + SEGMENT_END_BYTES + 2 * BLOCK_BYTES)
+                .next_multiple_of(BLOCK_BYTES);
         let mut buf = match state.free_buffers.pop() {
             Some(buf) if buf.capacity() >= capacity => buf,
             _ => AlignedBuf::zeroed(capacity),
@@ -314,7 +314,9 @@ impl<F: FileSystem> WalWriter<F> {
         let previous = {
             let state = self.state.borrow();
             match &state.current {
-                Some(current) if current.number == number => return Ok((current.file.clone(), current.path.clone())),
+                Some(current) if current.number == number => {
+                    return Ok((current.file.clone(), current.path.clone()))
+                }
                 Some(current) => Some((current.file.clone(), current.path.clone())),
                 None => None,
             }
@@ -338,7 +340,10 @@ impl<F: FileSystem> WalWriter<F> {
                 Ok(result) => result?,
                 Err(join_error) => panic!("segment preparation task panicked: {join_error}"),
             },
-            None => segment::open_or_create(&self.fs, &self.options.dir, number, self.options.segment_bytes).await?,
+            None => {
+                segment::open_or_create(&self.fs, &self.options.dir, number, self.options.segment_bytes)
+                    .await?
+            }
         };
         let path = segment::segment_path(&self.options.dir, number);
         let file = Rc::new(file);
@@ -349,16 +354,23 @@ impl<F: FileSystem> WalWriter<F> {
             file: file.clone(),
         });
         if state.spare.is_none() {
-            let (fs, dir, bytes) = (self.fs.clone(), self.options.dir.clone(), self.options.segment_bytes);
+            let (fs, dir, bytes) = (
+                self.fs.clone(),
+                self.options.dir.clone(),
+                self.options.segment_bytes,
+            );
             let next = number + 1;
-            let handle = tokio_uring::spawn(async move { segment::open_or_create(&fs, &dir, next, bytes).await });
+            let handle =
+                tokio_uring::spawn(async move { segment::open_or_create(&fs, &dir, next, bytes).await });
             state.spare = Some((next, handle));
         }
         Ok((file, path))
     }
 
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
-        file.sync_data().await.map_err(|error| Error::io("sync", path, error))?;
+        file.sync_data()
+            .await
+            .map_err(|error| Error::io("sync", path, error))?;
         self.syncs.set(self.syncs.get() + 1);
         Ok(())
     }

@@ -1,0 +1,220 @@
+//! Shared test harness: the real `ringkv` binary on an ephemeral loopback port and a temporary
+//! data directory, and a raw HTTP/1.1 client over std sockets (so tests control every byte).
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running server process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+    log: mpsc::Receiver<String>,
+}
+
+impl TestServer {
+    /// Starts the server on `dir` with extra arguments; waits for its "listening on" line.
+    pub fn start(dir: &Path, args: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringkv");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(remaining) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("ringkv listening on ") {
+                        let addr = rest
+                            .split(',')
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .expect("address in log line");
+                        return TestServer {
+                            addr,
+                            dir: dir.to_path_buf(),
+                            child,
+                            log,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start: {:?}", child.wait());
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: the process dies with no chance to sync or clean up.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Sends a signal and waits for the exit.
+    pub fn signal_and_wait(mut self, signal: i32) -> (ExitStatus, Vec<String>) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().expect("wait");
+        let lines = self.log.try_iter().collect();
+        (status, lines)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One keep-alive connection.
+pub struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// Reads one response (Content-Length framed, as every answer of this server is).
+    pub fn read_response(&mut self) -> Response {
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line).expect("status line");
+        assert!(
+            status_line.starts_with("HTTP/1.1 "),
+            "bad status line {status_line:?}"
+        );
+        let status = status_line[9..12].parse().expect("status code");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header colon");
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if let Some(length) = response.header("content-length") {
+            let mut body = vec![0; length.parse().expect("content-length")];
+            self.stream.read_exact(&mut body).expect("body");
+            response.body = body;
+        }
+        response
+    }
+
+    /// True if the server closed the connection (EOF) without sending more.
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0; 1];
+        matches!(self.stream.read(&mut byte), Ok(0))
+    }
+
+    pub fn request(&mut self, method: &str, target: &str, body: Option<&str>) -> Response {
+        let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+        if let Some(body) = body {
+            raw.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(body.unwrap_or(""));
+        self.send_raw(raw.as_bytes());
+        self.read_response()
+    }
+
+    pub fn set(&mut self, key: &str, value: &serde_json::Value) -> Response {
+        let body = serde_json::json!({ "key": key, "value": value }).to_string();
+        self.request("POST", "/set", Some(&body))
+    }
+
+    pub fn get(&mut self, key: &str) -> Response {
+        self.request("GET", &format!("/get?key={}", encode(key)), None)
+    }
+
+    pub fn del(&mut self, key: &str) -> Response {
+        self.request("DELETE", &format!("/del?key={}", encode(key)), None)
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
