@@ -28,6 +28,8 @@ struct Faults {
 /// What a file holds durably, and the writes made since.
 #[derive(Default)]
 struct Shadow {
+    /// The file's current name (renames move it; the open handle keeps the same shadow).
+    path: PathBuf,
     /// `None`: the file was created and never synced, so a crash removes it.
     durable: Option<Vec<u8>>,
     unsynced: Vec<(u64, Vec<u8>)>,
@@ -37,7 +39,10 @@ struct Shadow {
 #[derive(Default)]
 struct State {
     faults: Faults,
-    files: RefCell<HashMap<PathBuf, Shadow>>,
+    /// Shadows by file identity, so that a handle opened before a rename stays tracked.
+    files: RefCell<HashMap<u64, Shadow>>,
+    ids_by_path: RefCell<HashMap<PathBuf, u64>>,
+    next_id: Cell<u64>,
 }
 
 /// See the module documentation.
@@ -50,7 +55,7 @@ pub struct FaultFs {
 /// A file of a [`FaultFs`].
 pub struct FaultFile {
     inner: UringFile,
-    path: PathBuf,
+    id: u64,
     state: Rc<State>,
 }
 
@@ -98,37 +103,44 @@ impl FaultFs {
     /// file system has been dropped.
     pub fn crash(&self, mut keep: impl FnMut(&Path, u64, usize) -> bool) -> io::Result<()> {
         let mut files = self.state.files.borrow_mut();
-        for (path, shadow) in files.iter_mut() {
+        for shadow in files.values_mut() {
             let mut image: Vec<u8> = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {
-                if keep(path, offset, bytes.len()) {
+                if keep(&shadow.path, offset, bytes.len()) {
                     patch(&mut image, offset, &bytes);
                 }
             }
-            std::fs::write(path, &image)?;
+            std::fs::write(&shadow.path, &image)?;
             shadow.size = image.len() as u64;
             shadow.durable = Some(image);
         }
         Ok(())
     }
 
-    fn track(&self, path: &Path, created: bool) -> io::Result<()> {
-        let mut files = self.state.files.borrow_mut();
-        if files.contains_key(path) {
-            return Ok(());
+    /// The identity of the file at `path`, starting to shadow it if it is new to this layer.
+    fn track(&self, path: &Path, created: bool) -> io::Result<u64> {
+        if let Some(&id) = self.state.ids_by_path.borrow().get(path) {
+            return Ok(id);
         }
         let shadow = if created {
-            Shadow::default()
+            Shadow {
+                path: path.to_path_buf(),
+                ..Shadow::default()
+            }
         } else {
             let image = std::fs::read(path)?;
             Shadow {
+                path: path.to_path_buf(),
                 size: image.len() as u64,
                 durable: Some(image),
                 unsynced: Vec::new(),
             }
         };
-        files.insert(path.to_path_buf(), shadow);
-        Ok(())
+        let id = self.state.next_id.get();
+        self.state.next_id.set(id + 1);
+        self.state.files.borrow_mut().insert(id, shadow);
+        self.state.ids_by_path.borrow_mut().insert(path.to_path_buf(), id);
+        Ok(id)
     }
 }
 
@@ -139,13 +151,13 @@ impl DataFile for FaultFile {
             return (Err(injected(libc::EIO)), buf);
         }
         let end = offset + buf.len() as u64;
-        let size = self.state.files.borrow().get(&self.path).map_or(0, |s| s.size);
+        let size = self.state.files.borrow().get(&self.id).map_or(0, |s| s.size);
         if faults.no_space.get() && end > size {
             return (Err(injected(libc::ENOSPC)), buf);
         }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
-            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.path) {
+            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
                 shadow.unsynced.push((offset, buf.as_slice().to_vec()));
                 shadow.size = shadow.size.max(end);
             }
@@ -160,7 +172,7 @@ impl DataFile for FaultFile {
     async fn sync_data(&self) -> io::Result<()> {
         if self.state.faults.fail_syncs.get() {
             // Like Linux after a failed writeback: the unsynced data is gone for good.
-            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.path) {
+            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
                 shadow.unsynced.clear();
             }
             return Err(injected(libc::EIO));
@@ -170,7 +182,7 @@ impl DataFile for FaultFile {
             .faults
             .syncs_ok
             .set(self.state.faults.syncs_ok.get() + 1);
-        if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.path) {
+        if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
             let mut image = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {
                 patch(&mut image, offset, &bytes);
@@ -190,26 +202,31 @@ impl FileSystem for FaultFs {
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
         let inner = self.inner.open(path, mode).await?;
-        self.track(path, mode.create_new)?;
+        let id = self.track(path, mode.create_new)?;
         Ok(FaultFile {
             inner,
-            path: path.to_path_buf(),
+            id,
             state: self.state.clone(),
         })
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename(from, to).await?;
-        let mut files = self.state.files.borrow_mut();
-        if let Some(shadow) = files.remove(from) {
-            files.insert(to.to_path_buf(), shadow);
+        let mut ids = self.state.ids_by_path.borrow_mut();
+        if let Some(id) = ids.remove(from) {
+            ids.insert(to.to_path_buf(), id);
+            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&id) {
+                shadow.path = to.to_path_buf();
+            }
         }
         Ok(())
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.inner.remove(path).await?;
-        self.state.files.borrow_mut().remove(path);
+        if let Some(id) = self.state.ids_by_path.borrow_mut().remove(path) {
+            self.state.files.borrow_mut().remove(&id);
+        }
         Ok(())
     }
 
