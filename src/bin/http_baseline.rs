@@ -22,7 +22,9 @@ fn main() {
         let listener = TcpListener::from_std(listener);
         eprintln!("http_baseline listening on {addr}");
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio_uring::spawn(serve(stream));
         }
     });

@@ -1,0 +1,120 @@
+//! Injected faults through the real engine: a failed sync or write poisons the store (writes
+//! refused, reads served, no retry); running out of space when a new WAL segment is needed fails
+//! those writes with `NoSpace` (507), loses nothing acknowledged, and writes work again once space
+//! is back.
+
+use std::path::Path;
+
+use ringkv::config::{FsyncStrategy, StoreConfig};
+use ringkv::engine::Engine;
+use ringkv::io::FaultFs;
+use ringkv::Error;
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        fsync: FsyncStrategy::Group,
+        wal_segment_bytes: 64 << 10,
+        max_value_bytes: 4 << 10,
+        ..StoreConfig::for_dir(dir)
+    }
+}
+
+#[test]
+fn failed_sync_poisons_writes_but_not_reads_and_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        engine.set(b"kept", b"1").await.unwrap();
+        fs.set_fail_syncs(true);
+        let failed = engine.set(b"lost", b"2").await;
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        // The disk is fine again, but the store must not trust a retried sync.
+        fs.set_fail_syncs(false);
+        let syncs_before = fs.syncs_ok();
+        assert!(matches!(
+            engine.set(b"after", b"3").await,
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(
+            engine.delete(b"kept").await,
+            Err(Error::Poisoned { .. })
+        ));
+        assert_eq!(
+            fs.syncs_ok(),
+            syncs_before,
+            "no sync was attempted after the failure"
+        );
+        assert_eq!(engine.get(b"kept").unwrap().value.as_ref(), b"1");
+        assert!(
+            engine.get(b"lost").is_none(),
+            "a write whose sync failed is never visible"
+        );
+    });
+}
+
+#[test]
+fn failed_write_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        fs.set_fail_writes(true);
+        assert!(matches!(engine.set(b"k", b"1").await, Err(Error::Io { .. })));
+        fs.set_fail_writes(false);
+        assert!(matches!(
+            engine.set(b"k", b"1").await,
+            Err(Error::Poisoned { .. })
+        ));
+    });
+}
+
+#[test]
+fn no_space_for_a_new_segment_is_507_then_recovers_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let value = vec![b'7'; 1000];
+    let acknowledged = tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        // Let the spare segment be prepared, then fill the disk.
+        engine.set(b"first", &value).await.unwrap();
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        fs.set_no_space(true);
+        let mut acknowledged = Vec::new();
+        let mut no_space = 0;
+        for i in 0..400 {
+            let key = format!("k{i}");
+            match engine.set(key.as_bytes(), &value).await {
+                Ok(_) => acknowledged.push(key),
+                Err(Error::NoSpace { .. }) => no_space += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        // Segments 1 and 2 (pre-written before the disk filled) hold about 120 records;
+        // a third segment cannot be created.
+        assert!(no_space > 0, "the full disk was never hit");
+        assert!(
+            acknowledged.len() > 60,
+            "writes inside pre-written segments must succeed"
+        );
+        fs.set_no_space(false);
+        engine
+            .set(b"after", &value)
+            .await
+            .expect("writes work again once space is free");
+        engine.close().await.unwrap();
+        acknowledged
+    });
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(FaultFs::new(), &config(dir.path())).await.unwrap();
+        assert!(engine.get(b"after").is_some());
+        assert!(engine.get(b"first").is_some());
+        for key in &acknowledged {
+            assert!(engine.get(key.as_bytes()).is_some(), "acknowledged {key} lost");
+        }
+        engine.close().await.unwrap();
+    });
+}
