@@ -2,7 +2,6 @@
 //! and on SIGTERM/SIGINT stop accepting, finish requests in flight, sync the WAL and return.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -30,16 +29,21 @@ pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
 /// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and
 /// would let a second server share a port silently.
 fn bind(address: SocketAddr) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(address).map_err(|error| {
+    use socket2::{Domain, Socket, Type};
+    let fail = |error: std::io::Error| {
         if error.kind() == std::io::ErrorKind::AddrInUse {
             format!("cannot listen on {address}: the address is already in use (another ringkv or another program holds it; choose one with --listen)")
         } else {
             format!("cannot listen on {address}: {error}")
         }
-    })?;
-    // SAFETY: a plain call on a descriptor we own; raising the backlog of a listening socket.
-    unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
-    Ok(listener)
+    };
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).map_err(fail)?;
+    // SO_REUSEADDR only lets us rebind over TIME_WAIT sockets after a restart; without
+    // SO_REUSEPORT a port held by a listening socket still fails with EADDRINUSE.
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&address.into()).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)?;
+    Ok(socket.into())
 }
 
 async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpConfig) -> Result<(), String> {

@@ -1,8 +1,7 @@
 //! One server per data directory: an exclusive `flock` on `LOCK`, held for the life of the store.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -24,17 +23,17 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(|error| Error::io("open", &path, error))?;
-        // SAFETY-free: flock takes a plain descriptor we own for the call's duration.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked != 0 {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux: released by the kernel when the
+        // process dies, however it dies.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
                 return Err(Error::DataDirLocked {
                     path: dir.to_path_buf(),
                     lock: path,
-                });
+                })
             }
-            return Err(Error::io("flock", &path, error));
+            Err(TryLockError::Error(error)) => return Err(Error::io("flock", &path, error)),
         }
         // The pid is for an operator wondering who holds the directory; the lock is the flock.
         file.set_len(0)

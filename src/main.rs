@@ -67,7 +67,7 @@ fn parse_fsync(text: &str) -> Result<FsyncStrategy, String> {
 
 fn parse_segment_bytes(text: &str) -> Result<u64, String> {
     let bytes: u64 = text.parse().map_err(|_| format!("not a byte count: {text:?}"))?;
-    if bytes == 0 || bytes % 4096 != 0 {
+    if bytes == 0 || !bytes.is_multiple_of(4096) {
         return Err(format!("{bytes} is not a positive multiple of 4096"));
     }
     Ok(bytes)
