@@ -36,12 +36,12 @@ pub enum Parsed<'a> {
     Partial { expects_continue: bool },
 }
 
-/// A request that cannot be served; the connection is closed after the answer when `close`.
+/// A request that cannot be served. The connection is always closed after the answer: once a
+/// request's framing is in doubt, nothing after it in the buffer can be trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     pub status: Status,
     pub message: String,
-    pub close: bool,
 }
 
 impl HttpError {
@@ -49,7 +49,6 @@ impl HttpError {
         HttpError {
             status,
             message: message.into(),
-            close: true,
         }
     }
 }

@@ -182,13 +182,9 @@ impl<F: FileSystem> Server<F> {
                         break;
                     }
                     Err(error) => {
-                        Response::error(error.status, &error.message).write_to(
-                            &mut output,
-                            !error.close,
-                            false,
-                        );
+                        Response::error(error.status, &error.message).write_to(&mut output, false, false);
                         start = input.len();
-                        close = error.close;
+                        close = true;
                         break;
                     }
                 }
