@@ -70,6 +70,9 @@ pub struct StoreConfig {
     pub wal_batch_bytes: usize,
     pub memtable_bytes: u64,
     pub compaction_trigger: usize,
+    pub block_cache_bytes: usize,
+    /// Pace of flush and compaction writes; 0 is unlimited.
+    pub background_write_bytes_per_sec: u64,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
 }
@@ -84,11 +87,31 @@ impl StoreConfig {
             wal_batch_bytes: 1 << 20,
             memtable_bytes: 64 << 20,
             compaction_trigger: 4,
+            block_cache_bytes: 64 << 20,
+            background_write_bytes_per_sec: 256 << 20,
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,
         }
     }
 }
+
+impl StoreConfig {
+    /// Target size of level 1: what `compaction_trigger` full L0 files hold, so that an L0
+    /// compaction rewrites about as much L1 data as it brings in.
+    pub fn level1_bytes(&self) -> u64 {
+        self.memtable_bytes
+            .saturating_mul(self.compaction_trigger.max(1) as u64)
+    }
+
+    /// Compaction output files are cut at this size (half a memtable, at least 64 KiB), so that
+    /// a level is several files and one compaction step moves only part of it.
+    pub fn target_file_bytes(&self) -> u64 {
+        (self.memtable_bytes / 2).max(64 << 10)
+    }
+}
+
+/// Growth factor between the target sizes of consecutive levels.
+pub const LEVEL_RATIO: u64 = 10;
 
 /// Limits the HTTP layer enforces before anything reaches the store.
 #[derive(Debug, Clone)]

@@ -57,12 +57,13 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
     eprintln!(
-        "ringkv listening on {address}, data dir {}, fsync {}; recovered {} records from {} WAL segments{}, next version {}",
+        "ringkv listening on {address}, data dir {}, fsync {}; recovered {} records from {} WAL segments{} and {} tables, next version {}",
         store.data_dir.display(),
         store.fsync,
         report.records,
         report.segments,
         if report.torn_tail { " (dropped a torn, unacknowledged tail)" } else { "" },
+        report.tables,
         report.next_version,
     );
     let server = Server::new(engine.clone(), http);

@@ -36,6 +36,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// An SST file or the manifest fails its checksum or framing. `kind` names the file kind.
+    #[error("{kind} corruption in {path} at offset {offset}: {reason}")]
+    Corruption {
+        kind: &'static str,
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
     /// Another process holds the data directory.
     #[error("data directory {path} is in use by another ringkv process (lock file {lock} is held)")]
     DataDirLocked { path: PathBuf, lock: PathBuf },
@@ -53,6 +62,26 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A damaged SST file at `offset`.
+    pub fn sst_corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            kind: "SST",
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// A damaged manifest at `offset`.
+    pub fn manifest_corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            kind: "manifest",
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
     /// Wraps an `io::Error` with the operation and file it happened on; `ENOSPC` becomes
     /// [`Error::NoSpace`] so callers can answer 507 instead of poisoning the store.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -79,6 +108,17 @@ impl Error {
             },
             Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
             Error::WalCorruption { path, offset, reason } => Error::WalCorruption {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Corruption {
+                kind,
+                path,
+                offset,
+                reason,
+            } => Error::Corruption {
+                kind,
                 path: path.clone(),
                 offset: *offset,
                 reason: reason.clone(),

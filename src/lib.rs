@@ -12,6 +12,9 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod background;
+pub mod checksum;
+pub mod compaction;
 pub mod config;
 pub mod daemon;
 pub mod dir_lock;
@@ -19,7 +22,11 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod io;
+pub mod manifest;
 pub mod memtable;
+pub mod rate_limit;
+pub mod sst;
+pub mod version;
 pub mod wal;
 
 pub use error::{Error, Result};

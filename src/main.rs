@@ -19,7 +19,7 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
 
-    /// Directory holding the WAL (and, later, SST files). Created if missing; one server per
+    /// Directory holding the WAL, the SST files and the manifest. Created if missing; one server per
     /// directory (a second one exits with an error).
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
@@ -40,13 +40,23 @@ struct Cli {
     #[arg(long, default_value_t = 1 << 20)]
     wal_batch_bytes: usize,
 
-    /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold).
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold). Up to two
+    /// frozen memtables wait for their flush before writes pause.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     memtable_bytes: u64,
 
-    /// Number of level-0 SST files that triggers a compaction (CompactionThreshold).
-    #[arg(long, default_value_t = 4)]
+    /// Number of level-0 SST files that triggers a compaction (CompactionThreshold); at least 2.
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64))]
     compaction_trigger: usize,
+
+    /// Bytes of SST data blocks kept in memory for reads.
+    #[arg(long, default_value_t = 64 << 20)]
+    block_cache_bytes: usize,
+
+    /// Rate limit of flush and compaction writes, in bytes per second (0: unlimited). Keeps
+    /// their large writes from starving the WAL's syncs.
+    #[arg(long, default_value_t = 256 << 20)]
+    background_write_bytes_per_sec: u64,
 
     /// Largest key accepted, in bytes (larger: 413).
     #[arg(long, default_value_t = 4 << 10)]
@@ -94,6 +104,8 @@ fn main() -> ExitCode {
         wal_batch_bytes: cli.wal_batch_bytes,
         memtable_bytes: cli.memtable_bytes,
         compaction_trigger: cli.compaction_trigger,
+        block_cache_bytes: cli.block_cache_bytes,
+        background_write_bytes_per_sec: cli.background_write_bytes_per_sec,
         max_key_bytes: cli.max_key_bytes,
         max_value_bytes: cli.max_value_bytes,
     };

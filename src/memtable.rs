@@ -64,6 +64,26 @@ impl Memtable {
         })
     }
 
+    /// The newest entry of every key, in key order (what a flush writes: older versions in the
+    /// same memtable are shadowed and no reader can see them).
+    pub fn newest_entries(&self) -> impl Iterator<Item = (Bytes, Entry)> + '_ {
+        let mut last: Option<Bytes> = None;
+        self.entries.iter().filter_map(move |entry| {
+            let key = &entry.key().user_key;
+            if last.as_ref() == Some(key) {
+                return None;
+            }
+            last = Some(key.clone());
+            Some((
+                key.clone(),
+                Entry {
+                    version: entry.key().version.0,
+                    value: entry.value().clone(),
+                },
+            ))
+        })
+    }
+
     /// Estimated memory held, for the flush threshold.
     pub fn approximate_bytes(&self) -> u64 {
         self.approximate_bytes.load(Ordering::Relaxed)
@@ -102,5 +122,10 @@ mod tests {
         assert_eq!(memtable.get(b"b"), None);
         assert_eq!(memtable.len(), 4);
         assert!(memtable.approximate_bytes() > 0);
+        let newest: Vec<(Bytes, u64)> = memtable.newest_entries().map(|(k, e)| (k, e.version)).collect();
+        assert_eq!(
+            newest,
+            vec![(Bytes::from_static(b"a"), 3), (Bytes::from_static(b"ab"), 4)]
+        );
     }
 }

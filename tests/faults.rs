@@ -45,9 +45,9 @@ fn failed_sync_poisons_writes_but_not_reads_and_is_not_retried() {
             syncs_before,
             "no sync was attempted after the failure"
         );
-        assert_eq!(engine.get(b"kept").unwrap().value.as_ref(), b"1");
+        assert_eq!(engine.get(b"kept").await.unwrap().unwrap().value.as_ref(), b"1");
         assert!(
-            engine.get(b"lost").is_none(),
+            engine.get(b"lost").await.unwrap().is_none(),
             "a write whose sync failed is never visible"
         );
     });
@@ -110,10 +110,13 @@ fn no_space_for_a_new_segment_is_507_then_recovers_with_nothing_lost() {
     });
     tokio_uring::start(async {
         let (engine, _) = Engine::open(FaultFs::new(), &config(dir.path())).await.unwrap();
-        assert!(engine.get(b"after").is_some());
-        assert!(engine.get(b"first").is_some());
+        assert!(engine.get(b"after").await.unwrap().is_some());
+        assert!(engine.get(b"first").await.unwrap().is_some());
         for key in &acknowledged {
-            assert!(engine.get(key.as_bytes()).is_some(), "acknowledged {key} lost");
+            assert!(
+                engine.get(key.as_bytes()).await.unwrap().is_some(),
+                "acknowledged {key} lost"
+            );
         }
         engine.close().await.unwrap();
     });

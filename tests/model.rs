@@ -1,7 +1,9 @@
-//! Model test: random sets, deletes, gets, clean restarts and simulated power failures against
-//! the real engine (real files, real io_uring) and a `BTreeMap`. Under `group` and `always` every
-//! acknowledged write is synced, so a power failure (the fault layer dropping all unsynced bytes)
-//! must lose nothing acknowledged.
+//! Model test: random sets, deletes, gets, flushes, compactions, clean restarts and simulated
+//! power failures against the real engine (real files, real io_uring, the real background ring)
+//! and a `BTreeMap`. Memtables are a few KiB and L0 compacts at 2 files, so a run goes through
+//! hundreds of flushes and compactions and several levels. Under `group` and `always` every
+//! acknowledged write is synced, so a power failure (the fault layer dropping all unsynced
+//! bytes) must lose nothing acknowledged.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,13 +15,20 @@ use ringkv::config::{FsyncStrategy, StoreConfig};
 use ringkv::engine::Engine;
 use ringkv::io::FaultFs;
 
+const KEYS: u32 = 300;
+
 fn config(dir: &Path, fsync: FsyncStrategy) -> StoreConfig {
     StoreConfig {
         fsync,
-        // Small segments so that runs cross many segment boundaries.
+        // Small segments so that runs cross many segment boundaries, and small memtables so that
+        // they flush every few dozen writes.
         wal_segment_bytes: 64 << 10,
         wal_batch_bytes: 8 << 10,
         max_value_bytes: 8 << 10,
+        memtable_bytes: 4 << 10,
+        compaction_trigger: 2,
+        block_cache_bytes: 16 << 10,
+        background_write_bytes_per_sec: 0,
         ..StoreConfig::for_dir(dir)
     }
 }
@@ -27,26 +36,31 @@ fn config(dir: &Path, fsync: FsyncStrategy) -> StoreConfig {
 /// Model entry: value JSON text and version.
 type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
+fn key(n: u32) -> Vec<u8> {
+    format!("k{n:04}").into_bytes()
+}
+
 fn run_model(seed: u64, fsync: FsyncStrategy, steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let fs = FaultFs::new();
     let mut model = Model::new();
     let mut last_version = 0;
+    let (mut flushes, mut compactions) = (0, 0);
     tokio_uring::start(async {
         let (mut engine, _) = Engine::open(fs.clone(), &config(dir.path(), fsync))
             .await
             .unwrap();
         for step in 0..steps {
-            let key = format!("k{}", rng.gen_range(0..40)).into_bytes();
-            match rng.gen_range(0..100) {
-                0..=44 => {
-                    let len = if rng.gen_bool(0.05) {
+            let key = key(rng.gen_range(0..KEYS));
+            match rng.gen_range(0..1000) {
+                0..=449 => {
+                    let len = if rng.gen_bool(0.03) {
                         rng.gen_range(1000..6000)
                     } else {
-                        rng.gen_range(0..40)
+                        rng.gen_range(0..60)
                     };
-                    let value = format!("\"{}\"", "x".repeat(len)).into_bytes();
+                    let value = format!("\"{step}:{}\"", "x".repeat(len)).into_bytes();
                     let version = engine.set(&key, &value).await.unwrap();
                     assert!(
                         version > last_version,
@@ -55,7 +69,7 @@ fn run_model(seed: u64, fsync: FsyncStrategy, steps: usize) {
                     last_version = version;
                     model.insert(key, (value, version));
                 }
-                45..=64 => {
+                450..=649 => {
                     let removed = engine.delete(&key).await.unwrap();
                     let expected = model.remove(&key);
                     assert_eq!(
@@ -65,25 +79,69 @@ fn run_model(seed: u64, fsync: FsyncStrategy, steps: usize) {
                     );
                     last_version = engine.next_version() - 1;
                 }
-                65..=94 => {
-                    let got = engine.get(&key).map(|v| (v.value.to_vec(), v.version));
+                650..=969 => {
+                    let got = engine.get(&key).await.unwrap();
+                    let got = got.map(|v| (v.value.to_vec(), v.version));
                     assert_eq!(got, model.get(&key).cloned(), "step {step}: get");
                 }
-                95..=97 => {
+                970..=979 => engine.settle_background().await.unwrap(),
+                980..=989 => {
+                    flushes += engine.stats().flushes;
+                    compactions += engine.stats().compactions;
                     engine.close().await.unwrap();
-                    drop(engine);
+                    release(engine).await;
                     engine = reopen(&fs, dir.path(), fsync, &model, last_version).await;
                 }
                 _ => {
                     // Power failure: no close, and every unsynced byte is lost.
-                    drop(engine);
+                    flushes += engine.stats().flushes;
+                    compactions += engine.stats().compactions;
+                    release(engine).await;
                     fs.crash(|_, _, _| false).unwrap();
                     engine = reopen(&fs, dir.path(), fsync, &model, last_version).await;
                 }
             }
         }
+        engine.settle_background().await.unwrap();
+        let stats = engine.stats();
+        flushes += stats.flushes;
+        compactions += stats.compactions;
+        eprintln!("seed {seed}: {flushes} flushes, {compactions} compactions; at the end {stats:?}");
+        assert!(
+            flushes > 10 && compactions > 5,
+            "{flushes} flushes, {compactions} compactions"
+        );
+        assert!(stats.tables_per_level[1..].iter().sum::<usize>() > 0, "{stats:?}");
+        check_all(&engine, &model).await;
         engine.close().await.unwrap();
     });
+}
+
+/// Every key of the key space reads as the model says: present with its version, or absent.
+async fn check_all(engine: &Engine<FaultFs>, model: &Model) {
+    for n in 0..KEYS {
+        let key = key(n);
+        let got = engine.get(&key).await.unwrap();
+        let got = got.map(|v| (v.value.to_vec(), v.version));
+        assert_eq!(
+            got.as_ref(),
+            model.get(&key),
+            "key {}",
+            String::from_utf8_lossy(&key)
+        );
+    }
+}
+
+/// Drops the engine once no task of its own holds it (the background ring stops and is joined in
+/// the drop), then lets its WAL tasks (committer, segment preparation) wind down.
+async fn release(engine: Rc<Engine<FaultFs>>) {
+    // Sleep rather than yield: tokio-uring submits queued operations only when the thread parks,
+    // so a yield loop would starve the very operation the other holder waits for.
+    while Rc::strong_count(&engine) > 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    drop(engine);
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 }
 
 async fn reopen(
@@ -93,32 +151,23 @@ async fn reopen(
     model: &Model,
     last_version: u64,
 ) -> Rc<Engine<FaultFs>> {
-    // Let the dropped engine's tasks (committer, segment preparation) wind down first.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
     let (engine, report) = Engine::open(fs.clone(), &config(dir, fsync)).await.unwrap();
     assert!(
         report.next_version > last_version,
         "versions must not go back after restart: {report:?} after {last_version}"
     );
-    for (key, (value, version)) in model {
-        let got = engine
-            .get(key)
-            .unwrap_or_else(|| panic!("lost {:?}", String::from_utf8_lossy(key)));
-        assert_eq!((&got.value.to_vec(), got.version), (value, *version));
-    }
+    check_all(&engine, model).await;
     engine
 }
 
 #[test]
 fn model_group_commit() {
     for seed in 0..4 {
-        run_model(seed, FsyncStrategy::Group, 1500);
+        run_model(seed, FsyncStrategy::Group, 2000);
     }
 }
 
 #[test]
 fn model_always() {
-    run_model(100, FsyncStrategy::Always, 1000);
+    run_model(100, FsyncStrategy::Always, 1200);
 }

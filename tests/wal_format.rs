@@ -57,7 +57,7 @@ fn write_log(dir: &Path, batches: &[usize]) {
 fn recover(dir: &Path) -> (Vec<Vec<u8>>, Result<wal::RecoveredLog, Error>) {
     tokio_uring::start(async {
         let mut keys = Vec::new();
-        let result = wal::recover(&UringFs, dir, SEGMENT_BYTES as usize, |r| {
+        let result = wal::recover(&UringFs, dir, 0, SEGMENT_BYTES as usize, |r| {
             keys.push(r.key.to_vec())
         })
         .await;

@@ -40,7 +40,7 @@ pub async fn handle<F: FileSystem>(
         return response;
     }
     let outcome = match path {
-        "/get" => get(engine, limits, query),
+        "/get" => get(engine, limits, query).await,
         "/set" => set(engine, limits, body).await,
         _ => delete(engine, limits, query).await,
     };
@@ -49,9 +49,9 @@ pub async fn handle<F: FileSystem>(
 
 type Answer = Result<Response, Response>;
 
-fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
+async fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
     let key = key_from_query(query, limits)?;
-    match engine.get(key.as_bytes()) {
+    match engine.get(key.as_bytes()).await.map_err(read_error)? {
         Some(found) => Ok(value_response(&key, &found)),
         None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
     }
@@ -166,10 +166,16 @@ fn value_response(key: &str, found: &VersionedValue) -> Response {
     Response::json(Status::Ok, body)
 }
 
+/// A read failed (an I/O error or a damaged block): this request fails, the server goes on.
+fn read_error(error: Error) -> Response {
+    eprintln!("ringkv: read failed: {error}");
+    Response::error(Status::InternalServerError, &format!("the read failed: {error}"))
+}
+
 fn store_error(error: Error) -> Response {
     let status = match error {
         Error::NoSpace { .. } => Status::InsufficientStorage,
-        Error::WalCorruption { .. } => Status::InternalServerError,
+        Error::WalCorruption { .. } | Error::Corruption { .. } => Status::InternalServerError,
         _ => Status::ServiceUnavailable,
     };
     Response::error(status, &format!("the write was not stored: {error}"))

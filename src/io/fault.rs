@@ -6,23 +6,23 @@
 //!
 //! It wraps [`UringFs`]; it must not be used by the server itself.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{AlignedBuf, DataFile, FileSystem, OpenMode, UringFile, UringFs};
 
 /// Which faults are armed. Shared by every clone of a [`FaultFs`].
 #[derive(Default)]
 struct Faults {
-    fail_syncs: Cell<bool>,
-    fail_writes: Cell<bool>,
+    fail_syncs: AtomicBool,
+    fail_writes: AtomicBool,
     /// Writes that would grow a file fail with `ENOSPC`, as on a full disk; overwrites of
     /// existing bytes still succeed, as they do on ext4.
-    no_space: Cell<bool>,
-    syncs_ok: Cell<u64>,
+    no_space: AtomicBool,
+    syncs_ok: AtomicU64,
 }
 
 /// What a file holds durably, and the writes made since.
@@ -40,23 +40,36 @@ struct Shadow {
 struct State {
     faults: Faults,
     /// Shadows by file identity, so that a handle opened before a rename stays tracked.
-    files: RefCell<HashMap<u64, Shadow>>,
-    ids_by_path: RefCell<HashMap<PathBuf, u64>>,
-    next_id: Cell<u64>,
+    files: Mutex<HashMap<u64, Shadow>>,
+    ids_by_path: Mutex<HashMap<PathBuf, u64>>,
+    next_id: AtomicU64,
+}
+
+impl State {
+    // A panic while holding these locks is a test failure already; the maps stay usable.
+    fn files(&self) -> MutexGuard<'_, HashMap<u64, Shadow>> {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn ids_by_path(&self) -> MutexGuard<'_, HashMap<PathBuf, u64>> {
+        self.ids_by_path
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// See the module documentation.
 #[derive(Clone, Default)]
 pub struct FaultFs {
     inner: UringFs,
-    state: Rc<State>,
+    state: Arc<State>,
 }
 
 /// A file of a [`FaultFs`].
 pub struct FaultFile {
     inner: UringFile,
     id: u64,
-    state: Rc<State>,
+    state: Arc<State>,
 }
 
 /// Writes `bytes` into a file image at `offset`, growing it as a write past the end would.
@@ -79,22 +92,22 @@ impl FaultFs {
 
     /// Every sync fails with `EIO` while set.
     pub fn set_fail_syncs(&self, on: bool) {
-        self.state.faults.fail_syncs.set(on);
+        self.state.faults.fail_syncs.store(on, Ordering::SeqCst);
     }
 
     /// Every write fails with `EIO` while set.
     pub fn set_fail_writes(&self, on: bool) {
-        self.state.faults.fail_writes.set(on);
+        self.state.faults.fail_writes.store(on, Ordering::SeqCst);
     }
 
     /// Writes that grow a file fail with `ENOSPC` while set.
     pub fn set_no_space(&self, on: bool) {
-        self.state.faults.no_space.set(on);
+        self.state.faults.no_space.store(on, Ordering::SeqCst);
     }
 
     /// How many syncs have succeeded.
     pub fn syncs_ok(&self) -> u64 {
-        self.state.faults.syncs_ok.get()
+        self.state.faults.syncs_ok.load(Ordering::SeqCst)
     }
 
     /// Simulates a power failure: every file goes back to its last synced content, and files never
@@ -102,7 +115,7 @@ impl FaultFs {
     /// anyway (in order, as a disk may persist some of them). Call only once the store using this
     /// file system has been dropped.
     pub fn crash(&self, mut keep: impl FnMut(&Path, u64, usize) -> bool) -> io::Result<()> {
-        let mut files = self.state.files.borrow_mut();
+        let mut files = self.state.files();
         for shadow in files.values_mut() {
             let mut image: Vec<u8> = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {
@@ -119,7 +132,7 @@ impl FaultFs {
 
     /// The identity of the file at `path`, starting to shadow it if it is new to this layer.
     fn track(&self, path: &Path, created: bool) -> io::Result<u64> {
-        if let Some(&id) = self.state.ids_by_path.borrow().get(path) {
+        if let Some(&id) = self.state.ids_by_path().get(path) {
             return Ok(id);
         }
         let shadow = if created {
@@ -136,10 +149,9 @@ impl FaultFs {
                 unsynced: Vec::new(),
             }
         };
-        let id = self.state.next_id.get();
-        self.state.next_id.set(id + 1);
-        self.state.files.borrow_mut().insert(id, shadow);
-        self.state.ids_by_path.borrow_mut().insert(path.to_path_buf(), id);
+        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+        self.state.files().insert(id, shadow);
+        self.state.ids_by_path().insert(path.to_path_buf(), id);
         Ok(id)
     }
 }
@@ -147,17 +159,17 @@ impl FaultFs {
 impl DataFile for FaultFile {
     async fn write_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<()>, AlignedBuf) {
         let faults = &self.state.faults;
-        if faults.fail_writes.get() {
+        if faults.fail_writes.load(Ordering::SeqCst) {
             return (Err(injected(libc::EIO)), buf);
         }
         let end = offset + buf.len() as u64;
-        let size = self.state.files.borrow().get(&self.id).map_or(0, |s| s.size);
-        if faults.no_space.get() && end > size {
+        let size = self.state.files().get(&self.id).map_or(0, |s| s.size);
+        if faults.no_space.load(Ordering::SeqCst) && end > size {
             return (Err(injected(libc::ENOSPC)), buf);
         }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
-            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
+            if let Some(shadow) = self.state.files().get_mut(&self.id) {
                 shadow.unsynced.push((offset, buf.as_slice().to_vec()));
                 shadow.size = shadow.size.max(end);
             }
@@ -170,19 +182,16 @@ impl DataFile for FaultFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        if self.state.faults.fail_syncs.get() {
+        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
             // Like Linux after a failed writeback: the unsynced data is gone for good.
-            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
+            if let Some(shadow) = self.state.files().get_mut(&self.id) {
                 shadow.unsynced.clear();
             }
             return Err(injected(libc::EIO));
         }
         self.inner.sync_data().await?;
-        self.state
-            .faults
-            .syncs_ok
-            .set(self.state.faults.syncs_ok.get() + 1);
-        if let Some(shadow) = self.state.files.borrow_mut().get_mut(&self.id) {
+        self.state.faults.syncs_ok.fetch_add(1, Ordering::SeqCst);
+        if let Some(shadow) = self.state.files().get_mut(&self.id) {
             let mut image = shadow.durable.take().unwrap_or_default();
             for (offset, bytes) in shadow.unsynced.drain(..) {
                 patch(&mut image, offset, &bytes);
@@ -212,10 +221,14 @@ impl FileSystem for FaultFs {
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename(from, to).await?;
-        let mut ids = self.state.ids_by_path.borrow_mut();
+        let mut ids = self.state.ids_by_path();
+        // The file that `to` named is gone: a crash must not bring its content back.
+        if let Some(replaced) = ids.remove(to) {
+            self.state.files().remove(&replaced);
+        }
         if let Some(id) = ids.remove(from) {
             ids.insert(to.to_path_buf(), id);
-            if let Some(shadow) = self.state.files.borrow_mut().get_mut(&id) {
+            if let Some(shadow) = self.state.files().get_mut(&id) {
                 shadow.path = to.to_path_buf();
             }
         }
@@ -224,14 +237,14 @@ impl FileSystem for FaultFs {
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
         self.inner.remove(path).await?;
-        if let Some(id) = self.state.ids_by_path.borrow_mut().remove(path) {
-            self.state.files.borrow_mut().remove(&id);
+        if let Some(id) = self.state.ids_by_path().remove(path) {
+            self.state.files().remove(&id);
         }
         Ok(())
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.state.faults.fail_syncs.get() {
+        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected(libc::EIO));
         }
         self.inner.sync_dir(dir).await

@@ -59,7 +59,7 @@ pub trait DataFile: 'static {
 
 /// Directory-level operations and the way files are opened.
 #[allow(async_fn_in_trait)]
-pub trait FileSystem: Clone + 'static {
+pub trait FileSystem: Clone + Send + Sync + 'static {
     type File: DataFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;

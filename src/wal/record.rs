@@ -6,8 +6,6 @@ pub const HEADER_BYTES: usize = 24;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
 
-const MASK_DELTA: u32 = 0xa282_ead8;
-
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
@@ -86,11 +84,6 @@ impl std::fmt::Display for Invalid {
     }
 }
 
-/// Masks a CRC so that data holding CRCs (or all zeros) does not checksum to a recognisable value.
-fn mask(crc: u32) -> u32 {
-    crc.rotate_right(15).wrapping_add(MASK_DELTA)
-}
-
 fn payload_len(key: &[u8], value: &[u8]) -> usize {
     4 + key.len() + value.len()
 }
@@ -119,7 +112,7 @@ pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, batch_offset: u32, key
     payload[4 + key.len()..].copy_from_slice(value);
     padding.fill(0);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload);
-    header[..4].copy_from_slice(&mask(crc).to_le_bytes());
+    header[..4].copy_from_slice(&crate::checksum::mask(crc).to_le_bytes());
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -149,7 +142,7 @@ pub fn decode(
     }
     let payload = &segment[payload_start..payload_end];
     let expected = u32_at(header, 0);
-    let actual = mask(crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload));
+    let actual = crate::checksum::mask(crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload));
     if expected != actual {
         return Err(Invalid::ChecksumMismatch { expected, actual });
     }

@@ -24,18 +24,21 @@ pub struct RecoveredLog {
     pub torn_tail: bool,
 }
 
-/// Replays the WAL in `dir`, calling `apply` for every put and delete in log order.
-/// `max_payload_bytes` is the largest record payload the store could have written.
+/// Replays the WAL in `dir` from segment `first_live_segment` (older segments are retired: their
+/// records are in tables, and they are deleted here if still present), calling `apply` for every
+/// put and delete in log order. `max_payload_bytes` is the largest record payload the store could
+/// have written.
 pub async fn recover<F: FileSystem>(
     fs: &F,
     dir: &Path,
+    first_live_segment: u64,
     max_payload_bytes: usize,
     mut apply: impl FnMut(&Record<'_>),
 ) -> Result<RecoveredLog> {
-    let numbers = list_segments(fs, dir).await?;
+    let numbers = list_segments(fs, dir, first_live_segment).await?;
     let mut recovered = RecoveredLog {
         position: LogPosition {
-            segment_number: numbers.last().map_or(1, |last| last + 1),
+            segment_number: numbers.last().map_or(first_live_segment.max(1), |last| last + 1),
             offset: 0,
             tail: Vec::new(),
         },
@@ -134,14 +137,20 @@ fn valid_records_after(
     })
 }
 
-/// Segment numbers in `dir`, ascending and without gaps; leftovers of an unfinished pre-write are
-/// removed.
-async fn list_segments<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>> {
+/// Live segment numbers in `dir`, ascending and without gaps; retired segments and leftovers of an
+/// unfinished pre-write are removed.
+async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u64) -> Result<Vec<u64>> {
     let mut numbers = Vec::new();
     let entries = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
     for path in entries {
         if let Some(number) = segment::segment_number(&path) {
-            numbers.push(number);
+            if number >= first_live_segment {
+                numbers.push(number);
+            } else {
+                fs.remove(&path)
+                    .await
+                    .map_err(|error| Error::io("remove", &path, error))?;
+            }
         } else if segment::is_unfinished_segment(&path) {
             fs.remove(&path)
                 .await

@@ -160,6 +160,15 @@ impl<F: FileSystem> WalWriter<F> {
         self.state.borrow().next_seq
     }
 
+    /// A segment number at or below the segment of every record not yet written and of every
+    /// record appended from now on (rewinds after a failed batch included): segments below it
+    /// hold only records appended before this call.
+    pub fn live_segment_floor(&self) -> u64 {
+        let state = self.state.borrow();
+        let current = state.current.as_ref().map_or(u64::MAX, |current| current.number);
+        state.position.segment_number.min(current)
+    }
+
     /// How many WAL syncs have completed.
     pub fn syncs(&self) -> u64 {
         self.syncs.get()

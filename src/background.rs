@@ -1,0 +1,396 @@
+//! The background ring: a thread with its own tokio-uring runtime that flushes frozen memtables to
+//! L0 tables, runs compactions, publishes each new version through the manifest, and deletes what
+//! the manifest no longer needs (retired WAL segments at once; obsolete tables once the serving
+//! ring has stopped reading them). It talks to the serving ring only through channels; it never
+//! touches the WAL writer or the live memtable.
+//!
+//! Work order: queued jobs first (flushes are what writers may be waiting on), then compaction.
+//! `ENOSPC` backs off and retries the same work (nothing is lost: a table is only published after
+//! it is complete and synced); any other failure is reported and stops the worker.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
+
+use crate::compaction::{self, Policy, Task};
+use crate::error::{Error, Result};
+use crate::io::FileSystem;
+use crate::manifest::ManifestWriter;
+use crate::memtable::Memtable;
+use crate::rate_limit::RateLimiter;
+use crate::sst::{self, TableBuilder, TableMeta};
+use crate::version::{Version, VersionEdit, LEVELS};
+use crate::wal;
+
+/// A frozen memtable to write out. Every WAL record up to `flushed_seq` is in it (or failed).
+pub struct FlushJob {
+    pub memtable_id: u64,
+    pub memtable: Arc<Memtable>,
+    pub flushed_seq: u64,
+    /// WAL segments below this hold no record above `flushed_seq`.
+    pub first_live_wal_segment: u64,
+}
+
+/// Work sent by the serving ring.
+pub enum Job {
+    Flush(FlushJob),
+    /// The serving ring no longer reads these tables: their files can go.
+    Release(Vec<u64>),
+}
+
+/// News for the serving ring.
+pub enum Event {
+    /// A new version is durable in the manifest. `flushed_memtable` is now in a table;
+    /// `obsolete` tables are out of the version (release them once no read uses them).
+    Installed {
+        version: Arc<Version>,
+        flushed_memtable: Option<u64>,
+        obsolete: Vec<u64>,
+    },
+    /// The worker stopped on an error; the store must refuse writes.
+    Failed(String),
+}
+
+/// How the background work is shaped.
+#[derive(Debug, Clone)]
+pub struct BackgroundOptions {
+    pub dir: PathBuf,
+    pub policy: Policy,
+    pub target_file_bytes: u64,
+    pub write_bytes_per_sec: u64,
+}
+
+/// Counters the benchmarks and tests read.
+#[derive(Debug, Default)]
+pub struct BackgroundStatus {
+    pub compacting: AtomicBool,
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub table_bytes_written: AtomicU64,
+}
+
+/// Handle to the background thread. Dropping it stops the thread (abandoning a compaction in
+/// progress, finishing a flush in progress) and waits for it.
+pub struct Background {
+    jobs: Option<UnboundedSender<Job>>,
+    stop: Arc<AtomicBool>,
+    status: Arc<BackgroundStatus>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts the thread. It first rewrites the manifest as a snapshot of `version`.
+    pub fn spawn<F: FileSystem>(
+        fs: F,
+        options: BackgroundOptions,
+        version: Arc<Version>,
+        events: UnboundedSender<Event>,
+    ) -> Result<Self> {
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(BackgroundStatus::default());
+        let (thread_stop, thread_status) = (stop.clone(), status.clone());
+        let thread = thread::Builder::new()
+            .name("ringkv-background".to_string())
+            .spawn(move || {
+                tokio_uring::builder().entries(256).start(async move {
+                    let worker =
+                        Worker::start(fs, options, version, events.clone(), thread_stop, thread_status);
+                    match worker.await {
+                        Ok(worker) => worker.run(receiver).await,
+                        Err(error) => {
+                            eprintln!("ringkv: background ring failed to start: {error}");
+                            let _ = events.send(Event::Failed(error.to_string()));
+                        }
+                    }
+                })
+            })
+            .map_err(|error| Error::io("spawn background thread", "ringkv-background", error))?;
+        Ok(Background {
+            jobs: Some(jobs),
+            stop,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job (ignored once the worker has stopped; its failure was already reported).
+    pub fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+    }
+
+    pub fn status(&self) -> &Arc<BackgroundStatus> {
+        &self.status
+    }
+
+    /// Stops the worker and waits for its thread.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                eprintln!("ringkv: background thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker<F: FileSystem> {
+    fs: F,
+    options: BackgroundOptions,
+    version: Arc<Version>,
+    manifest: ManifestWriter<F>,
+    events: UnboundedSender<Event>,
+    stop: Arc<AtomicBool>,
+    status: Arc<BackgroundStatus>,
+    limiter: RateLimiter,
+    flushes: VecDeque<FlushJob>,
+    pointers: Vec<Option<Bytes>>,
+    next_file_number: u64,
+    wal_deleted_below: u64,
+}
+
+/// How long to wait before retrying work that hit `ENOSPC`.
+const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
+
+impl<F: FileSystem> Worker<F> {
+    async fn start(
+        fs: F,
+        options: BackgroundOptions,
+        version: Arc<Version>,
+        events: UnboundedSender<Event>,
+        stop: Arc<AtomicBool>,
+        status: Arc<BackgroundStatus>,
+    ) -> Result<Self> {
+        let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
+        Ok(Worker {
+            limiter: RateLimiter::new(options.write_bytes_per_sec),
+            next_file_number: version.next_file_number,
+            wal_deleted_below: version.first_live_wal_segment,
+            fs,
+            options,
+            version,
+            manifest,
+            events,
+            stop,
+            status,
+            flushes: VecDeque::new(),
+            pointers: vec![None; LEVELS],
+        })
+    }
+
+    async fn run(mut self, mut jobs: UnboundedReceiver<Job>) {
+        let mut closed = false;
+        loop {
+            // Take everything queued, so flushes go before any further compaction.
+            while !closed {
+                match jobs.try_recv() {
+                    Ok(job) => self.take(job).await,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => closed = true,
+                }
+            }
+            let stopping = closed || self.stop.load(Ordering::SeqCst);
+            let outcome = if let Some(job) = self.flushes.pop_front() {
+                let outcome = self.flush(&job).await;
+                if outcome.is_err() {
+                    self.flushes.push_front(job); // Retried after ENOSPC; dropped with the worker otherwise.
+                }
+                outcome
+            } else if stopping {
+                return;
+            } else if let Some(task) = self.choose() {
+                self.compact(task).await
+            } else {
+                match jobs.recv().await {
+                    Some(job) => self.take(job).await,
+                    None => closed = true,
+                }
+                Ok(())
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(Error::ShuttingDown) => return,
+                Err(Error::NoSpace { op, path }) => {
+                    eprintln!(
+                        "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
+                        path.display()
+                    );
+                    if stopping {
+                        return;
+                    }
+                    tokio::time::sleep(NO_SPACE_RETRY).await;
+                }
+                Err(error) => {
+                    eprintln!("ringkv: background failure, refusing writes until restart: {error}");
+                    let _ = self.events.send(Event::Failed(error.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn take(&mut self, job: Job) {
+        match job {
+            Job::Flush(flush) => self.flushes.push_back(flush),
+            Job::Release(numbers) => {
+                for number in numbers {
+                    let path = sst::table_path(&self.options.dir, number);
+                    if let Err(error) = self.fs.remove(&path).await {
+                        eprintln!(
+                            "ringkv: could not delete obsolete table {}: {error}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn allocate(next_file_number: &mut u64) -> u64 {
+        let number = *next_file_number;
+        *next_file_number += 1;
+        number
+    }
+
+    async fn flush(&mut self, job: &FlushJob) -> Result<()> {
+        let mut edit = VersionEdit {
+            flushed_seq: Some(job.flushed_seq),
+            first_live_wal_segment: Some(job.first_live_wal_segment),
+            ..VersionEdit::default()
+        };
+        if !job.memtable.is_empty() {
+            let number = Self::allocate(&mut self.next_file_number);
+            let mut builder =
+                TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.limiter).await?;
+            let mut written = Ok(());
+            for (key, entry) in job.memtable.newest_entries() {
+                written = builder.add(&key, entry.version, entry.value.as_deref()).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            let table = match written {
+                Ok(()) => builder.finish().await?,
+                Err(error) => {
+                    builder.abandon().await;
+                    return Err(error);
+                }
+            };
+            self.status
+                .table_bytes_written
+                .fetch_add(table.file_bytes, Ordering::Relaxed);
+            edit.added.push((0, table));
+        }
+        self.publish(edit, Some(job.memtable_id), Vec::new()).await?;
+        self.status.flushes.fetch_add(1, Ordering::Relaxed);
+        self.retire_wal_segments(job.first_live_wal_segment).await;
+        Ok(())
+    }
+
+    fn choose(&self) -> Option<Task> {
+        compaction::choose(&self.version.summaries(), &self.pointers, &self.options.policy)
+    }
+
+    fn table(&self, level: usize, number: u64) -> Arc<TableMeta> {
+        let found = self.version.levels[level].iter().find(|t| t.number == number);
+        // The task was chosen from this very version, which only this worker changes.
+        found.expect("a chosen table is in the version").clone()
+    }
+
+    async fn compact(&mut self, task: Task) -> Result<()> {
+        self.pointers[task.level] = Some(task.largest.clone());
+        let target = task.target_level();
+        let inputs: Vec<Arc<TableMeta>> = task.inputs.iter().map(|&n| self.table(task.level, n)).collect();
+        let overlapping: Vec<Arc<TableMeta>> =
+            task.overlapping.iter().map(|&n| self.table(target, n)).collect();
+        let mut edit = VersionEdit::default();
+        edit.removed.extend(inputs.iter().map(|t| (task.level, t.number)));
+        edit.removed
+            .extend(overlapping.iter().map(|t| (target, t.number)));
+        if task.is_move() {
+            edit.added.push((target, inputs[0].clone()));
+            return self.publish(edit, None, Vec::new()).await;
+        }
+        let obsolete: Vec<u64> = edit.removed.iter().map(|&(_, number)| number).collect();
+        let sources: Vec<Arc<TableMeta>> = inputs.into_iter().chain(overlapping).collect();
+        self.status.compacting.store(true, Ordering::SeqCst);
+        let mut next_file_number = self.next_file_number;
+        let outputs = compaction::run(
+            &self.fs,
+            &self.options.dir,
+            &task,
+            sources,
+            self.options.target_file_bytes,
+            &self.limiter,
+            || Self::allocate(&mut next_file_number),
+            &self.stop,
+        )
+        .await;
+        self.status.compacting.store(false, Ordering::SeqCst);
+        self.next_file_number = next_file_number;
+        let outputs = outputs?;
+        let written: u64 = outputs.iter().map(|t| t.file_bytes).sum();
+        self.status
+            .table_bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+        edit.added.extend(outputs.into_iter().map(|t| (target, t)));
+        self.publish(edit, None, obsolete).await?;
+        self.status.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes `edit` durable in the manifest, then announces the new version.
+    async fn publish(
+        &mut self,
+        mut edit: VersionEdit,
+        flushed_memtable: Option<u64>,
+        obsolete: Vec<u64>,
+    ) -> Result<()> {
+        edit.next_file_number = Some(self.next_file_number);
+        self.manifest.append(&edit).await?;
+        let mut version = self.version.apply(&edit);
+        version.next_file_number = self.next_file_number;
+        self.version = Arc::new(version);
+        let _ = self.events.send(Event::Installed {
+            version: self.version.clone(),
+            flushed_memtable,
+            obsolete,
+        });
+        if self.manifest.wants_rewrite() {
+            self.manifest =
+                ManifestWriter::create(&self.fs, &self.options.dir, &self.version.snapshot()).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes WAL segments the manifest now says are flushed.
+    async fn retire_wal_segments(&mut self, first_live: u64) {
+        while self.wal_deleted_below < first_live {
+            let path = wal::segment_path(&self.options.dir, self.wal_deleted_below);
+            if let Err(error) = self.fs.remove(&path).await {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!(
+                        "ringkv: could not delete retired WAL segment {}: {error}",
+                        path.display()
+                    );
+                }
+            }
+            self.wal_deleted_below += 1;
+        }
+    }
+}

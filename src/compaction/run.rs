@@ -1,0 +1,100 @@
+//! Runs a compaction: a k-way merge of the input tables (newest version of each key first) into
+//! new tables of the target level, split at the target file size. Shadowed versions are dropped,
+//! and tombstones too when the task is bottommost. Writes go through the table builder (1 MiB
+//! direct chunks, rate-limited). Returns the new tables; publishing them is the caller's job.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Task;
+use crate::error::{Error, Result};
+use crate::io::FileSystem;
+use crate::rate_limit::RateLimiter;
+use crate::sst::{Entry, TableBuilder, TableMeta, TableScanner};
+
+/// Heap order: smallest key first, then the newest version, then the newer source.
+type HeapItem = Reverse<(Bytes, Reverse<u64>, usize)>;
+
+/// See the module documentation. `sources` are the task's tables, L0 newest first then the
+/// target level's; `allocate` hands out file numbers; `stop` abandons the work early.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    task: &Task,
+    sources: Vec<Arc<TableMeta>>,
+    target_file_bytes: u64,
+    limiter: &RateLimiter,
+    mut allocate: impl FnMut() -> u64,
+    stop: &AtomicBool,
+) -> Result<Vec<Arc<TableMeta>>> {
+    let mut scanners = Vec::with_capacity(sources.len());
+    for meta in sources {
+        scanners.push(TableScanner::open(fs, meta).await?);
+    }
+    let mut heads: Vec<Option<Entry>> = Vec::with_capacity(scanners.len());
+    let mut heap: BinaryHeap<HeapItem> = BinaryHeap::new();
+    for (source, scanner) in scanners.iter_mut().enumerate() {
+        let head = scanner.next().await?;
+        if let Some(entry) = &head {
+            heap.push(Reverse((entry.key.clone(), Reverse(entry.version), source)));
+        }
+        heads.push(head);
+    }
+    let mut outputs = Vec::new();
+    let mut builder: Option<TableBuilder<'_, F>> = None;
+    let mut last_key: Option<Bytes> = None;
+    let outcome: Result<()> = async {
+        while let Some(Reverse((key, _, source))) = heap.pop() {
+            let entry = heads[source].take().expect("a source in the heap has a head");
+            let next = scanners[source].next().await?;
+            if let Some(next) = &next {
+                heap.push(Reverse((next.key.clone(), Reverse(next.version), source)));
+            }
+            heads[source] = next;
+            if last_key.as_ref() == Some(&key) {
+                continue; // An older version of a key already written.
+            }
+            last_key = Some(key);
+            if entry.value.is_none() && task.bottommost {
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::ShuttingDown);
+            }
+            if builder.is_none() {
+                builder = Some(TableBuilder::create(fs, dir.to_path_buf(), allocate(), limiter).await?);
+            }
+            let table = builder.as_mut().expect("created above");
+            table
+                .add(&entry.key, entry.version, entry.value.as_deref())
+                .await?;
+            if table.estimated_bytes() >= target_file_bytes {
+                let full = builder.take().expect("present");
+                outputs.push(full.finish().await?);
+            }
+        }
+        if let Some(table) = builder.take() {
+            outputs.push(table.finish().await?);
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => Ok(outputs),
+        Err(error) => {
+            if let Some(table) = builder.take() {
+                table.abandon().await;
+            }
+            for table in outputs {
+                let _ = fs.remove(&table.path).await;
+            }
+            Err(error)
+        }
+    }
+}

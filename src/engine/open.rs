@@ -1,0 +1,200 @@
+//! Opening a data directory, in the order that makes recovery exact: the manifest (which tables
+//! are live, up to which seq the WAL is flushed, which segments are retired), then the tables
+//! (each one's footer, filter and index checked), then files nobody names (an interrupted flush,
+//! compaction or manifest rewrite) removed, then the WAL replayed from the first live segment,
+//! skipping records already in tables.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::sync::Notify;
+
+use super::memtables::Memtables;
+use super::{run_events, Engine, RecoveryReport};
+use crate::background::{Background, BackgroundOptions};
+use crate::compaction::Policy;
+use crate::config::{StoreConfig, LEVEL_RATIO};
+use crate::dir_lock::DirLock;
+use crate::error::{Error, Result};
+use crate::io::FileSystem;
+use crate::manifest::{self, ManifestState};
+use crate::memtable::Memtable;
+use crate::sst::{self, TableMeta, TableReaders};
+use crate::version::{Version, VersionEdit};
+use crate::wal::{self, RecordKind, WalOptions, WalWriter};
+
+pub(super) fn policy(config: &StoreConfig) -> Policy {
+    Policy {
+        l0_trigger: config.compaction_trigger,
+        level1_bytes: config.level1_bytes(),
+        level_ratio: LEVEL_RATIO,
+    }
+}
+
+impl<F: FileSystem> Engine<F> {
+    /// Opens (or creates) the store in `config.data_dir`: takes the directory lock, recovers
+    /// (see the module documentation), and starts the WAL writer and the background ring. Must
+    /// run inside a tokio-uring runtime.
+    pub async fn open(fs: F, config: &StoreConfig) -> Result<(Rc<Self>, RecoveryReport)> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|error| Error::io("create directory", dir, error))?;
+        let lock = DirLock::acquire(dir)?;
+        let manifest = manifest::recover(&fs, dir).await?;
+        let mut version = load_tables(&fs, config, &manifest).await?;
+        remove_unnamed_files(&fs, config, &mut version).await?;
+
+        let memtable = Memtable::new();
+        let flushed_seq = version.flushed_seq;
+        let mut replayed = 0;
+        let log = wal::recover(
+            &fs,
+            dir,
+            version.first_live_wal_segment,
+            config.wal_segment_bytes as usize,
+            |record| {
+                if record.seq <= flushed_seq {
+                    return;
+                }
+                let key = Bytes::copy_from_slice(record.key);
+                match record.kind {
+                    RecordKind::Put => {
+                        memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)))
+                    }
+                    RecordKind::Delete => memtable.insert(key, record.seq, None),
+                    RecordKind::SegmentEnd => return,
+                }
+                replayed += 1;
+            },
+        )
+        .await?;
+        // Versions never go back, even when every WAL segment was retired.
+        let next_seq = log
+            .next_seq
+            .max(flushed_seq + 1)
+            .max(version.max_entry_version() + 1);
+        let report = RecoveryReport {
+            records: replayed,
+            segments: log.segments,
+            tables: version.tables().count(),
+            next_version: next_seq,
+            torn_tail: log.torn_tail,
+        };
+        let options = WalOptions {
+            dir: dir.clone(),
+            segment_bytes: config.wal_segment_bytes,
+            batch_bytes: config.wal_batch_bytes,
+            fsync: config.fsync,
+        };
+        let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
+
+        let readers = TableReaders::new(fs.clone(), config.block_cache_bytes);
+        for table in version.tables() {
+            readers.open(table).await?;
+        }
+        let version = Arc::new(version);
+        let (events, receiver) = mpsc::unbounded_channel();
+        let background = Background::spawn(
+            fs,
+            BackgroundOptions {
+                dir: dir.clone(),
+                policy: policy(config),
+                target_file_bytes: config.target_file_bytes(),
+                write_bytes_per_sec: config.background_write_bytes_per_sec,
+            },
+            version.clone(),
+            events,
+        )?;
+        let engine = Rc::new(Engine {
+            config: config.clone(),
+            wal,
+            pending: RefCell::new(HashMap::new()),
+            memtables: RefCell::new(Memtables::new(memtable)),
+            version: RefCell::new(version),
+            version_changes: Cell::new(0),
+            readers,
+            background_status: background.status().clone(),
+            background: RefCell::new(background),
+            progress: Notify::new(),
+            background_failure: RefCell::new(None),
+            _lock: lock,
+        });
+        tokio_uring::spawn(run_events(Rc::downgrade(&engine), receiver));
+        // A replay larger than a memtable goes straight to a table.
+        if engine.memtables.borrow().active_bytes() >= config.memtable_bytes {
+            engine.freeze();
+        }
+        Ok((engine, report))
+    }
+}
+
+/// Loads every table the manifest names and checks it against what the manifest recorded.
+async fn load_tables<F: FileSystem>(
+    fs: &F,
+    config: &StoreConfig,
+    manifest: &ManifestState,
+) -> Result<Version> {
+    let mut edit = VersionEdit {
+        flushed_seq: Some(manifest.flushed_seq),
+        first_live_wal_segment: Some(manifest.first_live_wal_segment),
+        next_file_number: Some(manifest.next_file_number),
+        ..VersionEdit::default()
+    };
+    for record in &manifest.tables {
+        let path = sst::table_path(&config.data_dir, record.number);
+        let table = TableMeta::load(fs, &path, record.number).await?;
+        let matches = table.file_bytes == record.file_bytes
+            && table.entry_count() == record.entry_count
+            && table.smallest == record.smallest
+            && table.largest == record.largest;
+        if !matches {
+            return Err(Error::sst_corruption(
+                &path,
+                0,
+                format!(
+                    "the table ({} bytes, {} entries) is not the one the manifest names ({} bytes, {} entries, keys {:?}..{:?})",
+                    table.file_bytes,
+                    table.entry_count(),
+                    record.file_bytes,
+                    record.entry_count,
+                    record.smallest,
+                    record.largest
+                ),
+            ));
+        }
+        edit.added.push((record.level, table));
+    }
+    let version = Version::default().apply(&edit);
+    version
+        .check()
+        .map_err(|reason| Error::manifest_corruption(manifest::manifest_path(&config.data_dir), 0, reason))?;
+    Ok(version)
+}
+
+/// Removes tables the manifest does not name and unfinished temporary files: leftovers of a flush,
+/// compaction or manifest rewrite that a crash interrupted, or of a release not yet carried out.
+/// Also moves the next file number past every table file found.
+async fn remove_unnamed_files<F: FileSystem>(
+    fs: &F,
+    config: &StoreConfig,
+    version: &mut Version,
+) -> Result<()> {
+    let dir = &config.data_dir;
+    let live: HashSet<u64> = version.tables().map(|table| table.number).collect();
+    for path in fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))? {
+        let number = sst::table_number(&path);
+        if let Some(number) = number {
+            version.next_file_number = version.next_file_number.max(number + 1);
+        }
+        let unnamed = number.is_some_and(|number| !live.contains(&number));
+        if unnamed || sst::is_unfinished_table(&path) || manifest::is_unfinished_manifest(&path) {
+            fs.remove(&path)
+                .await
+                .map_err(|error| Error::io("remove", &path, error))?;
+        }
+    }
+    Ok(())
+}

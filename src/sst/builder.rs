@@ -1,0 +1,214 @@
+//! Writes one SST: entries in key order go into data blocks, which stream to the file in 1 MiB
+//! aligned `O_DIRECT` chunks, one write in flight, each paced by the rate limiter. `finish` adds
+//! the filter, the index and the footer, syncs, renames the file from its temporary name and syncs
+//! the directory, so a table is either complete and durable under its final name or absent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::block::BlockBuilder;
+use super::bloom::{key_hash, BloomFilter};
+use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
+use super::table::TableMeta;
+use super::{table_path, tmp_path};
+use crate::error::{Error, Result};
+use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
+use crate::rate_limit::RateLimiter;
+
+/// The size of each direct write.
+pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// See the module documentation.
+pub struct TableBuilder<'a, F: FileSystem> {
+    fs: F,
+    dir: PathBuf,
+    number: u64,
+    file: F::File,
+    tmp_path: PathBuf,
+    limiter: &'a RateLimiter,
+    /// Bytes not yet written; `chunk_offset` is their file offset.
+    chunk: AlignedBuf,
+    chunk_offset: u64,
+    block: BlockBuilder,
+    block_last_key: Vec<u8>,
+    index: Vec<IndexEntry>,
+    hashes: Vec<u64>,
+    smallest: Option<Bytes>,
+    entry_count: u64,
+    max_version: u64,
+    /// Bytes of finished blocks so far.
+    data_bytes: u64,
+}
+
+impl<'a, F: FileSystem> TableBuilder<'a, F> {
+    /// Creates `<number>.sst.tmp` in `dir`.
+    pub async fn create(fs: &F, dir: PathBuf, number: u64, limiter: &'a RateLimiter) -> Result<Self> {
+        let tmp_path = tmp_path(&dir, number);
+        let file = fs
+            .open(&tmp_path, OpenMode::CREATE_NEW)
+            .await
+            .map_err(|error| Error::io("create", &tmp_path, error))?;
+        Ok(TableBuilder {
+            fs: fs.clone(),
+            dir,
+            number,
+            file,
+            tmp_path,
+            limiter,
+            chunk: AlignedBuf::zeroed(WRITE_CHUNK_BYTES),
+            chunk_offset: 0,
+            block: BlockBuilder::default(),
+            block_last_key: Vec::new(),
+            index: Vec::new(),
+            hashes: Vec::new(),
+            smallest: None,
+            entry_count: 0,
+            max_version: 0,
+            data_bytes: 0,
+        })
+    }
+
+    /// Adds an entry; keys must come in strictly ascending order.
+    pub async fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) -> Result<()> {
+        debug_assert!(
+            self.smallest.is_none() || key > self.block_last_key.as_slice() || !self.index.is_empty(),
+            "keys out of order"
+        );
+        if self.smallest.is_none() {
+            self.smallest = Some(Bytes::copy_from_slice(key));
+        }
+        self.block.add(key, version, value);
+        self.block_last_key.clear();
+        self.block_last_key.extend_from_slice(key);
+        self.hashes.push(key_hash(key));
+        self.entry_count += 1;
+        self.max_version = self.max_version.max(version);
+        if self.block.len_bytes() >= super::block::TARGET_BLOCK_BYTES {
+            self.finish_block().await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the table would take if finished now (without filter and index).
+    pub fn estimated_bytes(&self) -> u64 {
+        self.data_bytes + self.block.len_bytes() as u64
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.entry_count
+    }
+
+    async fn finish_block(&mut self) -> Result<()> {
+        let block = self.block.finish();
+        self.index.push(IndexEntry {
+            last_key: Bytes::copy_from_slice(&self.block_last_key),
+            offset: self.data_bytes,
+            len: block.len() as u32,
+        });
+        self.data_bytes += block.len() as u64;
+        self.append(&block).await
+    }
+
+    /// Copies `bytes` into the chunk, writing the chunk out each time it fills.
+    async fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let room = self.chunk.capacity() - self.chunk.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            let copied = self.chunk.extend_from_slice(now);
+            debug_assert!(copied);
+            bytes = rest;
+            if self.chunk.len() == self.chunk.capacity() {
+                self.write_chunk().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_chunk(&mut self) -> Result<()> {
+        self.chunk.pad_to_block();
+        let len = self.chunk.len();
+        self.limiter.acquire(len).await;
+        let chunk = std::mem::replace(&mut self.chunk, AlignedBuf::zeroed(0));
+        let (result, mut chunk) = self.file.write_at(chunk, self.chunk_offset).await;
+        result.map_err(|error| Error::io("write", &self.tmp_path, error))?;
+        self.chunk_offset += len as u64;
+        chunk.set_len(0);
+        self.chunk = chunk;
+        Ok(())
+    }
+
+    /// Writes the filter, index and footer, makes the table durable under its final name, and
+    /// returns its metadata. At least one entry must have been added.
+    pub async fn finish(mut self) -> Result<Arc<TableMeta>> {
+        assert!(self.entry_count > 0, "an SST holds at least one entry");
+        if !self.block.is_empty() {
+            self.finish_block().await?;
+        }
+        let filter = BloomFilter::build(&self.hashes);
+        let smallest = self.smallest.take().expect("set with the first entry");
+        let mut tail = Vec::with_capacity(filter.encoded_len() + 64 * self.index.len() + FOOTER_BYTES);
+        format::encode_filter(&filter, &mut tail);
+        let filter_len = tail.len() as u32;
+        format::encode_index(&smallest, &self.index, &mut tail);
+        let index_len = tail.len() as u32 - filter_len;
+        let filter_offset = self.data_bytes;
+        let footer = Footer {
+            block_count: self.index.len() as u32,
+            entry_count: self.entry_count,
+            filter_offset,
+            filter_len,
+            index_offset: filter_offset + u64::from(filter_len),
+            index_len,
+            max_version: self.max_version,
+        };
+        let unpadded = filter_offset as usize + tail.len() + FOOTER_BYTES;
+        let file_bytes = round_up_to_block(unpadded);
+        tail.resize(tail.len() + file_bytes - unpadded, 0);
+        tail.extend_from_slice(&footer.encode());
+        self.append(&tail).await?;
+        if !self.chunk.is_empty() {
+            self.write_chunk().await?;
+        }
+        debug_assert_eq!(self.chunk_offset, file_bytes as u64);
+        let path = table_path(&self.dir, self.number);
+        self.file
+            .sync_data()
+            .await
+            .map_err(|error| Error::io("sync", &self.tmp_path, error))?;
+        self.fs
+            .rename(&self.tmp_path, &path)
+            .await
+            .map_err(|error| Error::io("rename", &self.tmp_path, error))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|error| Error::io("sync directory", &self.dir, error))?;
+        let largest = self.index.last().expect("at least one block").last_key.clone();
+        Ok(Arc::new(TableMeta {
+            number: self.number,
+            path,
+            file_bytes: file_bytes as u64,
+            footer,
+            smallest,
+            largest,
+            index: std::mem::take(&mut self.index),
+            filter,
+        }))
+    }
+
+    /// Gives up on the table and removes its temporary file.
+    pub async fn abandon(self) {
+        let TableBuilder {
+            fs, tmp_path, file, ..
+        } = self;
+        drop(file);
+        if let Err(error) = fs.remove(&tmp_path).await {
+            eprintln!(
+                "ringkv: could not remove abandoned table {}: {error}",
+                tmp_path.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A table's metadata, held in memory while the table is live: its key range, index and bloom
+//! filter, read and checked once when the table is opened. Reading one data block is here too,
+//! since both point reads and scans need the same aligned read and the same checks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::bloom::BloomFilter;
+use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
+use crate::error::{Error, Result};
+use crate::io::{
+    round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES,
+};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct TableMeta {
+    pub number: u64,
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub footer: Footer,
+    pub smallest: Bytes,
+    pub largest: Bytes,
+    pub index: Vec<IndexEntry>,
+    pub filter: BloomFilter,
+}
+
+impl TableMeta {
+    /// Opens the table at `path` and reads its footer, filter and index, checking each.
+    pub async fn load<F: FileSystem>(fs: &F, path: &Path, number: u64) -> Result<Arc<Self>> {
+        let file = fs
+            .open(path, OpenMode::READ)
+            .await
+            .map_err(|error| Error::io("open", path, error))?;
+        let file_bytes = file
+            .size()
+            .await
+            .map_err(|error| Error::io("stat", path, error))?;
+        if file_bytes < BLOCK_BYTES as u64 || file_bytes % BLOCK_BYTES as u64 != 0 {
+            return Err(Error::sst_corruption(
+                path,
+                file_bytes,
+                format!("file size {file_bytes} is not a whole number of 4 KiB blocks (truncated?)"),
+            ));
+        }
+        let last_block = read_exact(&file, path, file_bytes - BLOCK_BYTES as u64, BLOCK_BYTES).await?;
+        let footer_at = file_bytes - FOOTER_BYTES as u64;
+        let footer = Footer::decode(&last_block[BLOCK_BYTES - FOOTER_BYTES..], file_bytes)
+            .map_err(|reason| Error::sst_corruption(path, footer_at, reason))?;
+        let tail_start = round_down_to_block(footer.filter_offset);
+        let tail = read_exact(&file, path, tail_start, (file_bytes - tail_start) as usize).await?;
+        let slice = |offset: u64, len: u32| {
+            let from = (offset - tail_start) as usize;
+            &tail[from..from + len as usize]
+        };
+        let filter = format::decode_filter(slice(footer.filter_offset, footer.filter_len))
+            .map_err(|reason| Error::sst_corruption(path, footer.filter_offset, reason))?;
+        let (smallest, index) = format::decode_index(
+            slice(footer.index_offset, footer.index_len),
+            footer.block_count,
+            footer.filter_offset,
+        )
+        .map_err(|reason| Error::sst_corruption(path, footer.index_offset, reason))?;
+        let largest = index
+            .last()
+            .expect("block_count checked non-zero")
+            .last_key
+            .clone();
+        Ok(Arc::new(TableMeta {
+            number,
+            path: path.to_path_buf(),
+            file_bytes,
+            footer,
+            smallest,
+            largest,
+            index,
+            filter,
+        }))
+    }
+
+    /// Whether the table may hold `key`: in its key range and passing the bloom filter.
+    pub fn may_contain(&self, key: &[u8]) -> bool {
+        key >= &self.smallest[..] && key <= &self.largest[..] && self.filter.may_contain(key)
+    }
+
+    /// The block that would hold `key`, if any.
+    pub fn block_for(&self, key: &[u8]) -> Option<usize> {
+        let at = self.index.partition_point(|entry| &entry.last_key[..] < key);
+        (at < self.index.len()).then_some(at)
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.footer.entry_count
+    }
+
+    pub fn max_version(&self) -> u64 {
+        self.footer.max_version
+    }
+}
+
+async fn read_exact<D: DataFile>(file: &D, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let buf = AlignedBuf::zeroed(len);
+    let (result, buf) = file.read_at(buf, offset).await;
+    let read = result.map_err(|error| Error::io("read", path, error))?;
+    if read < len {
+        return Err(Error::sst_corruption(
+            path,
+            offset + read as u64,
+            format!("file ends after {read} of {len} bytes at offset {offset}"),
+        ));
+    }
+    Ok(buf.as_slice()[..len].to_vec())
+}
+
+/// Reads data block `block` of `meta` from `file` and checks it; returns the whole block with
+/// its trailer, and its entry count.
+pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -> Result<(Bytes, u32)> {
+    let entry = &meta.index[block];
+    let start = round_down_to_block(entry.offset);
+    let end = round_up_to_block((entry.offset + u64::from(entry.len)) as usize) as u64;
+    let bytes = read_exact(file, &meta.path, start, (end - start) as usize).await?;
+    let from = (entry.offset - start) as usize;
+    let block_bytes = Bytes::from(bytes).slice(from..from + entry.len as usize);
+    let count = super::block::verify(&block_bytes)
+        .map_err(|reason| Error::sst_corruption(&meta.path, entry.offset, reason))?;
+    Ok((block_bytes, count))
+}
