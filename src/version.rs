@@ -56,7 +56,7 @@ impl Version {
         for (level, table) in &edit.added {
             next.levels[*level].push(table.clone());
         }
-        next.levels[0].sort_by(|a, b| b.number.cmp(&a.number));
+        next.levels[0].sort_by_key(|table| std::cmp::Reverse(table.number));
         for tables in &mut next.levels[1..] {
             tables.sort_by(|a, b| a.smallest.cmp(&b.smallest));
         }

@@ -84,6 +84,9 @@ pub fn verify(block: &[u8]) -> Result<u32, String> {
     ))
 }
 
+/// An entry decoded in place: key, version, value (`None`: tombstone), and where the next starts.
+type RawEntry<'a> = (&'a [u8], u64, Option<&'a [u8]>, usize);
+
 /// The entries of a verified block, as slices of it.
 pub struct EntryIter {
     block: Bytes,
@@ -105,7 +108,7 @@ impl EntryIter {
     }
 
     /// The entry at the current position without building `Bytes`: `(key, version, value)`.
-    fn decode_at(&self) -> Result<(&[u8], u64, Option<&[u8]>, usize), String> {
+    fn decode_at(&self) -> Result<RawEntry<'_>, String> {
         let bytes = &self.block[..self.end];
         let at = self.at;
         let header = bytes

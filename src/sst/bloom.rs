@@ -81,7 +81,7 @@ impl BloomFilter {
         if hash_count == 0
             || hash_count > 30
             || bit_count == 0
-            || bit_count % 64 != 0
+            || !bit_count.is_multiple_of(64)
             || words.len() != bit_count / 8
         {
             return Err(format!(
