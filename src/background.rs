@@ -42,6 +42,8 @@ pub enum Job {
     Flush(FlushJob),
     /// The serving ring no longer reads these tables: their files can go.
     Release(Vec<u64>),
+    /// Look for compaction work again (after compactions were resumed).
+    Wake,
 }
 
 /// News for the serving ring.
@@ -70,6 +72,8 @@ pub struct BackgroundOptions {
 #[derive(Debug, Default)]
 pub struct BackgroundStatus {
     pub compacting: AtomicBool,
+    /// No new compaction starts while set (flushes go on).
+    pub compaction_paused: AtomicBool,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
     pub table_bytes_written: AtomicU64,
@@ -247,6 +251,7 @@ impl<F: FileSystem> Worker<F> {
     async fn take(&mut self, job: Job) {
         match job {
             Job::Flush(flush) => self.flushes.push_back(flush),
+            Job::Wake => {}
             Job::Release(numbers) => {
                 for number in numbers {
                     let path = sst::table_path(&self.options.dir, number);
@@ -303,6 +308,9 @@ impl<F: FileSystem> Worker<F> {
     }
 
     fn choose(&self) -> Option<Task> {
+        if self.status.compaction_paused.load(Ordering::SeqCst) {
+            return None;
+        }
         compaction::choose(&self.version.summaries(), &self.pointers, &self.options.policy)
     }
 

@@ -38,9 +38,14 @@ impl Memtable {
         Self::default()
     }
 
+    /// The bytes an entry is accounted for.
+    pub fn entry_bytes(key_len: usize, value_len: usize) -> u64 {
+        (key_len + value_len) as u64 + ENTRY_OVERHEAD_BYTES
+    }
+
     /// Inserts a version of `key`; `value: None` is a tombstone.
     pub fn insert(&self, key: Bytes, version: u64, value: Option<Bytes>) {
-        let bytes = key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64) + ENTRY_OVERHEAD_BYTES;
+        let bytes = Self::entry_bytes(key.len(), value.as_ref().map_or(0, |v| v.len()));
         self.entries.insert(
             InternalKey {
                 user_key: key,

@@ -1,7 +1,7 @@
 //! Runs a compaction: a k-way merge of the input tables (newest version of each key first) into
 //! new tables of the target level, split at the target file size. Shadowed versions are dropped,
 //! and tombstones too when the task is bottommost. Writes go through the table builder (1 MiB
-//! direct chunks, rate-limited). Returns the new tables; publishing them is the caller's job.
+//! direct chunks); reads and writes share the background rate limit. Returns the new tables; publishing them is the caller's job.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -35,7 +35,7 @@ pub async fn run<F: FileSystem>(
 ) -> Result<Vec<Arc<TableMeta>>> {
     let mut scanners = Vec::with_capacity(sources.len());
     for meta in sources {
-        scanners.push(TableScanner::open(fs, meta).await?);
+        scanners.push(TableScanner::open(fs, meta, limiter).await?);
     }
     let mut heads: Vec<Option<Entry>> = Vec::with_capacity(scanners.len());
     let mut heap: BinaryHeap<HeapItem> = BinaryHeap::new();

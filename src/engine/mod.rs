@@ -25,10 +25,10 @@ use crate::config::StoreConfig;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
-use crate::memtable::Entry;
+use crate::memtable::{Entry, Memtable};
 use crate::sst::TableReaders;
 use crate::version::Version;
-use crate::wal::{record, RecordKind, Ticket, WalWriter};
+use crate::wal::{RecordKind, Ticket, WalWriter};
 use memtables::{FrozenAt, Memtables, Slot};
 
 /// Frozen memtables allowed to wait for their flush before writes pause.
@@ -187,7 +187,7 @@ impl<F: FileSystem> Engine<F> {
     /// the same synchronous step as the append, so every write below a freeze's `end_seq`
     /// belongs to the frozen memtable.
     fn note_append(&self, key: &[u8], value: &[u8]) -> Rc<Slot> {
-        let bytes = record::encoded_len(key, value) as u64;
+        let bytes = Memtable::entry_bytes(key.len(), value.len());
         let slot = self.memtables.borrow_mut().note_append(bytes);
         if self.memtables.borrow().active_bytes() >= self.config.memtable_bytes {
             self.freeze();
@@ -335,6 +335,16 @@ impl<F: FileSystem> Engine<F> {
                 return Ok(());
             }
             progress.await;
+        }
+    }
+
+    /// Stops starting compactions (flushes go on), or resumes them. For benchmarks that measure
+    /// reads with and without a compaction running.
+    pub fn pause_compactions(&self, paused: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.background_status.compaction_paused.store(paused, SeqCst);
+        if !paused {
+            self.background.borrow().send(Job::Wake);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Sequential reading of a whole table for compaction: 1 MiB aligned reads, each block checked,
-//! entries handed out in key order. Bypasses the block cache so that a compaction does not evict
-//! what the readers use.
+//! entries handed out in key order, each read paced by the same rate limiter as the background
+//! writes (a burst of 1 MiB reads delays the serving ring's point reads as much as writes do).
+//! Bypasses the block cache so that a compaction does not evict what the readers use.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use super::table::TableMeta;
 use super::WRITE_CHUNK_BYTES;
 use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
+use crate::rate_limit::RateLimiter;
 
 /// See the module documentation.
-pub struct TableScanner<F: FileSystem> {
+pub struct TableScanner<'a, F: FileSystem> {
     file: F::File,
+    limiter: &'a RateLimiter,
     meta: Arc<TableMeta>,
     next_block: usize,
     /// Bytes read ahead, from file offset `window_offset`.
@@ -24,14 +27,15 @@ pub struct TableScanner<F: FileSystem> {
     entries: VecDeque<Entry>,
 }
 
-impl<F: FileSystem> TableScanner<F> {
-    pub async fn open(fs: &F, meta: Arc<TableMeta>) -> Result<Self> {
+impl<'a, F: FileSystem> TableScanner<'a, F> {
+    pub async fn open(fs: &F, meta: Arc<TableMeta>, limiter: &'a RateLimiter) -> Result<Self> {
         let file = fs
             .open(&meta.path, OpenMode::READ)
             .await
             .map_err(|error| Error::io("open", &meta.path, error))?;
         Ok(TableScanner {
             file,
+            limiter,
             meta,
             next_block: 0,
             window: Bytes::new(),
@@ -75,6 +79,7 @@ impl<F: FileSystem> TableScanner<F> {
             let len = len
                 .min((self.meta.file_bytes - start) as usize)
                 .max(round_up_to_block((end - start) as usize));
+            self.limiter.acquire(len).await;
             let (result, buf) = self.file.read_at(AlignedBuf::zeroed(len), start).await;
             let read = result.map_err(|error| Error::io("read", &self.meta.path, error))?;
             if (read as u64) < end - start {
