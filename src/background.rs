@@ -4,10 +4,11 @@
 //! ring has stopped reading them). It talks to the serving ring only through channels; it never
 //! touches the WAL writer or the live memtable.
 //!
-//! Work order: queued jobs first (flushes are what writers may be waiting on), then compaction.
-//! `ENOSPC` backs off and retries the same work (nothing is lost: a table is only published after
+//! Flushes and compactions run side by side (two loops on this ring), so writers never wait for a
+//! compaction; they publish through one manifest lock, in order. `ENOSPC` backs off and retries the same work (nothing is lost: a table is only published after
 //! it is complete and synced); any other failure is reported and stops the worker.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,8 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 
 use crate::compaction::{self, Policy, Task};
 use crate::error::{Error, Result};
@@ -156,16 +158,20 @@ impl Drop for Background {
 struct Worker<F: FileSystem> {
     fs: F,
     options: BackgroundOptions,
-    version: Arc<Version>,
-    manifest: ManifestWriter<F>,
+    version: RefCell<Arc<Version>>,
+    /// Held across a manifest append and the version change it makes, so that edits and
+    /// versions are published in the same order by the flush and the compaction loops.
+    manifest: tokio::sync::Mutex<ManifestWriter<F>>,
     events: UnboundedSender<Event>,
     stop: Arc<AtomicBool>,
     status: Arc<BackgroundStatus>,
     limiter: RateLimiter,
-    flushes: VecDeque<FlushJob>,
-    pointers: Vec<Option<Bytes>>,
-    next_file_number: u64,
-    wal_deleted_below: u64,
+    pointers: RefCell<Vec<Option<Bytes>>>,
+    next_file_number: Cell<u64>,
+    wal_deleted_below: Cell<u64>,
+    /// Wakes the compaction loop: a new version, compactions resumed, or the worker stopping.
+    compaction_wake: Notify,
+    failed: Cell<bool>,
 }
 
 /// How long to wait before retrying work that hit `ENOSPC`.
@@ -183,75 +189,110 @@ impl<F: FileSystem> Worker<F> {
         let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
         Ok(Worker {
             limiter: RateLimiter::new(options.write_bytes_per_sec),
-            next_file_number: version.next_file_number,
-            wal_deleted_below: version.first_live_wal_segment,
+            next_file_number: Cell::new(version.next_file_number),
+            wal_deleted_below: Cell::new(version.first_live_wal_segment),
             fs,
             options,
-            version,
-            manifest,
+            version: RefCell::new(version),
+            manifest: tokio::sync::Mutex::new(manifest),
             events,
             stop,
             status,
-            flushes: VecDeque::new(),
-            pointers: vec![None; LEVELS],
+            pointers: RefCell::new(vec![None; LEVELS]),
+            compaction_wake: Notify::new(),
+            failed: Cell::new(false),
         })
     }
 
-    async fn run(mut self, mut jobs: UnboundedReceiver<Job>) {
-        let mut closed = false;
+    /// Flushes and compactions run side by side on this ring, so that a long compaction never
+    /// holds back a flush that writers may be waiting for.
+    async fn run(self, jobs: UnboundedReceiver<Job>) {
+        tokio::join!(self.flush_loop(jobs), self.compaction_loop());
+    }
+
+    fn halted(&self) -> bool {
+        self.failed.get() || self.stop.load(Ordering::SeqCst)
+    }
+
+    async fn flush_loop(&self, mut jobs: UnboundedReceiver<Job>) {
+        let mut flushes: VecDeque<FlushJob> = VecDeque::new();
         loop {
-            // Take everything queued, so flushes go before any further compaction.
-            while !closed {
-                match jobs.try_recv() {
-                    Ok(job) => self.take(job).await,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => closed = true,
+            if flushes.is_empty() {
+                match jobs.recv().await {
+                    Some(job) => self.take(job, &mut flushes).await,
+                    None => break,
                 }
             }
-            let stopping = closed || self.stop.load(Ordering::SeqCst);
-            let outcome = if let Some(job) = self.flushes.pop_front() {
-                let outcome = self.flush(&job).await;
-                if outcome.is_err() {
-                    self.flushes.push_front(job); // Retried after ENOSPC; dropped with the worker otherwise.
+            while let Ok(job) = jobs.try_recv() {
+                self.take(job, &mut flushes).await;
+            }
+            if self.halted() {
+                break;
+            }
+            let Some(job) = flushes.front() else { continue };
+            match self.flush(job).await {
+                Ok(()) => {
+                    flushes.pop_front();
                 }
-                outcome
-            } else if stopping {
-                return;
-            } else if let Some(task) = self.choose() {
-                self.compact(task).await
-            } else {
-                match jobs.recv().await {
-                    Some(job) => self.take(job).await,
-                    None => closed = true,
-                }
-                Ok(())
-            };
-            match outcome {
-                Ok(()) => {}
-                Err(Error::ShuttingDown) => return,
-                Err(Error::NoSpace { op, path }) => {
-                    eprintln!(
-                        "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
-                        path.display()
-                    );
-                    if stopping {
-                        return;
-                    }
-                    tokio::time::sleep(NO_SPACE_RETRY).await;
-                }
+                // Retried after ENOSPC; dropped with the worker otherwise (the WAL still has it).
                 Err(error) => {
-                    eprintln!("ringkv: background failure, refusing writes until restart: {error}");
-                    let _ = self.events.send(Event::Failed(error.to_string()));
-                    return;
+                    if !self.recover_from(error).await {
+                        break;
+                    }
                 }
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.compaction_wake.notify_one();
+    }
+
+    async fn compaction_loop(&self) {
+        loop {
+            let woken = self.compaction_wake.notified();
+            if self.halted() {
+                return;
+            }
+            match self.choose() {
+                Some(task) => {
+                    if let Err(error) = self.compact(task).await {
+                        if !self.recover_from(error).await {
+                            return;
+                        }
+                    }
+                }
+                None => woken.await,
             }
         }
     }
 
-    async fn take(&mut self, job: Job) {
+    /// Whether the loop that hit `error` should go on: after `ENOSPC`, yes, once a pause has
+    /// passed; after anything else the worker stops and the engine is told to refuse writes.
+    async fn recover_from(&self, error: Error) -> bool {
+        match error {
+            Error::ShuttingDown => false,
+            Error::NoSpace { op, path } => {
+                eprintln!(
+                    "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
+                    path.display()
+                );
+                tokio::time::sleep(NO_SPACE_RETRY).await;
+                !self.halted()
+            }
+            error => {
+                if !self.failed.replace(true) {
+                    eprintln!("ringkv: background failure, refusing writes until restart: {error}");
+                    let _ = self.events.send(Event::Failed(error.to_string()));
+                }
+                self.compaction_wake.notify_one();
+                false
+            }
+        }
+    }
+
+    async fn take(&self, job: Job, flushes: &mut VecDeque<FlushJob>) {
         match job {
-            Job::Flush(flush) => self.flushes.push_back(flush),
-            Job::Wake => {}
+            Job::Flush(flush) => flushes.push_back(flush),
+            Job::Wake => self.compaction_wake.notify_one(),
             Job::Release(numbers) => {
                 for number in numbers {
                     let path = sst::table_path(&self.options.dir, number);
@@ -266,20 +307,20 @@ impl<F: FileSystem> Worker<F> {
         }
     }
 
-    fn allocate(next_file_number: &mut u64) -> u64 {
-        let number = *next_file_number;
-        *next_file_number += 1;
+    fn allocate(&self) -> u64 {
+        let number = self.next_file_number.get();
+        self.next_file_number.set(number + 1);
         number
     }
 
-    async fn flush(&mut self, job: &FlushJob) -> Result<()> {
+    async fn flush(&self, job: &FlushJob) -> Result<()> {
         let mut edit = VersionEdit {
             flushed_seq: Some(job.flushed_seq),
             first_live_wal_segment: Some(job.first_live_wal_segment),
             ..VersionEdit::default()
         };
         if !job.memtable.is_empty() {
-            let number = Self::allocate(&mut self.next_file_number);
+            let number = self.allocate();
             let mut builder =
                 TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.limiter).await?;
             let mut written = Ok(());
@@ -311,17 +352,23 @@ impl<F: FileSystem> Worker<F> {
         if self.status.compaction_paused.load(Ordering::SeqCst) {
             return None;
         }
-        compaction::choose(&self.version.summaries(), &self.pointers, &self.options.policy)
+        let version = self.version.borrow().clone();
+        compaction::choose(
+            &version.summaries(),
+            &self.pointers.borrow(),
+            &self.options.policy,
+        )
     }
 
     fn table(&self, level: usize, number: u64) -> Arc<TableMeta> {
-        let found = self.version.levels[level].iter().find(|t| t.number == number);
-        // The task was chosen from this very version, which only this worker changes.
+        let version = self.version.borrow();
+        let found = version.levels[level].iter().find(|t| t.number == number);
+        // The task was chosen from the current version; only this loop removes tables from it.
         found.expect("a chosen table is in the version").clone()
     }
 
-    async fn compact(&mut self, task: Task) -> Result<()> {
-        self.pointers[task.level] = Some(task.largest.clone());
+    async fn compact(&self, task: Task) -> Result<()> {
+        self.pointers.borrow_mut()[task.level] = Some(task.largest.clone());
         let target = task.target_level();
         let inputs: Vec<Arc<TableMeta>> = task.inputs.iter().map(|&n| self.table(task.level, n)).collect();
         let overlapping: Vec<Arc<TableMeta>> =
@@ -337,7 +384,6 @@ impl<F: FileSystem> Worker<F> {
         let obsolete: Vec<u64> = edit.removed.iter().map(|&(_, number)| number).collect();
         let sources: Vec<Arc<TableMeta>> = inputs.into_iter().chain(overlapping).collect();
         self.status.compacting.store(true, Ordering::SeqCst);
-        let mut next_file_number = self.next_file_number;
         let outputs = compaction::run(
             &self.fs,
             &self.options.dir,
@@ -345,12 +391,11 @@ impl<F: FileSystem> Worker<F> {
             sources,
             self.options.target_file_bytes,
             &self.limiter,
-            || Self::allocate(&mut next_file_number),
+            || self.allocate(),
             &self.stop,
         )
         .await;
         self.status.compacting.store(false, Ordering::SeqCst);
-        self.next_file_number = next_file_number;
         let outputs = outputs?;
         let written: u64 = outputs.iter().map(|t| t.file_bytes).sum();
         self.status
@@ -364,32 +409,35 @@ impl<F: FileSystem> Worker<F> {
 
     /// Makes `edit` durable in the manifest, then announces the new version.
     async fn publish(
-        &mut self,
+        &self,
         mut edit: VersionEdit,
         flushed_memtable: Option<u64>,
         obsolete: Vec<u64>,
     ) -> Result<()> {
-        edit.next_file_number = Some(self.next_file_number);
-        self.manifest.append(&edit).await?;
-        let mut version = self.version.apply(&edit);
-        version.next_file_number = self.next_file_number;
-        self.version = Arc::new(version);
+        let mut manifest = self.manifest.lock().await;
+        edit.next_file_number = Some(self.next_file_number.get());
+        manifest.append(&edit).await?;
+        let mut version = self.version.borrow().apply(&edit);
+        version.next_file_number = self.next_file_number.get();
+        let version = Arc::new(version);
+        *self.version.borrow_mut() = version.clone();
         let _ = self.events.send(Event::Installed {
-            version: self.version.clone(),
+            version: version.clone(),
             flushed_memtable,
             obsolete,
         });
-        if self.manifest.wants_rewrite() {
-            self.manifest =
-                ManifestWriter::create(&self.fs, &self.options.dir, &self.version.snapshot()).await?;
+        if manifest.wants_rewrite() {
+            *manifest = ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await?;
         }
+        drop(manifest);
+        self.compaction_wake.notify_one();
         Ok(())
     }
 
     /// Deletes WAL segments the manifest now says are flushed.
-    async fn retire_wal_segments(&mut self, first_live: u64) {
-        while self.wal_deleted_below < first_live {
-            let path = wal::segment_path(&self.options.dir, self.wal_deleted_below);
+    async fn retire_wal_segments(&self, first_live: u64) {
+        while self.wal_deleted_below.get() < first_live {
+            let path = wal::segment_path(&self.options.dir, self.wal_deleted_below.get());
             if let Err(error) = self.fs.remove(&path).await {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     eprintln!(
@@ -398,7 +446,7 @@ impl<F: FileSystem> Worker<F> {
                     );
                 }
             }
-            self.wal_deleted_below += 1;
+            self.wal_deleted_below.set(self.wal_deleted_below.get() + 1);
         }
     }
 }

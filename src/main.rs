@@ -40,8 +40,8 @@ struct Cli {
     #[arg(long, default_value_t = 1 << 20)]
     wal_batch_bytes: usize,
 
-    /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold). Up to two
-    /// frozen memtables wait for their flush before writes pause.
+    /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold). While one frozen memtable
+    /// waits for its flush, writes go on into the next; when that one is full too, they pause.
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     memtable_bytes: u64,
 

@@ -82,7 +82,8 @@ fn table_round_trips_through_point_reads_and_scans() {
         for absent in [&b"key"[..], b"key000000x", b"key999999", b"a", b"z"] {
             assert_eq!(readers.get(&meta, absent).await.unwrap(), None);
         }
-        let mut scanner = TableScanner::open(&UringFs, meta.clone(), &RateLimiter::new(0))
+        let unlimited = RateLimiter::new(0);
+        let mut scanner = TableScanner::open(&UringFs, meta.clone(), &unlimited)
             .await
             .unwrap();
         let mut i = 0;
@@ -141,7 +142,8 @@ fn bad_block_checksum_names_the_file_and_block_offset() {
         // Other blocks still read.
         let other = meta.index[10].last_key.clone();
         assert!(readers.get(&meta, &other).await.is_ok());
-        let mut scanner = TableScanner::open(&UringFs, meta.clone(), &RateLimiter::new(0))
+        let unlimited = RateLimiter::new(0);
+        let mut scanner = TableScanner::open(&UringFs, meta.clone(), &unlimited)
             .await
             .unwrap();
         let error = loop {

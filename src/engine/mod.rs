@@ -32,7 +32,7 @@ use crate::wal::{RecordKind, Ticket, WalWriter};
 use memtables::{FrozenAt, Memtables, Slot};
 
 /// Frozen memtables allowed to wait for their flush before writes pause.
-const FROZEN_MEMTABLES_MAX: usize = 2;
+const FROZEN_MEMTABLES_MAX: usize = 1;
 
 /// A value and the version (sequence number) it was written at. `value` is the value's JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
