@@ -17,8 +17,8 @@ use ringkv::sst::{format::FOOTER_BYTES, table_path, TableBuilder, TableMeta, Tab
 fn entry(i: u32) -> (Vec<u8>, u64, Option<Vec<u8>>) {
     let key = format!("key{i:06}").into_bytes();
     let value = match i {
-        _ if i % 7 == 0 => None,
-        _ if i % 50 == 0 => Some(vec![b'v'; 10 << 10]),
+        _ if i.is_multiple_of(7) => None,
+        _ if i.is_multiple_of(50) => Some(vec![b'v'; 10 << 10]),
         _ => Some(format!("\"value {i}\"").into_bytes()),
     };
     (key, u64::from(i) + 1000, value)
