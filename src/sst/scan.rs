@@ -10,10 +10,12 @@ use bytes::Bytes;
 
 use super::block::{self, Entry, EntryIter};
 use super::table::TableMeta;
-use super::WRITE_CHUNK_BYTES;
 use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::rate_limit::RateLimiter;
+
+/// The size of each read.
+const SCAN_READ_BYTES: usize = 256 << 10;
 
 /// See the module documentation.
 pub struct TableScanner<'a, F: FileSystem> {
@@ -75,7 +77,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
         let window_end = self.window_offset + self.window.len() as u64;
         if entry.offset < self.window_offset || end > window_end {
             let start = round_down_to_block(entry.offset);
-            let len = round_up_to_block((end - start) as usize).max(WRITE_CHUNK_BYTES);
+            let len = round_up_to_block((end - start) as usize).max(SCAN_READ_BYTES);
             let len = len
                 .min((self.meta.file_bytes - start) as usize)
                 .max(round_up_to_block((end - start) as usize));
