@@ -105,10 +105,6 @@ impl Background {
         let thread = thread::Builder::new()
             .name("ringkv-background".to_string())
             .spawn(move || {
-                // Point reads and WAL writes on the serving ring go first (see the function).
-                if let Err(error) = crate::io::lower_priority_of_current_thread() {
-                    eprintln!("ringkv: could not lower the background ring's priority: {error}");
-                }
                 tokio_uring::builder().entries(256).start(async move {
                     let worker =
                         Worker::start(fs, options, version, events.clone(), thread_stop, thread_status);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES};
 pub use fault::FaultFs;
-pub use uring::{lower_priority_of_current_thread, UringFile, UringFs};
+pub use uring::{UringFile, UringFs};
 
 /// How a file is opened. Data files are always opened for `O_DIRECT` by the io_uring layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -113,17 +113,3 @@ impl FileSystem for UringFs {
             .collect()
     }
 }
-
-/// Lowers the calling thread's CPU priority to nice 19, for background work: when it shares a
-/// core with the serving ring, the serving ring runs first. (Its I/O stays in the normal class:
-/// the idle class halved GET p99 during compactions but, under mq-deadline, starves background
-/// I/O for up to `prio_aging_expire` = 10 s while the WAL keeps the disk busy, and L0 piled up to
-/// 14 tables in the 10M-key load. Measured with `benches/lsm_load.rs`; see BENCHMARKS.md.)
-pub fn lower_priority_of_current_thread() -> io::Result<()> {
-    // SAFETY: gettid and setpriority take and return integers only; `who` is this thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
