@@ -312,7 +312,7 @@ async fn run(options: Options) {
         options.overwrites
     } else {
         (config.compaction_trigger as u64 + 1) * options.memtable_bytes
-            / (KEY_BYTES + VALUE_BYTES + 96) as u64
+            / (KEY_BYTES + VALUE_BYTES + 112) as u64
     };
     let mut rng = StdRng::seed_from_u64(7);
     let keys = options.keys;

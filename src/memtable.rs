@@ -23,8 +23,9 @@ pub struct Entry {
 }
 
 /// Per-entry bookkeeping a skiplist node costs beyond key and value (node, tower, `Bytes`
-/// headers); an estimate, used only to decide when to flush.
-const ENTRY_OVERHEAD_BYTES: u64 = 96;
+/// headers, allocator rounding); used to decide when to flush. Measured: 1M entries of a 16-byte
+/// key and a 100-byte value grow the RSS by 228 bytes each under mimalloc.
+const ENTRY_OVERHEAD_BYTES: u64 = 112;
 
 /// See the module documentation.
 #[derive(Default)]

@@ -120,9 +120,20 @@ pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -
     let entry = &meta.index[block];
     let start = round_down_to_block(entry.offset);
     let end = round_up_to_block((entry.offset + u64::from(entry.len)) as usize) as u64;
-    let bytes = read_exact(file, &meta.path, start, (end - start) as usize).await?;
+    let len = (end - start) as usize;
+    let (result, buf) = file.read_at(AlignedBuf::zeroed(len), start).await;
+    let read = result.map_err(|error| Error::io("read", &meta.path, error))?;
+    if read < len {
+        return Err(Error::sst_corruption(
+            &meta.path,
+            start + read as u64,
+            format!("file ends after {read} of {len} bytes at offset {start}"),
+        ));
+    }
+    // Copied out of the aligned read (up to two blocks larger) so that a cached block holds
+    // exactly what the cache accounts for.
     let from = (entry.offset - start) as usize;
-    let block_bytes = Bytes::from(bytes).slice(from..from + entry.len as usize);
+    let block_bytes = Bytes::copy_from_slice(&buf.as_slice()[from..from + entry.len as usize]);
     let count = super::block::verify(&block_bytes)
         .map_err(|reason| Error::sst_corruption(&meta.path, entry.offset, reason))?;
     Ok((block_bytes, count))
