@@ -8,7 +8,7 @@
 //!
 //! `cargo bench --bench lsm_load -- [--keys N] [--dir PATH] [--reads N] [--overwrites N]
 //!  [--writers N] [--readers N] [--memtable-bytes B] [--block-cache-bytes B]
-//!  [--background-write-bytes-per-sec B]`
+//!  [--background-write-bytes-per-sec B] [--background-io-bytes B]`
 //! Defaults: 10,000,000 keys in /var/tmp (must be a file system with O_DIRECT: not tmpfs).
 
 use std::cell::{Cell, RefCell};
@@ -39,6 +39,7 @@ struct Options {
     memtable_bytes: u64,
     block_cache_bytes: usize,
     background_write_bytes_per_sec: u64,
+    background_io_bytes: usize,
 }
 
 impl Options {
@@ -53,6 +54,7 @@ impl Options {
             memtable_bytes: 64 << 20,
             block_cache_bytes: 64 << 20,
             background_write_bytes_per_sec: 256 << 20,
+            background_io_bytes: 64 << 10,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
         while let Some(flag) = args.next() {
@@ -72,6 +74,7 @@ impl Options {
                 "--memtable-bytes" => options.memtable_bytes = number(),
                 "--block-cache-bytes" => options.block_cache_bytes = number() as usize,
                 "--background-write-bytes-per-sec" => options.background_write_bytes_per_sec = number(),
+                "--background-io-bytes" => options.background_io_bytes = number() as usize,
                 _ => panic!("unknown option {flag}"),
             }
         }
@@ -273,17 +276,19 @@ async fn run(options: Options) {
         memtable_bytes: options.memtable_bytes,
         block_cache_bytes: options.block_cache_bytes,
         background_write_bytes_per_sec: options.background_write_bytes_per_sec,
+        background_io_bytes: options.background_io_bytes,
         ..StoreConfig::for_dir(&data_dir)
     };
     let user_bytes = options.keys * (KEY_BYTES + VALUE_BYTES) as u64;
     eprintln!(
-        "lsm_load: {} keys ({:.0} MiB of keys and values) into {}, memtable {:.0} MiB, block cache {:.0} MiB, background writes {:.0} MiB/s, {} writers, {} readers",
+        "lsm_load: {} keys ({:.0} MiB of keys and values) into {}, memtable {:.0} MiB, block cache {:.0} MiB, background I/O {:.0} MiB/s in {} KiB requests, {} writers, {} readers",
         options.keys,
         mib(user_bytes),
         data_dir.display(),
         mib(options.memtable_bytes),
         mib(options.block_cache_bytes as u64),
         mib(options.background_write_bytes_per_sec),
+        options.background_io_bytes >> 10,
         options.writers,
         options.readers
     );

@@ -68,6 +68,8 @@ pub struct BackgroundOptions {
     pub policy: Policy,
     pub target_file_bytes: u64,
     pub write_bytes_per_sec: u64,
+    /// Size of each background read or write.
+    pub io_bytes: usize,
 }
 
 /// Counters the benchmarks and tests read.
@@ -188,7 +190,7 @@ impl<F: FileSystem> Worker<F> {
     ) -> Result<Self> {
         let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
         Ok(Worker {
-            limiter: RateLimiter::new(options.write_bytes_per_sec),
+            limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
             next_file_number: Cell::new(version.next_file_number),
             wal_deleted_below: Cell::new(version.first_live_wal_segment),
             fs,

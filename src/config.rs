@@ -73,6 +73,8 @@ pub struct StoreConfig {
     pub block_cache_bytes: usize,
     /// Pace of flush and compaction writes; 0 is unlimited.
     pub background_write_bytes_per_sec: u64,
+    /// Size of each flush or compaction read and write (one in flight).
+    pub background_io_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
 }
@@ -89,6 +91,7 @@ impl StoreConfig {
             compaction_trigger: 4,
             block_cache_bytes: 64 << 20,
             background_write_bytes_per_sec: 256 << 20,
+            background_io_bytes: 64 << 10,
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,
         }

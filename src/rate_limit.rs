@@ -1,6 +1,9 @@
-//! A byte-rate limit for background writes (flush and compaction), so that their large direct
-//! writes leave the disk to the WAL's syncs (DESIGN.md: WAL syncs fall from ~9,400/s to ~20/s
-//! when 1 MiB writes run unthrottled). Owns time arithmetic only.
+//! The shape of background I/O (flush and compaction): one request of `request_bytes` at a time,
+//! paced at `bytes_per_sec`, so that it leaves the disk to the WAL's syncs and the serving ring's
+//! point reads (DESIGN.md: WAL syncs fall from ~9,400/s to ~20/s when 1 MiB writes run
+//! unthrottled, 4 in flight; BENCHMARKS.md: a point read queued behind a background request
+//! waits for all of it, so GET p99 during compaction grows with the request size). Owns time
+//! arithmetic only.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -9,16 +12,23 @@ use std::time::{Duration, Instant};
 /// ones have "paid" for their bytes.
 pub struct RateLimiter {
     bytes_per_sec: u64,
+    request_bytes: usize,
     next_start: Cell<Option<Instant>>,
 }
 
 impl RateLimiter {
-    /// `bytes_per_sec == 0` means unlimited.
-    pub fn new(bytes_per_sec: u64) -> Self {
+    /// `bytes_per_sec == 0` means unlimited. `request_bytes` is rounded up to whole 4 KiB blocks.
+    pub fn new(bytes_per_sec: u64, request_bytes: usize) -> Self {
         RateLimiter {
             bytes_per_sec,
+            request_bytes: crate::io::round_up_to_block(request_bytes.max(1)),
             next_start: Cell::new(None),
         }
+    }
+
+    /// The size of each background read or write.
+    pub fn request_bytes(&self) -> usize {
+        self.request_bytes
     }
 
     /// How long a write of `bytes` issued at `now` must wait, charging it to the budget.
@@ -47,7 +57,7 @@ mod tests {
 
     #[test]
     fn paces_back_to_back_writes_and_forgives_idle_time() {
-        let limiter = RateLimiter::new(1 << 20);
+        let limiter = RateLimiter::new(1 << 20, 1 << 20);
         let t0 = Instant::now();
         assert_eq!(limiter.reserve(1 << 20, t0), Duration::ZERO);
         assert_eq!(limiter.reserve(1 << 20, t0), Duration::from_secs(1));
@@ -56,6 +66,6 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         assert_eq!(limiter.reserve(1 << 20, later), Duration::ZERO);
         assert_eq!(limiter.reserve(1, later), Duration::from_secs(1));
-        assert_eq!(RateLimiter::new(0).reserve(1 << 30, t0), Duration::ZERO);
+        assert_eq!(RateLimiter::new(0, 4096).reserve(1 << 30, t0), Duration::ZERO);
     }
 }

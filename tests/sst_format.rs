@@ -27,7 +27,7 @@ fn entry(i: u32) -> (Vec<u8>, u64, Option<Vec<u8>>) {
 const ENTRIES: u32 = 5000;
 
 async fn write_table(dir: &Path) -> Arc<TableMeta> {
-    let limiter = RateLimiter::new(0);
+    let limiter = RateLimiter::new(0, 1 << 20);
     let mut builder = TableBuilder::create(&UringFs, dir.to_path_buf(), 7, &limiter)
         .await
         .unwrap();
@@ -82,7 +82,7 @@ fn table_round_trips_through_point_reads_and_scans() {
         for absent in [&b"key"[..], b"key000000x", b"key999999", b"a", b"z"] {
             assert_eq!(readers.get(&meta, absent).await.unwrap(), None);
         }
-        let unlimited = RateLimiter::new(0);
+        let unlimited = RateLimiter::new(0, 1 << 20);
         let mut scanner = TableScanner::open(&UringFs, meta.clone(), &unlimited)
             .await
             .unwrap();
@@ -142,7 +142,7 @@ fn bad_block_checksum_names_the_file_and_block_offset() {
         // Other blocks still read.
         let other = meta.index[10].last_key.clone();
         assert!(readers.get(&meta, &other).await.is_ok());
-        let unlimited = RateLimiter::new(0);
+        let unlimited = RateLimiter::new(0, 1 << 20);
         let mut scanner = TableScanner::open(&UringFs, meta.clone(), &unlimited)
             .await
             .unwrap();

@@ -104,6 +104,7 @@ impl<F: FileSystem> Engine<F> {
                 policy: policy(config),
                 target_file_bytes: config.target_file_bytes(),
                 write_bytes_per_sec: config.background_write_bytes_per_sec,
+                io_bytes: config.background_io_bytes,
             },
             version.clone(),
             events,

@@ -1,5 +1,5 @@
-//! Writes one SST: entries in key order go into data blocks, which stream to the file in 1 MiB
-//! aligned `O_DIRECT` chunks, one write in flight, each paced by the rate limiter. `finish` adds
+//! Writes one SST: entries in key order go into data blocks, which stream to the file in aligned
+//! `O_DIRECT` chunks of the limiter's request size, one write in flight, each paced by it. `finish` adds
 //! the filter, the index and the footer, syncs, renames the file from its temporary name and syncs
 //! the directory, so a table is either complete and durable under its final name or absent.
 
@@ -16,9 +16,6 @@ use super::{table_path, tmp_path};
 use crate::error::{Error, Result};
 use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::rate_limit::RateLimiter;
-
-/// The size of each direct write.
-pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// See the module documentation.
 pub struct TableBuilder<'a, F: FileSystem> {
@@ -57,7 +54,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             file,
             tmp_path,
             limiter,
-            chunk: AlignedBuf::zeroed(WRITE_CHUNK_BYTES),
+            chunk: AlignedBuf::zeroed(limiter.request_bytes()),
             chunk_offset: 0,
             block: BlockBuilder::default(),
             block_last_key: Vec::new(),

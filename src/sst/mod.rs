@@ -1,7 +1,7 @@
 //! Sorted string tables: immutable files of sorted entries with a bloom filter and an index
 //! (`docs/format.md`, "SST files"). This folder knows bytes and files, not levels or versions:
 //! - [`block`]: data blocks; [`bloom`]: the filter; [`format`]: footer, filter and index blocks;
-//! - [`builder`]: writes a table in 1 MiB direct chunks, rate-limited;
+//! - [`builder`]: writes a table in direct chunks, paced;
 //! - [`table`]: a table's in-memory metadata (index, filter) and block reads;
 //! - [`scan`]: sequential reading for compaction; [`reader`]: point reads with a block cache.
 
@@ -17,7 +17,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use block::Entry;
-pub use builder::{TableBuilder, WRITE_CHUNK_BYTES};
+pub use builder::TableBuilder;
 pub use cache::BlockCache;
 pub use reader::TableReaders;
 pub use scan::TableScanner;

@@ -1,4 +1,4 @@
-//! Sequential reading of a whole table for compaction: 1 MiB aligned reads, each block checked,
+//! Sequential reading of a whole table for compaction: aligned reads of the limiter's size, each block checked,
 //! entries handed out in key order, each read paced by the same rate limiter as the background
 //! writes (a burst of 1 MiB reads delays the serving ring's point reads as much as writes do).
 //! Bypasses the block cache so that a compaction does not evict what the readers use.
@@ -13,9 +13,6 @@ use super::table::TableMeta;
 use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::rate_limit::RateLimiter;
-
-/// The size of each read.
-const SCAN_READ_BYTES: usize = 256 << 10;
 
 /// See the module documentation.
 pub struct TableScanner<'a, F: FileSystem> {
@@ -77,7 +74,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
         let window_end = self.window_offset + self.window.len() as u64;
         if entry.offset < self.window_offset || end > window_end {
             let start = round_down_to_block(entry.offset);
-            let len = round_up_to_block((end - start) as usize).max(SCAN_READ_BYTES);
+            let len = round_up_to_block((end - start) as usize).max(self.limiter.request_bytes());
             let len = len
                 .min((self.meta.file_bytes - start) as usize)
                 .max(round_up_to_block((end - start) as usize));
