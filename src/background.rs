@@ -167,7 +167,10 @@ struct Worker<F: FileSystem> {
     events: UnboundedSender<Event>,
     stop: Arc<AtomicBool>,
     status: Arc<BackgroundStatus>,
-    limiter: RateLimiter,
+    /// Flushes and compactions are paced separately, each at the configured rate: a flush (what
+    /// writers may be waiting for) never waits for budget a compaction used.
+    flush_limiter: RateLimiter,
+    compaction_limiter: RateLimiter,
     pointers: RefCell<Vec<Option<Bytes>>>,
     next_file_number: Cell<u64>,
     wal_deleted_below: Cell<u64>,
@@ -190,7 +193,8 @@ impl<F: FileSystem> Worker<F> {
     ) -> Result<Self> {
         let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
         Ok(Worker {
-            limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
+            flush_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
+            compaction_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
             next_file_number: Cell::new(version.next_file_number),
             wal_deleted_below: Cell::new(version.first_live_wal_segment),
             fs,
@@ -324,7 +328,7 @@ impl<F: FileSystem> Worker<F> {
         if !job.memtable.is_empty() {
             let number = self.allocate();
             let mut builder =
-                TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.limiter).await?;
+                TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.flush_limiter).await?;
             let mut written = Ok(());
             for (key, entry) in job.memtable.newest_entries() {
                 written = builder.add(&key, entry.version, entry.value.as_deref()).await;
@@ -392,7 +396,7 @@ impl<F: FileSystem> Worker<F> {
             &task,
             sources,
             self.options.target_file_bytes,
-            &self.limiter,
+            &self.compaction_limiter,
             || self.allocate(),
             &self.stop,
         )

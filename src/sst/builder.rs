@@ -1,12 +1,16 @@
 //! Writes one SST: entries in key order go into data blocks, which stream to the file in aligned
-//! `O_DIRECT` chunks of the limiter's request size, one write in flight, each paced by it. `finish` adds
+//! `O_DIRECT` chunks of the limiter's request size, each paced by it. One write is in flight
+//! while the next chunk fills (write-behind), never two. `finish` adds
 //! the filter, the index and the footer, syncs, renames the file from its temporary name and syncs
 //! the directory, so a table is either complete and durable under its final name or absent.
 
+use std::io;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 use super::block::BlockBuilder;
 use super::bloom::{key_hash, BloomFilter};
@@ -22,7 +26,9 @@ pub struct TableBuilder<'a, F: FileSystem> {
     fs: F,
     dir: PathBuf,
     number: u64,
-    file: F::File,
+    file: Rc<F::File>,
+    /// The write in flight, if any; it hands its buffer back for the next chunk.
+    in_flight: Option<JoinHandle<(io::Result<()>, AlignedBuf)>>,
     tmp_path: PathBuf,
     limiter: &'a RateLimiter,
     /// Bytes not yet written; `chunk_offset` is their file offset.
@@ -51,7 +57,8 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             fs: fs.clone(),
             dir,
             number,
-            file,
+            file: Rc::new(file),
+            in_flight: None,
             tmp_path,
             limiter,
             chunk: AlignedBuf::zeroed(limiter.request_bytes()),
@@ -123,17 +130,36 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         Ok(())
     }
 
+    /// Starts writing the full chunk once the previous write has completed.
     async fn write_chunk(&mut self) -> Result<()> {
         self.chunk.pad_to_block();
         let len = self.chunk.len();
+        let next = match self.complete_write().await? {
+            Some(buf) => buf,
+            None => AlignedBuf::zeroed(self.limiter.request_bytes()),
+        };
         self.limiter.acquire(len).await;
-        let chunk = std::mem::replace(&mut self.chunk, AlignedBuf::zeroed(0));
-        let (result, mut chunk) = self.file.write_at(chunk, self.chunk_offset).await;
-        result.map_err(|error| Error::io("write", &self.tmp_path, error))?;
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        let (file, offset) = (self.file.clone(), self.chunk_offset);
+        self.in_flight = Some(tokio_uring::spawn(
+            async move { file.write_at(chunk, offset).await },
+        ));
         self.chunk_offset += len as u64;
-        chunk.set_len(0);
-        self.chunk = chunk;
         Ok(())
+    }
+
+    /// Waits for the write in flight; returns its emptied buffer.
+    async fn complete_write(&mut self) -> Result<Option<AlignedBuf>> {
+        let Some(write) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let (result, mut buf) = match write.await {
+            Ok(outcome) => outcome,
+            Err(join_error) => panic!("table write task panicked: {join_error}"),
+        };
+        result.map_err(|error| Error::io("write", &self.tmp_path, error))?;
+        buf.set_len(0);
+        Ok(Some(buf))
     }
 
     /// Writes the filter, index and footer, makes the table durable under its final name, and
@@ -168,6 +194,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         if !self.chunk.is_empty() {
             self.write_chunk().await?;
         }
+        self.complete_write().await?;
         debug_assert_eq!(self.chunk_offset, file_bytes as u64);
         let path = table_path(&self.dir, self.number);
         self.file
@@ -196,7 +223,9 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
     }
 
     /// Gives up on the table and removes its temporary file.
-    pub async fn abandon(self) {
+    pub async fn abandon(mut self) {
+        // Never leave a write running against a file about to be removed.
+        let _ = self.complete_write().await;
         let TableBuilder {
             fs, tmp_path, file, ..
         } = self;

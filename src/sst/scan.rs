@@ -1,12 +1,17 @@
-//! Sequential reading of a whole table for compaction: aligned reads of the limiter's size, each block checked,
-//! entries handed out in key order, each read paced by the same rate limiter as the background
-//! writes (a burst of 1 MiB reads delays the serving ring's point reads as much as writes do).
-//! Bypasses the block cache so that a compaction does not evict what the readers use.
+//! Sequential reading of a whole table for compaction: aligned reads of the limiter's request
+//! size, each paced by the same limiter as the background writes (a point read queued behind a
+//! background read waits as long as behind a write), with the next read in flight while the
+//! current window is consumed (read-ahead, one read at a time). Each block is checked; entries
+//! come out in key order. Bypasses the block cache so that a compaction does not evict what the
+//! readers use.
 
 use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 use super::block::{self, Entry, EntryIter};
 use super::table::TableMeta;
@@ -14,15 +19,23 @@ use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::rate_limit::RateLimiter;
 
+/// A read in flight: where it starts and the task doing it.
+struct ReadAhead {
+    start: u64,
+    len: usize,
+    read: JoinHandle<(io::Result<usize>, AlignedBuf)>,
+}
+
 /// See the module documentation.
 pub struct TableScanner<'a, F: FileSystem> {
-    file: F::File,
+    file: Rc<F::File>,
     limiter: &'a RateLimiter,
     meta: Arc<TableMeta>,
     next_block: usize,
-    /// Bytes read ahead, from file offset `window_offset`.
+    /// Bytes read, from file offset `window_offset`.
     window: Bytes,
     window_offset: u64,
+    ahead: Option<ReadAhead>,
     entries: VecDeque<Entry>,
 }
 
@@ -33,12 +46,13 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
             .await
             .map_err(|error| Error::io("open", &meta.path, error))?;
         Ok(TableScanner {
-            file,
+            file: Rc::new(file),
             limiter,
             meta,
             next_block: 0,
             window: Bytes::new(),
             window_offset: 0,
+            ahead: None,
             entries: VecDeque::new(),
         })
     }
@@ -54,11 +68,12 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
                 return Ok(Some(entry));
             }
             if self.next_block == self.meta.index.len() {
+                self.finish_read_ahead().await;
                 return Ok(None);
             }
             let block = self.load_block(self.next_block).await?;
+            let offset = self.meta.index[self.next_block].offset;
             self.next_block += 1;
-            let offset = self.meta.index[self.next_block - 1].offset;
             let count = block::verify(&block)
                 .map_err(|reason| Error::sst_corruption(&self.meta.path, offset, reason))?;
             for entry in EntryIter::new(block, count) {
@@ -68,30 +83,82 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
         }
     }
 
+    /// The aligned range to read so that block `block` is whole in it.
+    fn range_for(&self, block: usize) -> (u64, usize) {
+        let entry = &self.meta.index[block];
+        let start = round_down_to_block(entry.offset);
+        let needed = round_up_to_block((entry.offset + u64::from(entry.len) - start) as usize);
+        let room = (self
+            .meta
+            .footer
+            .filter_offset
+            .max(entry.offset + u64::from(entry.len))
+            - start) as usize;
+        let len = self
+            .limiter
+            .request_bytes()
+            .min(round_up_to_block(room))
+            .max(needed);
+        (start, len)
+    }
+
+    async fn start_read(&self, start: u64, len: usize) -> ReadAhead {
+        self.limiter.acquire(len).await;
+        let file = self.file.clone();
+        let read = tokio_uring::spawn(async move { file.read_at(AlignedBuf::zeroed(len), start).await });
+        ReadAhead { start, len, read }
+    }
+
+    async fn finish_read_ahead(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            let _ = ahead.read.await;
+        }
+    }
+
     async fn load_block(&mut self, block: usize) -> Result<Bytes> {
         let entry = &self.meta.index[block];
-        let end = entry.offset + u64::from(entry.len);
+        let (offset, len) = (entry.offset, entry.len as usize);
+        let end = offset + len as u64;
         let window_end = self.window_offset + self.window.len() as u64;
-        if entry.offset < self.window_offset || end > window_end {
-            let start = round_down_to_block(entry.offset);
-            let len = round_up_to_block((end - start) as usize).max(self.limiter.request_bytes());
-            let len = len
-                .min((self.meta.file_bytes - start) as usize)
-                .max(round_up_to_block((end - start) as usize));
-            self.limiter.acquire(len).await;
-            let (result, buf) = self.file.read_at(AlignedBuf::zeroed(len), start).await;
+        if offset < self.window_offset || end > window_end {
+            let (start, read_len) = self.range_for(block);
+            let ahead = match self.ahead.take() {
+                Some(ahead) if ahead.start == start && ahead.len >= read_len => ahead,
+                stale => {
+                    if let Some(stale) = stale {
+                        let _ = stale.read.await;
+                    }
+                    self.start_read(start, read_len).await
+                }
+            };
+            let (result, buf) = match ahead.read.await {
+                Ok(outcome) => outcome,
+                Err(join_error) => panic!("table read task panicked: {join_error}"),
+            };
             let read = result.map_err(|error| Error::io("read", &self.meta.path, error))?;
             if (read as u64) < end - start {
                 return Err(Error::sst_corruption(
                     &self.meta.path,
                     start + read as u64,
-                    format!("file ends inside the block at {}", entry.offset),
+                    format!("file ends inside the block at {offset}"),
                 ));
             }
-            self.window = Bytes::copy_from_slice(&buf.as_slice()[..read]);
+            let mut window = Bytes::from_owner(buf);
+            window.truncate(read);
+            self.window = window;
             self.window_offset = start;
+            // Read ahead: the first block that does not fit whole in this window.
+            let window_end = start + read as u64;
+            let next = (block..self.meta.index.len()).find(|&i| {
+                let e = &self.meta.index[i];
+                e.offset + u64::from(e.len) > window_end
+            });
+            if let Some(next) = next {
+                let (start, len) = self.range_for(next);
+                self.ahead = Some(self.start_read(start, len).await);
+            }
         }
-        let from = (entry.offset - self.window_offset) as usize;
-        Ok(self.window.slice(from..from + entry.len as usize))
+        let from = (offset - self.window_offset) as usize;
+        Ok(self.window.slice(from..from + len))
     }
 }
