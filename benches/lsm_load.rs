@@ -53,7 +53,7 @@ impl Options {
             readers: 16,
             memtable_bytes: 64 << 20,
             block_cache_bytes: 64 << 20,
-            background_write_bytes_per_sec: 256 << 20,
+            background_write_bytes_per_sec: 512 << 20,
             background_io_bytes: 64 << 10,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
@@ -305,6 +305,8 @@ async fn run(options: Options) {
     let rss_after_load = proc_status_kib("VmRSS");
     let hwm_after_load = proc_status_kib("VmHWM");
 
+    // Let deletions of compacted-away files and the kernel's writeback finish first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let always = Rc::new(|| true);
     let (idle, _, idle_time) = read_keys(&engine, options.keys, options.reads, options.readers, always).await;
     let cache = engine.stats();
