@@ -53,7 +53,7 @@ impl Options {
             readers: 16,
             memtable_bytes: 64 << 20,
             block_cache_bytes: 64 << 20,
-            background_write_bytes_per_sec: 512 << 20,
+            background_write_bytes_per_sec: 256 << 20,
             background_io_bytes: 64 << 10,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");

@@ -90,7 +90,7 @@ impl StoreConfig {
             memtable_bytes: 64 << 20,
             compaction_trigger: 4,
             block_cache_bytes: 64 << 20,
-            background_write_bytes_per_sec: 512 << 20,
+            background_write_bytes_per_sec: 256 << 20,
             background_io_bytes: 64 << 10,
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,

@@ -55,7 +55,7 @@ struct Cli {
 
     /// Pace of flush I/O and, separately, of compaction I/O (reads and writes), in bytes per
     /// second (0: unlimited), so that background work leaves the disk to WAL syncs and reads.
-    #[arg(long, default_value_t = 512 << 20)]
+    #[arg(long, default_value_t = 256 << 20)]
     background_write_bytes_per_sec: u64,
 
     /// Size of each flush and compaction read and write (one in flight; a multiple of 4096). A
