@@ -86,6 +86,8 @@ pub struct Engine<F: FileSystem> {
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.
     version_changes: Cell<u64>,
     readers: TableReaders<F>,
+    /// Versions replaced while reads may still use them, with the tables they alone name.
+    retiring: RefCell<Vec<(Arc<Version>, Vec<u64>)>>,
     background: RefCell<Background>,
     background_status: Arc<BackgroundStatus>,
     /// Woken when a frozen memtable is flushed or the background fails.
@@ -107,12 +109,44 @@ impl<F: FileSystem> Engine<F> {
     /// The newest version of `key` in the tables of the current version.
     async fn table_lookup(&self, key: &[u8]) -> Result<Option<Entry>> {
         let version = self.version.borrow().clone();
+        let mut found = None;
         for table in version.tables_for(key) {
             if let Some((version, value)) = self.readers.get(table, key).await? {
-                return Ok(Some(Entry { version, value }));
+                found = Some(Entry { version, value });
+                break;
             }
         }
-        Ok(None)
+        drop(version);
+        self.release_unused_tables();
+        Ok(found)
+    }
+
+    /// Closes and hands back for deletion the tables that left the live set, once no read holds
+    /// a version that still names them (a read keeps the version it started with across its
+    /// awaits, and may still have to open one of its tables).
+    fn release_unused_tables(&self) {
+        let released: Vec<u64> = {
+            let mut retiring = self.retiring.borrow_mut();
+            if retiring.is_empty() {
+                return;
+            }
+            let mut released = Vec::new();
+            retiring.retain_mut(|(version, obsolete)| {
+                if Arc::strong_count(version) > 1 {
+                    return true;
+                }
+                released.append(obsolete);
+                false
+            });
+            released
+        };
+        if released.is_empty() {
+            return;
+        }
+        for &number in &released {
+            self.readers.close(number);
+        }
+        self.background.borrow().send(Job::Release(released));
     }
 
     /// Stores `value` (JSON text) under `key`; returns its version once durable per the fsync
@@ -266,17 +300,15 @@ impl<F: FileSystem> Engine<F> {
                         return;
                     }
                 }
-                *self.version.borrow_mut() = version;
+                let previous = std::mem::replace(&mut *self.version.borrow_mut(), version);
                 self.version_changes.set(self.version_changes.get() + 1);
                 if let Some(id) = flushed_memtable {
                     self.memtables.borrow_mut().remove_flushed(id);
                 }
-                for &number in &obsolete {
-                    self.readers.close(number);
-                }
                 if !obsolete.is_empty() {
-                    self.background.borrow().send(Job::Release(obsolete));
+                    self.retiring.borrow_mut().push((previous, obsolete));
                 }
+                self.release_unused_tables();
                 self.progress.notify_waiters();
             }
             Event::Failed(cause) => self.fail(cause),

@@ -117,6 +117,7 @@ impl<F: FileSystem> Engine<F> {
             version: RefCell::new(version),
             version_changes: Cell::new(0),
             readers,
+            retiring: RefCell::new(Vec::new()),
             background_status: background.status().clone(),
             background: RefCell::new(background),
             progress: Notify::new(),
