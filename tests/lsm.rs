@@ -148,7 +148,9 @@ fn reads_racing_with_compactions_never_fail() {
     let mut client = server.connect();
     let keys = 3000;
     let value = |round: usize, i: usize| json!(format!("{round}-{i}-{}", "v".repeat(80)));
-    let requests: Vec<String> = (0..keys).map(|i| set_request(&format!("k{i:05}"), &value(0, i))).collect();
+    let requests: Vec<String> = (0..keys)
+        .map(|i| set_request(&format!("k{i:05}"), &value(0, i)))
+        .collect();
     pipelined(&mut client, &requests);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
@@ -177,7 +179,10 @@ fn reads_racing_with_compactions_never_fail() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let reads: usize = readers.into_iter().map(|r| r.join().expect("a read failed")).sum();
+    let reads: usize = readers
+        .into_iter()
+        .map(|r| r.join().expect("a read failed"))
+        .sum();
     eprintln!("{reads} reads raced with compactions");
     assert!(reads > 1000);
 }
