@@ -186,3 +186,31 @@ fn reads_racing_with_compactions_never_fail() {
     eprintln!("{reads} reads raced with compactions");
     assert!(reads > 1000);
 }
+
+/// A lost manifest with tables beside it stops the server with a clear message instead of
+/// treating every table as an unnamed leftover and deleting it.
+#[test]
+fn missing_manifest_with_tables_refuses_to_start_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &ARGS);
+    let mut client = server.connect();
+    let requests: Vec<String> = (0..2000)
+        .map(|i| set_request(&format!("m{i:05}"), &json!("v".repeat(100))))
+        .collect();
+    pipelined(&mut client, &requests);
+    let (status, _) = server.signal_and_wait(libc::SIGTERM);
+    assert!(status.success());
+    let tables = files_ending(dir.path(), ".sst");
+    assert!(tables > 0);
+    std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(ARGS)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("manifest is missing"), "{stderr}");
+    assert_eq!(files_ending(dir.path(), ".sst"), tables, "tables were deleted");
+}

@@ -45,7 +45,7 @@ impl<F: FileSystem> Engine<F> {
         let lock = DirLock::acquire(dir)?;
         let manifest = manifest::recover(&fs, dir).await?;
         let mut version = load_tables(&fs, config, &manifest).await?;
-        remove_unnamed_files(&fs, config, &mut version).await?;
+        remove_unnamed_files(&fs, config, &manifest, &mut version).await?;
 
         let memtable = Memtable::new();
         let flushed_seq = version.flushed_seq;
@@ -182,11 +182,26 @@ async fn load_tables<F: FileSystem>(
 async fn remove_unnamed_files<F: FileSystem>(
     fs: &F,
     config: &StoreConfig,
+    manifest: &ManifestState,
     version: &mut Version,
 ) -> Result<()> {
     let dir = &config.data_dir;
     let live: HashSet<u64> = version.tables().map(|table| table.number).collect();
-    for path in fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))? {
+    let paths = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
+    let tables = paths
+        .iter()
+        .filter(|path| sst::table_number(path).is_some())
+        .count();
+    if manifest.edits == 0 && tables > 0 {
+        // Tables are only ever written after the manifest exists: a missing manifest with tables
+        // beside it was lost, and deleting the tables as unnamed would lose their data too.
+        return Err(Error::manifest_corruption(
+            manifest::manifest_path(dir),
+            0,
+            format!("the manifest is missing but {tables} SST files are in the directory; refusing to start (restore the manifest, or move the tables away to start empty)"),
+        ));
+    }
+    for path in paths {
         let number = sst::table_number(&path);
         if let Some(number) = number {
             version.next_file_number = version.next_file_number.max(number + 1);

@@ -68,14 +68,14 @@ impl<F: FileSystem> TableReaders<F> {
                 let file = self.files.borrow().get(&meta.number).cloned();
                 let file = match file {
                     Some(file) => file,
-                    None => {
-                        self.open(meta).await?;
-                        self.files
-                            .borrow()
-                            .get(&meta.number)
-                            .cloned()
-                            .expect("opened above")
-                    }
+                    // Every live table is opened before it becomes visible; a table without a
+                    // handle is one a pinned version still names. Open it for this read only.
+                    None => Rc::new(
+                        self.fs
+                            .open(&meta.path, OpenMode::READ)
+                            .await
+                            .map_err(|error| Error::io("open", &meta.path, error))?,
+                    ),
                 };
                 let (bytes, count) = read_block(&*file, meta, block).await?;
                 self.cache
