@@ -1,11 +1,14 @@
-//! ringkv: a persistent key-value server. An LSM tree (WAL + memtable now; SSTs and compaction
-//! next) behind an HTTP/1.1 API, served from one tokio-uring ring, with every WAL write going
-//! through `O_DIRECT` from aligned buffers.
+//! ringkv: a persistent key-value server. An LSM tree (WAL, memtables, SST files, leveled
+//! compaction on a background ring) behind an HTTP/1.1 API, served from one tokio-uring ring,
+//! with every WAL and SST write going through `O_DIRECT` from aligned buffers.
 //!
 //! Map of the crate (each module's first comment says what it owns and what it must not touch):
 //! - [`config`]: options and the fsync strategy.
 //! - [`io`]: the file-system interface, its io_uring and fault-injecting implementations.
 //! - [`wal`]: the write-ahead log; [`memtable`]: the skiplist; [`engine`]: the store facade.
+//! - [`sst`]: table files; [`manifest`] and [`version`]: the live tables per level;
+//!   [`compaction`]: what to merge and the merge; [`background`]: the flush and compaction ring;
+//!   [`rate_limit`]: the shape of background I/O; [`checksum`]: the masked CRC32C.
 //! - [`http`]: request parsing, routing and the connection loop.
 //!
 //! On-disk formats: `docs/format.md`.
