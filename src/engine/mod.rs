@@ -1,7 +1,7 @@
 //! The store facade: the write path (WAL append, durability wait, memtable insert, freezing full
 //! memtables), the read path (memtables, then tables through the current version) and the
 //! serving ring's side of the background work (requesting flushes, installing versions). Wires
-//! the modules; owns no bytes format and no file I/O of its own. Opening and recovery: [`open`].
+//! the modules; owns no bytes format and no file I/O of its own. Opening and recovery: `open.rs`.
 //!
 //! Runs on the serving ring's single thread. Writes become visible no earlier than they are
 //! acknowledged: a record enters a memtable only after its WAL batch is durable (or written, for
