@@ -141,15 +141,16 @@ fn kill_loop(fsync: &str, rounds: usize) {
     eprintln!("{fsync}: {rounds} kills, {checked} acknowledged writes all found");
 }
 
-/// Small memtables, compaction at 2 L0 files, background writes paced at 1 MiB/s: flushes and
-/// compactions run all the time and each table write takes tens of milliseconds.
+/// Small memtables, compaction at 2 L0 files, background I/O paced at 128 KiB/s (each 64 KiB
+/// request waits half a second for the previous one): flushes and compactions run all the time
+/// and a table write takes most of a second, so kills land in the middle of them.
 const LSM_ARGS: [&str; 6] = [
     "--memtable-bytes",
     "65536",
     "--compaction-trigger",
     "2",
     "--background-write-bytes-per-sec",
-    "1048576",
+    "131072",
 ];
 
 /// Kills during flush and compaction lose nothing acknowledged, and the data of earlier rounds
