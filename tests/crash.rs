@@ -78,9 +78,7 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     for writer in writers {
         let _ = writer.join();
     }
-    let interrupted_table_write = std::fs::read_dir(dir)
-        .unwrap()
-        .any(|entry| entry.unwrap().file_name().to_string_lossy().ends_with(".sst.tmp"));
+    let interrupted_table_write = common::files_ending(dir, ".sst.tmp") > 0;
     let acknowledged = acknowledged.lock().unwrap().clone();
     let in_flight = in_flight.lock().unwrap().clone();
     assert!(
@@ -165,17 +163,7 @@ fn sigkill_during_flush_and_compaction_loses_no_acknowledged_write() {
         checked += outcome.checked;
         interrupted += usize::from(outcome.interrupted_table_write);
     }
-    let tables = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".sst")
-        })
-        .count();
+    let tables = common::files_ending(dir.path(), ".sst");
     eprintln!(
         "lsm: {rounds} kills ({interrupted} during a table write), {checked} acknowledged writes checked, {tables} tables at the end"
     );

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::TestServer;
+use common::{files_ending, TestServer};
 use serde_json::json;
 
 /// Memtables of 64 KiB, 256 KiB WAL segments, compaction at 2 L0 files, no write pacing.
@@ -22,20 +20,6 @@ const ARGS: [&str; 10] = [
     "--background-write-bytes-per-sec",
     "0",
 ];
-
-fn files_ending(dir: &Path, suffix: &str) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(suffix)
-        })
-        .count()
-}
 
 /// Sends `requests` pipelined in batches and checks every answer is 200.
 fn pipelined(client: &mut common::Client, requests: &[String]) {

@@ -10,6 +10,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// How many files in `dir` have names ending with `suffix`.
+pub fn files_ending(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read the data directory")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.file_name().to_string_lossy().ends_with(suffix))
+        })
+        .count()
+}
+
 /// A running server process.
 pub struct TestServer {
     pub addr: SocketAddr,
