@@ -423,9 +423,8 @@ impl<F: FileSystem> Worker<F> {
         let mut manifest = self.manifest.lock().await;
         edit.next_file_number = Some(self.next_file_number.get());
         manifest.append(&edit).await?;
-        let mut version = self.version.borrow().apply(&edit);
-        version.next_file_number = self.next_file_number.get();
-        let version = Arc::new(version);
+        // `apply` takes the edit's next file number, recorded just above.
+        let version = Arc::new(self.version.borrow().apply(&edit));
         *self.version.borrow_mut() = version.clone();
         let _ = self.events.send(Event::Installed {
             version: version.clone(),

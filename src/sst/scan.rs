@@ -57,10 +57,6 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
         })
     }
 
-    pub fn meta(&self) -> &Arc<TableMeta> {
-        &self.meta
-    }
-
     /// The next entry in key order, or `None` at the end of the table.
     pub async fn next(&mut self) -> Result<Option<Entry>> {
         loop {
