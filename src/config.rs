@@ -60,11 +60,74 @@ impl fmt::Display for FsyncStrategy {
     }
 }
 
+/// How WAL bytes reach the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalIo {
+    /// `O_DIRECT`: a completed write is in the device, past the page cache, so a killed process
+    /// loses nothing it wrote; a power loss can still take what no sync covered.
+    Direct,
+    /// Through the page cache: a completed write survives a killed process (the kernel holds it)
+    /// but not a power loss until a sync writes it back; syncs do that writeback.
+    Buffered,
+}
+
+/// How the WAL makes a write durable when the fsync strategy asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncCall {
+    /// `fdatasync`: the data and the metadata needed to read it back (segments are pre-written, so
+    /// their size never changes), then a device cache flush.
+    Fdatasync,
+    /// `fsync`: as `fdatasync`, plus every other inode change (mtime), which costs a journal commit.
+    Fsync,
+    /// `O_DSYNC` on the segment: each write returns only once it is durable (a FUA write or a write
+    /// followed by a flush, decided by the kernel); no separate sync call is made. Every WAL write
+    /// is then durable when it completes, whatever the fsync strategy.
+    Dsync,
+}
+
+macro_rules! keyword_enum {
+    ($type:ty, $what:literal, $($variant:path => $name:literal),+) => {
+        impl FromStr for $type {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                match text {
+                    $($name => Ok($variant),)+
+                    _ => Err(format!(
+                        "unknown {} {text:?}: expected one of {}",
+                        $what,
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
+keyword_enum!(WalIo, "WAL I/O mode", WalIo::Direct => "direct", WalIo::Buffered => "buffered");
+keyword_enum!(
+    SyncCall,
+    "sync call",
+    SyncCall::Fdatasync => "fdatasync",
+    SyncCall::Fsync => "fsync",
+    SyncCall::Dsync => "dsync"
+);
+
 /// Everything the store needs to open a data directory.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub fsync: FsyncStrategy,
+    pub wal_io: WalIo,
+    pub sync_call: SyncCall,
     pub wal_segment_bytes: u64,
     /// Upper bound on one group-commit batch (a single record larger than this still goes alone).
     pub wal_batch_bytes: usize,
@@ -85,6 +148,8 @@ impl StoreConfig {
         StoreConfig {
             data_dir: data_dir.into(),
             fsync: FsyncStrategy::Group,
+            wal_io: WalIo::Direct,
+            sync_call: SyncCall::Fdatasync,
             wal_segment_bytes: 64 << 20,
             wal_batch_bytes: 1 << 20,
             memtable_bytes: 64 << 20,
@@ -152,6 +217,19 @@ mod tests {
         assert_eq!(
             FsyncStrategy::Periodic { interval_ms: 5 }.to_string(),
             "periodic:5"
+        );
+    }
+
+    #[test]
+    fn parses_wal_mechanisms() {
+        assert_eq!("direct".parse(), Ok(WalIo::Direct));
+        assert_eq!("buffered".parse(), Ok(WalIo::Buffered));
+        assert_eq!("dsync".parse(), Ok(SyncCall::Dsync));
+        assert_eq!(SyncCall::Fsync.to_string(), "fsync");
+        let error = "osync".parse::<SyncCall>().unwrap_err();
+        assert_eq!(
+            error,
+            "unknown sync call \"osync\": expected one of fdatasync, fsync, dsync"
         );
     }
 }

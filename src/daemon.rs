@@ -57,9 +57,11 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
     eprintln!(
-        "ringkv listening on {address}, data dir {}, fsync {}; recovered {} records from {} WAL segments{} and {} tables, next version {}",
+        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}); recovered {} records from {} WAL segments{} and {} tables, next version {}",
         store.data_dir.display(),
         store.fsync,
+        store.wal_io,
+        store.sync_call,
         report.records,
         report.segments,
         if report.torn_tail { " (dropped a torn, unacknowledged tail)" } else { "" },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
+use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig, SyncCall, WalIo};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,6 +31,21 @@ struct Cli {
     /// never: once written; only synced at shutdown.
     #[arg(long, default_value = "group", value_parser = parse_fsync)]
     fsync: FsyncStrategy,
+
+    /// How WAL writes reach the file. direct: O_DIRECT from aligned buffers, past the page cache;
+    /// a completed write survives a killed process. buffered: through the page cache; also
+    /// survives a killed process (the kernel holds the bytes), and the sync does the writeback.
+    /// Neither survives a power loss without the sync that --fsync and --sync-call provide.
+    #[arg(long, default_value = "direct", value_parser = parse_keyword::<WalIo>)]
+    wal_io: WalIo,
+
+    /// How the WAL is made durable when --fsync asks for it. fdatasync: data plus the metadata
+    /// needed to read it, then a device cache flush. fsync: also every other inode change (mtime),
+    /// an extra journal commit. dsync: segments are opened O_DSYNC, so each WAL write returns only
+    /// once durable and no sync call is made; every acknowledged write is then durable, even under
+    /// periodic and never (which still differ in batching: never and group share writes).
+    #[arg(long, default_value = "fdatasync", value_parser = parse_keyword::<SyncCall>)]
+    sync_call: SyncCall,
 
     /// Size of each pre-written WAL segment file; a multiple of 4096.
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_bytes)]
@@ -81,6 +96,10 @@ fn parse_fsync(text: &str) -> Result<FsyncStrategy, String> {
     text.parse()
 }
 
+fn parse_keyword<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, String> {
+    text.parse()
+}
+
 fn parse_segment_bytes(text: &str) -> Result<u64, String> {
     let bytes: u64 = text.parse().map_err(|_| format!("not a byte count: {text:?}"))?;
     if bytes == 0 || !bytes.is_multiple_of(4096) {
@@ -116,6 +135,8 @@ fn main() -> ExitCode {
     let store = StoreConfig {
         data_dir: cli.data_dir,
         fsync: cli.fsync,
+        wal_io: cli.wal_io,
+        sync_call: cli.sync_call,
         wal_segment_bytes: cli.wal_segment_bytes,
         wal_batch_bytes: cli.wal_batch_bytes,
         memtable_bytes: cli.memtable_bytes,

@@ -130,13 +130,13 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     }
 }
 
-fn kill_loop(fsync: &str, rounds: usize) {
+fn kill_loop(fsync: &str, rounds: usize, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for round in 0..rounds {
-        checked += kill_round(dir.path(), fsync, round, &[], 1 << 40).checked;
+        checked += kill_round(dir.path(), fsync, round, extra, 1 << 40).checked;
     }
-    eprintln!("{fsync}: {rounds} kills, {checked} acknowledged writes all found");
+    eprintln!("{fsync} {extra:?}: {rounds} kills, {checked} acknowledged writes all found");
 }
 
 /// Small memtables, compaction at 2 L0 files, background I/O paced at 128 KiB/s (each 64 KiB
@@ -173,17 +173,31 @@ fn sigkill_during_flush_and_compaction_loses_no_acknowledged_write() {
 
 #[test]
 fn sigkill_under_group_commit_loses_no_acknowledged_write() {
-    kill_loop("group", 4);
+    kill_loop("group", 4, &[]);
 }
 
 #[test]
 fn sigkill_under_always_loses_no_acknowledged_write() {
-    kill_loop("always", 3);
+    kill_loop("always", 3, &[]);
 }
 
 /// O_DIRECT writes are in the device once complete, so even the strategies that do not sync
 /// before acknowledging survive a process kill (not a power failure).
 #[test]
 fn sigkill_under_never_loses_no_acknowledged_write() {
-    kill_loop("never", 2);
+    kill_loop("never", 2, &[]);
+}
+
+/// A buffered WAL write is in the page cache once complete, and the kernel keeps it when the
+/// process dies: `never` over buffered I/O loses nothing to a kill either.
+#[test]
+fn sigkill_with_a_buffered_wal_under_never_loses_no_acknowledged_write() {
+    kill_loop("never", 2, &["--wal-io", "buffered"]);
+}
+
+/// `fsync` and `dsync` acknowledge group commits as `fdatasync` does.
+#[test]
+fn sigkill_under_group_commit_with_each_sync_call_loses_no_acknowledged_write() {
+    kill_loop("group", 2, &["--sync-call", "fsync"]);
+    kill_loop("group", 2, &["--sync-call", "dsync", "--wal-io", "buffered"]);
 }

@@ -11,15 +11,35 @@ use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv::config::{FsyncStrategy, StoreConfig};
+use ringkv::config::{FsyncStrategy, StoreConfig, SyncCall, WalIo};
 use ringkv::engine::Engine;
 use ringkv::io::FaultFs;
 
 const KEYS: u32 = 300;
 
-fn config(dir: &Path, fsync: FsyncStrategy) -> StoreConfig {
+/// The fsync strategy and the WAL mechanism a run uses.
+#[derive(Clone, Copy)]
+struct Durability {
+    fsync: FsyncStrategy,
+    wal_io: WalIo,
+    sync_call: SyncCall,
+}
+
+impl Durability {
+    const fn new(fsync: FsyncStrategy) -> Self {
+        Durability {
+            fsync,
+            wal_io: WalIo::Direct,
+            sync_call: SyncCall::Fdatasync,
+        }
+    }
+}
+
+fn config(dir: &Path, durability: Durability) -> StoreConfig {
     StoreConfig {
-        fsync,
+        fsync: durability.fsync,
+        wal_io: durability.wal_io,
+        sync_call: durability.sync_call,
         // Small segments so that runs cross many segment boundaries, and small memtables so that
         // they flush every few dozen writes.
         wal_segment_bytes: 64 << 10,
@@ -40,7 +60,7 @@ fn key(n: u32) -> Vec<u8> {
     format!("k{n:04}").into_bytes()
 }
 
-fn run_model(seed: u64, fsync: FsyncStrategy, steps: usize) {
+fn run_model(seed: u64, fsync: Durability, steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let fs = FaultFs::new();
@@ -147,7 +167,7 @@ async fn release(engine: Rc<Engine<FaultFs>>) {
 async fn reopen(
     fs: &FaultFs,
     dir: &Path,
-    fsync: FsyncStrategy,
+    fsync: Durability,
     model: &Model,
     last_version: u64,
 ) -> Rc<Engine<FaultFs>> {
@@ -163,11 +183,36 @@ async fn reopen(
 #[test]
 fn model_group_commit() {
     for seed in 0..4 {
-        run_model(seed, FsyncStrategy::Group, 2000);
+        run_model(seed, Durability::new(FsyncStrategy::Group), 2000);
     }
 }
 
 #[test]
 fn model_always() {
-    run_model(100, FsyncStrategy::Always, 1200);
+    run_model(100, Durability::new(FsyncStrategy::Always), 1200);
+}
+
+/// Buffered WAL writes made durable by `fsync`: a power loss keeps every acknowledged write.
+#[test]
+fn model_group_commit_buffered_fsync() {
+    let durability = Durability {
+        wal_io: WalIo::Buffered,
+        sync_call: SyncCall::Fsync,
+        ..Durability::new(FsyncStrategy::Group)
+    };
+    run_model(200, durability, 1200);
+}
+
+/// Under `O_DSYNC` every WAL write is durable when it completes, so even `never`, which makes no
+/// sync call at all, keeps every acknowledged write through a power loss.
+#[test]
+fn model_never_with_dsync_loses_nothing_acknowledged() {
+    for (seed, wal_io) in [(300, WalIo::Direct), (301, WalIo::Buffered)] {
+        let durability = Durability {
+            wal_io,
+            sync_call: SyncCall::Dsync,
+            ..Durability::new(FsyncStrategy::Never)
+        };
+        run_model(seed, durability, 1000);
+    }
 }

@@ -92,6 +92,8 @@ fn bad_flags_are_refused_with_help() {
         &["--fsync", "sometimes"][..],
         &["--fsync", "periodic:x"],
         &["--wal-segment-bytes", "1000"],
+        &["--wal-io", "mmap"],
+        &["--sync-call", "osync"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_ringkv"))
             .args(args)
@@ -108,11 +110,64 @@ fn bad_flags_are_refused_with_help() {
         "--listen",
         "--data-dir",
         "--fsync",
+        "--wal-io",
+        "--sync-call",
         "--memtable-bytes",
         "--compaction-trigger",
         "--max-key-bytes",
         "--max-value-bytes",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// The open flags of the server's WAL segment, as the kernel reports them in
+/// `/proc/PID/fdinfo` (octal).
+fn wal_open_flags(pid: u32) -> i32 {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let name = target
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("wal-") && name.ends_with(".log") {
+            let fd = entry.file_name().to_string_lossy().into_owned();
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|line| line.strip_prefix("flags:"))
+                .unwrap()
+                .trim();
+            return i32::from_str_radix(flags, 8).unwrap();
+        }
+    }
+    panic!("no WAL segment open in process {pid}");
+}
+
+/// The mechanism flags reach the kernel: the segment the server writes is opened with exactly
+/// the O_DIRECT and O_DSYNC the flags ask for, and each combination serves and recovers.
+#[test]
+fn wal_mechanism_flags_set_the_segment_open_flags() {
+    for (wal_io, sync_call, direct, dsync) in [
+        ("direct", "fdatasync", true, false),
+        ("buffered", "fsync", false, false),
+        ("direct", "dsync", true, true),
+        ("buffered", "dsync", false, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["--wal-io", wal_io, "--sync-call", sync_call];
+        let server = TestServer::start(dir.path(), &args);
+        let mut client = server.connect();
+        assert_eq!(client.set("m", &json!(wal_io)).status, 200);
+        let flags = wal_open_flags(server.pid());
+        assert_eq!(flags & libc::O_DIRECT != 0, direct, "{args:?}: flags {flags:o}");
+        assert_eq!(flags & libc::O_DSYNC != 0, dsync, "{args:?}: flags {flags:o}");
+        server.kill();
+        let server = TestServer::start(dir.path(), &args);
+        assert_eq!(server.connect().get("m").json()["value"], wal_io, "{args:?}");
     }
 }

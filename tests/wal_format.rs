@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ringkv::config::FsyncStrategy;
+use ringkv::config::{FsyncStrategy, SyncCall, WalIo};
 use ringkv::io::UringFs;
 use ringkv::wal::{self, record, LogPosition, RecordKind, WalOptions, WalWriter};
 use ringkv::Error;
@@ -17,6 +17,8 @@ fn options(dir: &Path) -> WalOptions {
         segment_bytes: SEGMENT_BYTES,
         batch_bytes: 1 << 20,
         fsync: FsyncStrategy::Group,
+        io: WalIo::Direct,
+        sync_call: SyncCall::Fdatasync,
     }
 }
 

@@ -88,6 +88,8 @@ impl<F: FileSystem> Engine<F> {
             segment_bytes: config.wal_segment_bytes,
             batch_bytes: config.wal_batch_bytes,
             fsync: config.fsync,
+            io: config.wal_io,
+            sync_call: config.sync_call,
         };
         let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
 

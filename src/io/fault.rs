@@ -69,6 +69,8 @@ pub struct FaultFs {
 pub struct FaultFile {
     inner: UringFile,
     id: u64,
+    /// Opened `O_DSYNC`: a completed write is durable at once.
+    dsync: bool,
     state: Arc<State>,
 }
 
@@ -156,6 +158,39 @@ impl FaultFs {
     }
 }
 
+impl Shadow {
+    /// Folds the unsynced writes into the durable image.
+    fn make_durable(&mut self) {
+        let mut image = self.durable.take().unwrap_or_default();
+        for (offset, bytes) in self.unsynced.drain(..) {
+            patch(&mut image, offset, &bytes);
+        }
+        self.durable = Some(image);
+    }
+}
+
+impl FaultFile {
+    async fn sync(&self, all: bool) -> io::Result<()> {
+        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
+            // Like Linux after a failed writeback: the unsynced data is gone for good.
+            if let Some(shadow) = self.state.files().get_mut(&self.id) {
+                shadow.unsynced.clear();
+            }
+            return Err(injected(libc::EIO));
+        }
+        if all {
+            self.inner.sync_all().await?;
+        } else {
+            self.inner.sync_data().await?;
+        }
+        self.state.faults.syncs_ok.fetch_add(1, Ordering::SeqCst);
+        if let Some(shadow) = self.state.files().get_mut(&self.id) {
+            shadow.make_durable();
+        }
+        Ok(())
+    }
+}
+
 impl DataFile for FaultFile {
     async fn write_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<()>, AlignedBuf) {
         let faults = &self.state.faults;
@@ -167,11 +202,21 @@ impl DataFile for FaultFile {
         if faults.no_space.load(Ordering::SeqCst) && end > size {
             return (Err(injected(libc::ENOSPC)), buf);
         }
+        if self.dsync && faults.fail_syncs.load(Ordering::SeqCst) {
+            // An `O_DSYNC` write carries its own sync, so it fails as a sync would.
+            if let Some(shadow) = self.state.files().get_mut(&self.id) {
+                shadow.unsynced.clear();
+            }
+            return (Err(injected(libc::EIO)), buf);
+        }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
             if let Some(shadow) = self.state.files().get_mut(&self.id) {
                 shadow.unsynced.push((offset, buf.as_slice().to_vec()));
                 shadow.size = shadow.size.max(end);
+                if self.dsync {
+                    shadow.make_durable();
+                }
             }
         }
         (result, buf)
@@ -182,23 +227,11 @@ impl DataFile for FaultFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
-            // Like Linux after a failed writeback: the unsynced data is gone for good.
-            if let Some(shadow) = self.state.files().get_mut(&self.id) {
-                shadow.unsynced.clear();
-            }
-            return Err(injected(libc::EIO));
-        }
-        self.inner.sync_data().await?;
-        self.state.faults.syncs_ok.fetch_add(1, Ordering::SeqCst);
-        if let Some(shadow) = self.state.files().get_mut(&self.id) {
-            let mut image = shadow.durable.take().unwrap_or_default();
-            for (offset, bytes) in shadow.unsynced.drain(..) {
-                patch(&mut image, offset, &bytes);
-            }
-            shadow.durable = Some(image);
-        }
-        Ok(())
+        self.sync(false).await
+    }
+
+    async fn sync_all(&self) -> io::Result<()> {
+        self.sync(true).await
     }
 
     async fn size(&self) -> io::Result<u64> {
@@ -215,6 +248,7 @@ impl FileSystem for FaultFs {
         Ok(FaultFile {
             inner,
             id,
+            dsync: mode.dsync,
             state: self.state.clone(),
         })
     }

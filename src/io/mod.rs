@@ -15,30 +15,48 @@ pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTE
 pub use fault::FaultFs;
 pub use uring::{UringFile, UringFs};
 
-/// How a file is opened. Data files are always opened for `O_DIRECT` by the io_uring layer.
+/// How a file is opened. Files are opened for `O_DIRECT` unless `buffered` is set (only the WAL
+/// offers that, as a mechanism to compare).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenMode {
     pub write: bool,
     /// Fail if the file exists (`O_CREAT | O_EXCL`).
     pub create_new: bool,
+    /// Go through the page cache instead of `O_DIRECT`.
+    pub buffered: bool,
+    /// `O_DSYNC`: every write is durable when it completes.
+    pub dsync: bool,
 }
 
 impl OpenMode {
     pub const READ: OpenMode = OpenMode {
         write: false,
         create_new: false,
+        buffered: false,
+        dsync: false,
     };
     pub const READ_WRITE: OpenMode = OpenMode {
         write: true,
-        create_new: false,
+        ..OpenMode::READ
     };
     pub const CREATE_NEW: OpenMode = OpenMode {
         write: true,
         create_new: true,
+        ..OpenMode::READ
     };
+
+    /// This mode with the WAL's write mechanism.
+    pub const fn with_mechanism(self, buffered: bool, dsync: bool) -> OpenMode {
+        OpenMode {
+            buffered,
+            dsync,
+            ..self
+        }
+    }
 }
 
-/// A file opened for direct I/O. Buffers, lengths and offsets must be block-aligned.
+/// A file opened for direct I/O. Buffers, lengths and offsets must be block-aligned (also when
+/// opened buffered, so that callers need not care which).
 //
 // The futures are deliberately not `Send`: everything runs on one thread's ring.
 #[allow(async_fn_in_trait)]
@@ -52,6 +70,9 @@ pub trait DataFile: 'static {
 
     /// Makes every completed write durable (`fdatasync`).
     async fn sync_data(&self) -> io::Result<()>;
+
+    /// Makes every completed write and every metadata change durable (`fsync`).
+    async fn sync_all(&self) -> io::Result<()>;
 
     /// The file's size in bytes.
     async fn size(&self) -> io::Result<u64>;

@@ -10,7 +10,7 @@ use tokio_uring::buf::BoundedBuf;
 
 use super::{AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES};
 
-/// The io_uring + `O_DIRECT` file system. Must be used from inside a tokio-uring runtime.
+/// The io_uring + `O_DIRECT` (unless [`OpenMode::buffered`]) file system. Must be used from inside a tokio-uring runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UringFs;
 
@@ -68,6 +68,10 @@ impl DataFile for UringFile {
         self.file.sync_data().await
     }
 
+    async fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all().await
+    }
+
     async fn size(&self) -> io::Result<u64> {
         let stat = self.file.statx().await?;
         Ok(stat.stx_size)
@@ -78,11 +82,18 @@ impl FileSystem for UringFs {
     type File = UringFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<UringFile> {
+        let mut flags = libc::O_CLOEXEC;
+        if !mode.buffered {
+            flags |= libc::O_DIRECT;
+        }
+        if mode.dsync {
+            flags |= libc::O_DSYNC;
+        }
         let file = tokio_uring::fs::OpenOptions::new()
             .read(true)
             .write(mode.write)
             .create_new(mode.create_new)
-            .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+            .custom_flags(flags)
             .open(path)
             .await?;
         Ok(UringFile { file })

@@ -38,16 +38,22 @@ pub fn is_unfinished_segment(path: &Path) -> bool {
         .is_some_and(|name| name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX))
 }
 
-/// Opens segment `number`, creating it pre-written with `segment_bytes` zeros (under a temporary
-/// name, synced, renamed, directory synced) if it does not exist yet.
+/// Opens segment `number` for writing with `mode`'s mechanism (buffered, dsync), creating it
+/// pre-written with `segment_bytes` zeros (under a temporary name, synced, renamed, directory
+/// synced) if it does not exist yet.
 pub async fn open_or_create<F: FileSystem>(
     fs: &F,
     dir: &Path,
     number: u64,
     segment_bytes: u64,
+    mode: OpenMode,
 ) -> Result<F::File> {
     let path = segment_path(dir, number);
-    match fs.open(&path, OpenMode::READ_WRITE).await {
+    let existing = OpenMode {
+        create_new: false,
+        ..mode
+    };
+    match fs.open(&path, existing).await {
         Ok(file) => return Ok(file),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(Error::io("open", path, error)),
@@ -59,7 +65,13 @@ pub async fn open_or_create<F: FileSystem>(
         Err(error) => return Err(Error::io("remove", tmp, error)),
     }
     let file = fs
-        .open(&tmp, OpenMode::CREATE_NEW)
+        .open(
+            &tmp,
+            OpenMode {
+                create_new: true,
+                ..mode
+            },
+        )
         .await
         .map_err(|error| Error::io("create", &tmp, error))?;
     let mut zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES);

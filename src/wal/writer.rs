@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
 use super::segment;
-use crate::config::FsyncStrategy;
+use crate::config::{FsyncStrategy, SyncCall, WalIo};
 use crate::error::{Error, Result};
-use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, BLOCK_BYTES};
+use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES};
 
 /// How the writer is set up.
 #[derive(Debug, Clone)]
@@ -28,6 +28,15 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     pub batch_bytes: usize,
     pub fsync: FsyncStrategy,
+    pub io: WalIo,
+    pub sync_call: SyncCall,
+}
+
+impl WalOptions {
+    /// How segment files are opened for this mechanism.
+    pub fn open_mode(&self) -> OpenMode {
+        OpenMode::READ_WRITE.with_mechanism(self.io == WalIo::Buffered, self.sync_call == SyncCall::Dsync)
+    }
 }
 
 /// Where the log ends: the next record goes to `offset` of segment `segment_number`; `tail` holds
@@ -350,8 +359,14 @@ impl<F: FileSystem> WalWriter<F> {
                 Err(join_error) => panic!("segment preparation task panicked: {join_error}"),
             },
             None => {
-                segment::open_or_create(&self.fs, &self.options.dir, number, self.options.segment_bytes)
-                    .await?
+                segment::open_or_create(
+                    &self.fs,
+                    &self.options.dir,
+                    number,
+                    self.options.segment_bytes,
+                    self.options.open_mode(),
+                )
+                .await?
             }
         };
         let path = segment::segment_path(&self.options.dir, number);
@@ -363,23 +378,31 @@ impl<F: FileSystem> WalWriter<F> {
             file: file.clone(),
         });
         if state.spare.is_none() {
-            let (fs, dir, bytes) = (
+            let (fs, dir, bytes, mode) = (
                 self.fs.clone(),
                 self.options.dir.clone(),
                 self.options.segment_bytes,
+                self.options.open_mode(),
             );
             let next = number + 1;
             let handle =
-                tokio_uring::spawn(async move { segment::open_or_create(&fs, &dir, next, bytes).await });
+                tokio_uring::spawn(
+                    async move { segment::open_or_create(&fs, &dir, next, bytes, mode).await },
+                );
             state.spare = Some((next, handle));
         }
         Ok((file, path))
     }
 
+    /// Makes what was written to `file` durable with the configured call; a no-op under `dsync`,
+    /// where every completed write already is.
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
-        file.sync_data()
-            .await
-            .map_err(|error| Error::io("sync", path, error))?;
+        let result = match self.options.sync_call {
+            SyncCall::Fdatasync => file.sync_data().await,
+            SyncCall::Fsync => file.sync_all().await,
+            SyncCall::Dsync => return Ok(()),
+        };
+        result.map_err(|error| Error::io("sync", path, error))?;
         self.syncs.set(self.syncs.get() + 1);
         Ok(())
     }

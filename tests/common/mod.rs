@@ -80,6 +80,10 @@ impl TestServer {
     }
 
     /// SIGKILL: the process dies with no chance to sync or clean up.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
