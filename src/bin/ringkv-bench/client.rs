@@ -1,0 +1,104 @@
+//! One keep-alive HTTP/1.1 connection on the thread's io_uring: send a request, read its answer.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+/// Answers bigger than this are refused (the API's largest answer is a value at the server's
+/// limit, 1 MiB by default).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+pub struct Connection {
+    stream: TcpStream,
+    /// Received bytes not yet consumed; `len()` is how many.
+    received: Vec<u8>,
+}
+
+impl Connection {
+    pub async fn connect(addr: SocketAddr) -> io::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            received: Vec::with_capacity(16 << 10),
+        })
+    }
+
+    /// Sends `request` (whole HTTP requests) and waits for one answer; returns its status and
+    /// gives the request buffer back for reuse.
+    pub async fn exchange(&mut self, request: Vec<u8>) -> (io::Result<u16>, Vec<u8>) {
+        let (written, request) = self.stream.write_all(request).await;
+        if let Err(error) = written {
+            return (Err(error), request);
+        }
+        (self.read_response().await, request)
+    }
+
+    async fn read_response(&mut self) -> io::Result<u16> {
+        loop {
+            if let Some((status, length)) = parse(&self.received)? {
+                self.received.drain(..length);
+                return Ok(status);
+            }
+            if self.received.len() == self.received.capacity() {
+                if self.received.len() >= MAX_RESPONSE_BYTES {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "answer too large"));
+                }
+                self.received.reserve(self.received.len());
+            }
+            let buf = std::mem::take(&mut self.received);
+            let filled = buf.len();
+            let capacity = buf.capacity();
+            let (result, slice) = self.stream.read(buf.slice(filled..capacity)).await;
+            self.received = slice.into_inner();
+            if result? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+        }
+    }
+}
+
+/// The status and total length of the complete answer at the start of `bytes`, if it is all there.
+fn parse(bytes: &[u8]) -> io::Result<Option<(u16, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+    };
+    let body = response
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|header| {
+            std::str::from_utf8(header.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "answer without Content-Length"))?;
+    let status = response.code.unwrap_or(0);
+    Ok((bytes.len() >= head + body).then_some((status, head + body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_complete_only_with_their_whole_body() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404";
+        assert_eq!(parse(&answer[..20]).unwrap(), None);
+        assert_eq!(parse(&answer[..40]).unwrap(), None);
+        assert_eq!(parse(answer).unwrap(), Some((200, 43)));
+        assert!(parse(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(parse(b"garbage\r\n\r\n").is_err());
+    }
+}

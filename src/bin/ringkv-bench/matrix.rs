@@ -1,0 +1,545 @@
+//! The fsync strategy matrix: a fresh server per strategy and WAL mechanism, the same load at
+//! each connection count, and the disk's and Redis's figures measured in the same run.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ringkv::config::{FsyncStrategy, SyncCall, WalIo};
+use serde::Serialize;
+
+use crate::load::{self, LoadSpec};
+use crate::plot;
+use crate::recorder::{format_micros, Summary};
+use crate::references::{self, FioResult, RedisResult};
+use crate::report::Report;
+use crate::workload::{KeyDist, Mix};
+
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// The ringkv server binary (default: `ringkv` beside this program).
+    #[arg(long)]
+    server: Option<PathBuf>,
+
+    /// Where the report (report.md), the figures (results.json) and the plots go.
+    #[arg(long, default_value = "target/fsync-strategies")]
+    out: PathBuf,
+
+    /// Where the servers' data directories and the fio file go (default: the system's temporary
+    /// directory). Must be the disk you want to measure.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+
+    /// Measured time of each run.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    duration: Duration,
+
+    /// Unrecorded load before each run.
+    #[arg(long, default_value = "1s", value_parser = crate::parse_duration_or_zero)]
+    warmup: Duration,
+
+    /// Connection counts, each run against the same server.
+    #[arg(long, default_value = "1,16,64", value_parser = parse_counts)]
+    connections: Counts,
+
+    /// Fsync strategies to compare.
+    #[arg(long, default_value = "always,group,periodic:1000,never", value_parser = parse_strategies)]
+    strategies: Strategies,
+
+    /// WAL mechanisms (IO+SYNC, e.g. direct+fdatasync,buffered+dsync), or `auto`: all six for
+    /// the strategies that sync before acknowledging, direct and buffered with fdatasync for the
+    /// others (their sync call matters only to the background sync).
+    #[arg(long, default_value = "auto")]
+    mechanisms: String,
+
+    /// Operation weights.
+    #[arg(long, default_value = "set:100")]
+    mix: Mix,
+
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+
+    #[arg(long, default_value = "uniform")]
+    key_dist: KeyDist,
+
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+
+    /// Skip fio and Redis even if they are installed.
+    #[arg(long)]
+    no_references: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Counts(Vec<usize>);
+
+#[derive(Debug, Clone)]
+pub struct Strategies(Vec<FsyncStrategy>);
+
+fn parse_counts(text: &str) -> Result<Counts, String> {
+    text.split(',')
+        .map(|part| match part.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{part:?} is not a connection count")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Counts)
+}
+
+fn parse_strategies(text: &str) -> Result<Strategies, String> {
+    text.split(',')
+        .map(|part| part.trim().parse())
+        .collect::<Result<_, _>>()
+        .map(Strategies)
+}
+
+/// How the WAL reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mechanism {
+    pub io: WalIo,
+    pub sync: SyncCall,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{}", self.io, self.sync)
+    }
+}
+
+const DEFAULT_MECHANISM: Mechanism = Mechanism {
+    io: WalIo::Direct,
+    sync: SyncCall::Fdatasync,
+};
+
+fn mechanisms_for(spec: &str, strategy: FsyncStrategy) -> Result<Vec<Mechanism>, String> {
+    let all_io = [WalIo::Direct, WalIo::Buffered];
+    if spec == "auto" {
+        let syncs: &[SyncCall] = if strategy.syncs_before_ack() {
+            &[SyncCall::Fdatasync, SyncCall::Fsync, SyncCall::Dsync]
+        } else {
+            &[SyncCall::Fdatasync]
+        };
+        return Ok(all_io
+            .iter()
+            .flat_map(|&io| syncs.iter().map(move |&sync| Mechanism { io, sync }))
+            .collect());
+    }
+    spec.split(',')
+        .map(|part| {
+            let (io, sync) = part
+                .split_once('+')
+                .ok_or_else(|| format!("mechanism {part:?} is not IO+SYNC, e.g. direct+fdatasync"))?;
+            Ok(Mechanism {
+                io: io.parse()?,
+                sync: sync.parse()?,
+            })
+        })
+        .collect()
+}
+
+/// One load against one server configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixRun {
+    pub strategy: String,
+    pub mechanism: String,
+    pub connections: usize,
+    pub report: Report,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    machine: references::Machine,
+    command: String,
+    runs: Vec<MatrixRun>,
+    fio: Vec<FioResult>,
+    redis: Vec<RedisResult>,
+    elapsed_s: f64,
+}
+
+pub fn run(args: MatrixArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let server = match &args.server {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot find this program: {error}"))?
+            .with_file_name("ringkv"),
+    };
+    if !server.is_file() {
+        return Err(format!(
+            "no server binary at {} (build it, or pass --server)",
+            server.display()
+        ));
+    }
+    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = data_root.join(format!("ringkv-matrix-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|error| format!("cannot create {}: {error}", scratch.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|error| format!("cannot create {}: {error}", args.out.display()))?;
+    let machine = references::Machine::describe(&scratch);
+    eprintln!("matrix: {machine}");
+
+    let mut plan = Vec::new();
+    for &strategy in &args.strategies.0 {
+        for mechanism in mechanisms_for(&args.mechanisms, strategy)? {
+            plan.push((strategy, mechanism));
+        }
+    }
+    let total_runs = plan.len() * args.connections.0.len();
+    eprintln!(
+        "matrix: {} server configurations x {:?} connections, {:.0} s + {:.0} s warm-up each: about {:.0} s of load",
+        plan.len(),
+        args.connections.0,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        total_runs as f64 * (args.duration + args.warmup).as_secs_f64()
+    );
+
+    let mut runs = Vec::new();
+    for (index, (strategy, mechanism)) in plan.iter().enumerate() {
+        let data_dir = scratch.join(format!("server-{index}"));
+        let mut server = Server::start(&server, &data_dir, *strategy, *mechanism)?;
+        for &connections in &args.connections.0 {
+            let spec = LoadSpec {
+                target: server.addr,
+                connections,
+                rate: None,
+                duration: args.duration,
+                warmup: args.warmup,
+                max_requests: None,
+                mix: args.mix,
+                keys: args.keys,
+                key_dist: args.key_dist,
+                value_bytes: args.value_bytes,
+                seed: 1,
+                progress: false,
+            };
+            let result = tokio_uring::start(load::run(spec.clone()))?;
+            let report = Report::new(&spec, &result);
+            eprintln!(
+                "  {:<14} {:<19} {:>3} conns  {:>8.0} ops/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {}",
+                strategy.to_string(),
+                mechanism.to_string(),
+                connections,
+                report.total.ops_per_sec,
+                format_micros(report.total.p50_us),
+                format_micros(report.total.p99_us),
+                format_micros(report.total.p999_us),
+                format_micros(report.total.max_us),
+                report.total.errors
+            );
+            runs.push(MatrixRun {
+                strategy: strategy.to_string(),
+                mechanism: mechanism.to_string(),
+                connections,
+                report,
+            });
+        }
+        server.stop()?;
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+
+    let (fio, redis) = if args.no_references {
+        (Vec::new(), Vec::new())
+    } else {
+        let fio = references::fio(&scratch, args.duration)?;
+        let redis = references::redis(
+            &scratch,
+            &args.connections.0,
+            args.value_bytes,
+            args.keys,
+            args.duration,
+        )?;
+        (fio, redis)
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let results = Results {
+        machine,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        runs,
+        fio,
+        redis,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&results).expect("results serialise");
+    write(&args.out.join("results.json"), &json)?;
+    for strategy in &args.strategies.0 {
+        let name = strategy.to_string();
+        let svg = args.out.join(format!("latency-{}.svg", name.replace(':', "-")));
+        let runs: Vec<&MatrixRun> = results.runs.iter().filter(|r| r.strategy == name).collect();
+        plot::percentiles(&svg, &name, &runs, &args.connections.0)?;
+    }
+    let markdown = markdown(&results, &args);
+    write(&args.out.join("report.md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!(
+        "matrix: done in {:.0} s; report, results.json and plots in {}",
+        results.elapsed_s,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+/// A ringkv server started for one configuration.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(
+        binary: &Path,
+        data_dir: &Path,
+        strategy: FsyncStrategy,
+        mechanism: Mechanism,
+    ) -> Result<Server, String> {
+        let mut child = Command::new(binary)
+            .arg("--listen=127.0.0.1:0")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--fsync={strategy}"))
+            .arg(format!("--wal-io={}", mechanism.io))
+            .arg(format!("--sync-call={}", mechanism.sync))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the server ({strategy}, {mechanism}) exited before listening"
+                ));
+            };
+            if let Some(rest) = line.strip_prefix("ringkv listening on ") {
+                let addr = rest.split(',').next().unwrap_or_default();
+                break addr
+                    .parse()
+                    .map_err(|_| format!("cannot read the server's address from {line:?}"))?;
+            }
+        };
+        // Keep draining the server's log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, addr })
+    }
+
+    /// SIGTERM, then wait for the clean exit (the WAL synced).
+    fn stop(&mut self) -> Result<(), String> {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("the server exited with {status}")),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    return Err("the server did not stop within 60 s of SIGTERM".to_string());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn find<'a>(
+    results: &'a Results,
+    strategy: &str,
+    mechanism: Mechanism,
+    connections: usize,
+) -> Option<&'a Summary> {
+    let mechanism = mechanism.to_string();
+    results
+        .runs
+        .iter()
+        .find(|r| r.strategy == strategy && r.mechanism == mechanism && r.connections == connections)
+        .map(|r| &r.report.total)
+}
+
+/// The report: the tables, then the targets with the figures they compare.
+fn markdown(results: &Results, args: &MatrixArgs) -> String {
+    let mut out = String::new();
+    let first = results.runs.first().map(|r| &r.report);
+    out += &format!("Machine: {}\n\n", results.machine);
+    out += &format!(
+        "Command: `{}`; finished in {:.0} s.\n\n",
+        results.command, results.elapsed_s
+    );
+    if let Some(first) = first {
+        out += &format!(
+            "Workload: closed loop, mix {}, {} keys {}, {}-byte values, {:.0} s measured after {:.0} s of warm-up per run, a fresh server and data directory per configuration.\n\n",
+            first.mix, first.keys, first.key_dist, first.value_bytes, args.duration.as_secs_f64(), args.warmup.as_secs_f64()
+        );
+    }
+    out += "| strategy | WAL mechanism | conns | ops/s | p50 | p90 | p99 | p99.9 | max | errors |\n";
+    out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for run in &results.runs {
+        let s = &run.report.total;
+        out += &format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            run.strategy,
+            run.mechanism,
+            run.connections,
+            s.ops_per_sec,
+            format_micros(s.p50_us),
+            format_micros(s.p90_us),
+            format_micros(s.p99_us),
+            format_micros(s.p999_us),
+            format_micros(s.max_us),
+            s.errors
+        );
+    }
+    if !results.fio.is_empty() {
+        out += "\nfio on the same file system (psync, queue depth 1, O_DIRECT, one fdatasync after every write):\n\n";
+        out += "| job | ops/s | write p50 | fdatasync p50 | write+fdatasync p50 | fdatasync p99 | mean per op |\n";
+        out += "|---|---:|---:|---:|---:|---:|---:|\n";
+        for f in &results.fio {
+            out += &format!(
+                "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
+                f.job,
+                f.ops_per_sec,
+                format_micros(f.write_p50_us),
+                format_micros(f.sync_p50_us),
+                format_micros(f.op_p50_us),
+                format_micros(f.sync_p99_us),
+                format_micros(f.mean_op_us.round() as u64)
+            );
+        }
+    }
+    if !results.redis.is_empty() {
+        out += &format!("\n{} with appendonly, redis-benchmark -t set (same connection counts, value size and key count):\n\n", results.redis[0].version);
+        out +=
+            "| appendfsync | conns | ops/s | p50 | p95 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        for r in &results.redis {
+            out += &format!(
+                "| {} | {} | {:.0} | {} | {} | {} | {} |\n",
+                r.appendfsync,
+                r.connections,
+                r.ops_per_sec,
+                format_micros(r.p50_us),
+                format_micros(r.p95_us),
+                format_micros(r.p99_us),
+                format_micros(r.max_us)
+            );
+        }
+    }
+    out += "\nTargets (default mechanism, direct+fdatasync):\n\n";
+    for line in targets(results) {
+        out += &format!("- {line}\n");
+    }
+    out
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+fn targets(results: &Results) -> Vec<String> {
+    let mut lines = Vec::new();
+    let fio_4k = results.fio.iter().find(|f| f.job.starts_with("4k"));
+    match (find(results, "always", DEFAULT_MECHANISM, 1), fio_4k) {
+        (Some(always), Some(fio)) => {
+            let ratio = always.p50_us as f64 / fio.op_p50_us.max(1) as f64;
+            lines.push(format!(
+                "`always` at 1 connection: p50 {} against fio's 4 KiB write+fdatasync p50 {}: {:.2}x (target at most 1.5x): {}",
+                format_micros(always.p50_us),
+                format_micros(fio.op_p50_us),
+                ratio,
+                verdict(ratio <= 1.5)
+            ));
+        }
+        _ => lines.push("`always` at 1 connection vs fio: not measured in this run".to_string()),
+    }
+    let redis_always_64 = results
+        .redis
+        .iter()
+        .find(|r| r.appendfsync == "always" && r.connections == 64);
+    match (find(results, "group", DEFAULT_MECHANISM, 64), redis_always_64) {
+        (Some(group), Some(redis)) => {
+            let ratio = group.ops_per_sec / redis.ops_per_sec.max(1e-9);
+            lines.push(format!(
+                "`group` at 64 connections: {:.0} durable writes/s against Redis `appendfsync always` at 64: {:.0}/s: {:.2}x (target at least 1x): {}",
+                group.ops_per_sec,
+                redis.ops_per_sec,
+                ratio,
+                verdict(ratio >= 1.0)
+            ));
+        }
+        _ => lines.push(
+            "`group` vs Redis `appendfsync always` at 64 connections: not measured in this run".to_string(),
+        ),
+    }
+    let counts: Vec<usize> = {
+        let mut counts: Vec<usize> = results.runs.iter().map(|r| r.connections).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        counts
+    };
+    for connections in counts {
+        if let (Some(never), Some(periodic)) = (
+            find(results, "never", DEFAULT_MECHANISM, connections),
+            find(results, "periodic:1000", DEFAULT_MECHANISM, connections),
+        ) {
+            let ratio = never.ops_per_sec / periodic.ops_per_sec.max(1e-9);
+            lines.push(format!(
+                "`never` vs `periodic:1000` at {connections} connections: {:.0} vs {:.0} ops/s ({:+.1}%), p50 {} vs {} (target within 10%): {}",
+                never.ops_per_sec,
+                periodic.ops_per_sec,
+                (ratio - 1.0) * 100.0,
+                format_micros(never.p50_us),
+                format_micros(periodic.p50_us),
+                verdict((ratio - 1.0).abs() <= 0.10)
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_mechanisms_cover_every_sync_call_only_where_it_acknowledges() {
+        assert_eq!(mechanisms_for("auto", FsyncStrategy::Group).unwrap().len(), 6);
+        let never = mechanisms_for("auto", FsyncStrategy::Never).unwrap();
+        assert_eq!(
+            never.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["direct+fdatasync", "buffered+fdatasync"]
+        );
+        let chosen = mechanisms_for("buffered+dsync", FsyncStrategy::Always).unwrap();
+        assert_eq!(
+            chosen,
+            [Mechanism {
+                io: WalIo::Buffered,
+                sync: SyncCall::Dsync
+            }]
+        );
+        assert!(mechanisms_for("direct", FsyncStrategy::Always).is_err());
+        assert!(mechanisms_for("direct+osync", FsyncStrategy::Always).is_err());
+    }
+}

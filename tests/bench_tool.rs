@@ -1,0 +1,157 @@
+//! The load generator against a real server: what it reports matches what the server stored,
+//! the open loop sends on its schedule, and the matrix writes its report, figures and plots.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringkv-bench"))
+        .args(args)
+        .output()
+        .expect("run ringkv-bench")
+}
+
+fn run_json(server: &TestServer, args: &[&str]) -> Value {
+    let target = server.addr.to_string();
+    let mut all = vec!["run", "--target", &target, "--json", "-", "--quiet"];
+    all.extend_from_slice(args);
+    let output = bench(&all);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+#[test]
+fn a_closed_loop_reports_what_the_server_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    // 50 keys, sets only: after the run every key holds a 64-byte value.
+    let report = run_json(
+        &server,
+        &[
+            "-c",
+            "4",
+            "-d",
+            "1s",
+            "--mix",
+            "set:1",
+            "--keys",
+            "50",
+            "--value-bytes",
+            "64",
+        ],
+    );
+    let total = &report["total"];
+    let requests = total["requests"].as_u64().unwrap();
+    assert!(requests > 200, "{report}");
+    assert_eq!(total["ok"].as_u64(), Some(requests));
+    assert_eq!(total["errors"].as_u64(), Some(0));
+    assert!(total["p50_us"].as_u64().unwrap() <= total["p99_us"].as_u64().unwrap());
+    assert!(total["p99_us"].as_u64().unwrap() <= total["max_us"].as_u64().unwrap());
+    let mut client = server.connect();
+    for key in 0..50 {
+        let got = client.get(&format!("k{key:010}"));
+        assert_eq!(got.status, 200, "key {key} was never set");
+        assert_eq!(got.json()["value"].as_str().unwrap().len(), 64);
+    }
+    // Gets and deletes of the same keys: found ones are ok, absent ones 404, none are errors.
+    let report = run_json(
+        &server,
+        &["-c", "2", "-d", "500ms", "--mix", "get:5,del:5", "--keys", "50"],
+    );
+    let ops: Vec<&str> = report["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op[0].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["get", "del"]);
+    let total = &report["total"];
+    assert!(total["not_found"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(total["errors"].as_u64(), Some(0));
+}
+
+#[test]
+fn an_open_loop_sends_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    // 400 requests/s over 4 connections for 1 s after a 250 ms warm-up: exactly the requests due
+    // in the measured second are counted, however fast the server answers.
+    let report = run_json(
+        &server,
+        &[
+            "-c",
+            "4",
+            "--rate",
+            "400",
+            "-d",
+            "1s",
+            "--warmup",
+            "250ms",
+            "--mix",
+            "set:1,get:1",
+        ],
+    );
+    assert_eq!(report["mode"], "open");
+    let requests = report["total"]["requests"].as_u64().unwrap();
+    assert!((396..=404).contains(&requests), "{requests} requests: {report}");
+}
+
+#[test]
+fn a_refused_connection_is_an_error_not_a_result() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let output = bench(&["run", "--target", &addr, "-d", "1s", "-q"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to"), "{stderr}");
+}
+
+#[test]
+fn the_matrix_writes_report_figures_and_plots() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let output = bench(&[
+        "matrix",
+        &format!("--server={}", env!("CARGO_BIN_EXE_ringkv")),
+        &format!("--out={}", out.path().display()),
+        &format!("--data-root={}", data.path().display()),
+        "--duration=300ms",
+        "--warmup=0s",
+        "--connections=1,4",
+        "--strategies=group,never",
+        "--mechanisms=direct+fdatasync,buffered+dsync",
+        "--no-references",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let runs = results["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 2);
+    for run in runs {
+        assert!(run["report"]["total"]["requests"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["report"]["total"]["errors"].as_u64(), Some(0), "{run}");
+    }
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(report.contains("| group | buffered+dsync | 4 |"), "{report}");
+    assert!(report.contains("not measured in this run"), "{report}");
+    for strategy in ["group", "never"] {
+        let svg = std::fs::read_to_string(out.path().join(format!("latency-{strategy}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{strategy}");
+        assert!(svg.contains("direct+fdatasync"), "{strategy}: legend");
+    }
+    // The servers' data directories are cleaned up.
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
