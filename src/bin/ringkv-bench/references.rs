@@ -91,7 +91,8 @@ impl fmt::Display for Machine {
     }
 }
 
-/// One fio job: sequential writes at queue depth 1, each followed by `fdatasync`.
+/// One fio job: sequential `O_DIRECT` writes at queue depth 1, each followed by `fdatasync` or
+/// opened `O_DSYNC` (then there is no separate sync and its figures are 0).
 #[derive(Debug, Clone, Serialize)]
 pub struct FioResult {
     pub job: String,
@@ -126,14 +127,14 @@ pub fn fio(scratch: &Path, duration: Duration) -> Result<Vec<FioResult>, String>
     };
     let file = scratch.join("fio.dat");
     let mut results = Vec::new();
-    for (job, block) in [("4k write+fdatasync", "4k"), ("64k write+fdatasync", "64k")] {
+    for (job, block, sync) in [
+        ("4k write+fdatasync", "4k", "--fdatasync=1"),
+        ("64k write+fdatasync", "64k", "--fdatasync=1"),
+        // O_DSYNC: the flush happens inside the write (what --sync-call dsync does).
+        ("4k O_DSYNC write", "4k", "--sync=dsync"),
+    ] {
         let output = Command::new("fio")
-            .args([
-                "--name=durable-writes",
-                "--rw=write",
-                "--direct=1",
-                "--fdatasync=1",
-            ])
+            .args(["--name=durable-writes", "--rw=write", "--direct=1", sync])
             .args(["--ioengine=psync", "--iodepth=1", "--size=256M", "--time_based"])
             .arg(format!("--bs={block}"))
             .arg(format!("--runtime={}", duration.as_secs().max(1)))
