@@ -146,6 +146,8 @@ fn the_matrix_writes_report_figures_and_plots() {
     }
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(report.contains("| group | buffered+dsync | 4 |"), "{report}");
+    // Three rounds by default: every cell lists the ops/s of each.
+    assert_eq!(results["all_runs"].as_array().unwrap().len(), 3 * runs.len());
     assert!(report.contains("not measured in this run"), "{report}");
     for strategy in ["group", "never"] {
         let svg = std::fs::read_to_string(out.path().join(format!("latency-{strategy}.svg"))).unwrap();

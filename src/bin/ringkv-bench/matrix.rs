@@ -448,16 +448,25 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
             first.mix, first.keys, first.key_dist, first.value_bytes, args.duration.as_secs_f64(), args.warmup.as_secs_f64(), args.rounds
         );
     }
-    out += "| strategy | WAL mechanism | conns | ops/s | p50 | p90 | p99 | p99.9 | max | errors |\n";
-    out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| strategy | WAL mechanism | conns | ops/s | ops/s, all rounds | p50 | p90 | p99 | p99.9 | max | errors |\n";
+    out += "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for run in &results.runs {
         let s = &run.report.total;
+        let rounds: Vec<String> = results
+            .all_runs
+            .iter()
+            .filter(|r| {
+                r.strategy == run.strategy && r.mechanism == run.mechanism && r.connections == run.connections
+            })
+            .map(|r| format!("{:.0}", r.report.total.ops_per_sec))
+            .collect();
         out += &format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
             run.strategy,
             run.mechanism,
             run.connections,
             s.ops_per_sec,
+            rounds.join(", "),
             format_micros(s.p50_us),
             format_micros(s.p90_us),
             format_micros(s.p99_us),
