@@ -1,0 +1,66 @@
+//! Writes and flushes: a write waits for a flush only when the active memtable is full while
+//! another one is still being flushed, never merely because a flush is running.
+
+use std::path::Path;
+
+use ringkv::config::StoreConfig;
+use ringkv::engine::Engine;
+use ringkv::io::UringFs;
+
+/// 16 KiB memtables flushed at 4 KiB/s in 4 KiB requests: a flush takes seconds.
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        memtable_bytes: 16 << 10,
+        background_write_bytes_per_sec: 4096,
+        background_io_bytes: 4096,
+        compaction_trigger: 64,
+        ..StoreConfig::for_dir(dir)
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+#[test]
+fn writes_go_on_during_a_flush_and_pause_only_when_the_next_memtable_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("\"{}\"", "v".repeat(100)).into_bytes();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config(dir.path())).await.unwrap();
+        let mut written = 0;
+        while engine.stats().frozen_memtables == 0 {
+            engine.set(&key(written), &value).await.unwrap();
+            written += 1;
+        }
+        // The first memtable is frozen and its flush has a second or more to go. Writes into
+        // the next one (half a memtable's worth) complete meanwhile.
+        let during_flush = written + 30;
+        while written < during_flush {
+            engine.set(&key(written), &value).await.unwrap();
+            written += 1;
+        }
+        let stats = engine.stats();
+        assert_eq!(
+            (stats.frozen_memtables, stats.flushes),
+            (1, 0),
+            "writes waited for the flush to finish: {stats:?}"
+        );
+        // Filling the next memtable too: the writes pause until the first flush is done, and
+        // then go on; nothing is lost.
+        while engine.stats().flushes == 0 {
+            engine.set(&key(written), &value).await.unwrap();
+            written += 1;
+        }
+        assert!(
+            written > during_flush + 30,
+            "only {written} writes before the flush finished"
+        );
+        engine.flush().await.unwrap();
+        for i in 0..written {
+            let got = engine.get(&key(i)).await.unwrap().expect("every write is kept");
+            assert_eq!(&got.value[..], &value[..]);
+        }
+        engine.close().await.unwrap();
+    });
+}
