@@ -164,8 +164,12 @@ struct Results {
     runs: Vec<MatrixRun>,
     /// Every run of every round.
     all_runs: Vec<MatrixRun>,
+    /// Per fio job, the round with the median ops/s.
     fio: Vec<FioResult>,
+    all_fio: Vec<FioResult>,
+    /// Per (appendfsync, connections), the round with the median ops/s.
     redis: Vec<RedisResult>,
+    all_redis: Vec<RedisResult>,
     elapsed_s: f64,
 }
 
@@ -209,26 +213,41 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
         total_runs as f64 * (args.duration + args.warmup).as_secs_f64()
     );
 
-    let mut all_runs = Vec::new();
+    let (mut all_runs, mut all_fio, mut all_redis) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         eprintln!("matrix: round {round} of {}", args.rounds);
         all_runs.extend(run_round(&args, &server, &scratch, &plan, round)?);
+        // The references run in every round too, so that they meet the same minutes of the
+        // machine as ringkv does.
+        if !args.no_references {
+            for mut result in references::fio(&scratch, args.duration)? {
+                result.round = round;
+                all_fio.push(result);
+            }
+            let redis = references::redis(
+                &scratch,
+                &args.connections.0,
+                args.value_bytes,
+                args.keys,
+                args.duration,
+            )?;
+            for mut result in redis {
+                result.round = round;
+                all_redis.push(result);
+            }
+        }
     }
-    let runs = median_runs(&all_runs);
-
-    let (fio, redis) = if args.no_references {
-        (Vec::new(), Vec::new())
-    } else {
-        let fio = references::fio(&scratch, args.duration)?;
-        let redis = references::redis(
-            &scratch,
-            &args.connections.0,
-            args.value_bytes,
-            args.keys,
-            args.duration,
-        )?;
-        (fio, redis)
-    };
+    let runs = median_by(
+        &all_runs,
+        |r| (r.strategy.clone(), r.mechanism.clone(), r.connections),
+        |r| r.report.total.ops_per_sec,
+    );
+    let fio = median_by(&all_fio, |r| r.job.clone(), |r| r.ops_per_sec);
+    let redis = median_by(
+        &all_redis,
+        |r| (r.appendfsync.clone(), r.connections),
+        |r| r.ops_per_sec,
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 
     let results = Results {
@@ -237,7 +256,9 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
         runs,
         all_runs,
         fio,
+        all_fio,
         redis,
+        all_redis,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     finish(&results, &args)
@@ -298,25 +319,21 @@ fn run_round(
     Ok(runs)
 }
 
-/// Per (strategy, mechanism, connections), in first-seen order, the run with the median ops/s.
-fn median_runs(all: &[MatrixRun]) -> Vec<MatrixRun> {
-    let mut cells: Vec<Vec<&MatrixRun>> = Vec::new();
-    for run in all {
-        let same = |other: &MatrixRun| {
-            other.strategy == run.strategy
-                && other.mechanism == run.mechanism
-                && other.connections == run.connections
-        };
-        match cells.iter_mut().find(|cell| same(cell[0])) {
-            Some(cell) => cell.push(run),
-            None => cells.push(vec![run]),
+/// Per cell (items with the same `cell`), in first-seen order, the item with the median `ops`.
+fn median_by<T: Clone, C: PartialEq>(all: &[T], cell: impl Fn(&T) -> C, ops: impl Fn(&T) -> f64) -> Vec<T> {
+    let mut cells: Vec<(C, Vec<&T>)> = Vec::new();
+    for item in all {
+        let key = cell(item);
+        match cells.iter_mut().find(|(other, _)| *other == key) {
+            Some((_, items)) => items.push(item),
+            None => cells.push((key, vec![item])),
         }
     }
     cells
         .into_iter()
-        .map(|mut cell| {
-            cell.sort_by(|a, b| a.report.total.ops_per_sec.total_cmp(&b.report.total.ops_per_sec));
-            cell[(cell.len() - 1) / 2].clone()
+        .map(|(_, mut items)| {
+            items.sort_by(|a, b| ops(a).total_cmp(&ops(b)));
+            items[(items.len() - 1) / 2].clone()
         })
         .collect()
 }
@@ -477,13 +494,20 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
     }
     if !results.fio.is_empty() {
         out += "\nfio on the same file system (psync, queue depth 1, O_DIRECT, one fdatasync after every write):\n\n";
-        out += "| job | ops/s | write p50 | fdatasync p50 | write+fdatasync p50 | fdatasync p99 | mean per op |\n";
-        out += "|---|---:|---:|---:|---:|---:|---:|\n";
+        out += "| job | ops/s | ops/s, all rounds | write p50 | fdatasync p50 | write+fdatasync p50 | fdatasync p99 | mean per op |\n";
+        out += "|---|---:|---|---:|---:|---:|---:|---:|\n";
         for f in &results.fio {
+            let rounds: Vec<String> = results
+                .all_fio
+                .iter()
+                .filter(|r| r.job == f.job)
+                .map(|r| format!("{:.0}", r.ops_per_sec))
+                .collect();
             out += &format!(
-                "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
+                "| {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
                 f.job,
                 f.ops_per_sec,
+                rounds.join(", "),
                 format_micros(f.write_p50_us),
                 format_micros(f.sync_p50_us),
                 format_micros(f.op_p50_us),
@@ -642,7 +666,11 @@ mod tests {
             run(1, 3, 20.0),
             run(16, 3, 6.0),
         ];
-        let medians = median_runs(&all);
+        let medians = median_by(
+            &all,
+            |r| (r.strategy.clone(), r.mechanism.clone(), r.connections),
+            |r| r.report.total.ops_per_sec,
+        );
         let picked: Vec<(usize, u32)> = medians.iter().map(|r| (r.connections, r.round)).collect();
         assert_eq!(picked, [(1, 3), (16, 3)]);
     }

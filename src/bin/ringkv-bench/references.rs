@@ -96,6 +96,8 @@ impl fmt::Display for Machine {
 #[derive(Debug, Clone, Serialize)]
 pub struct FioResult {
     pub job: String,
+    /// The matrix round it belongs to (set by the matrix).
+    pub round: u32,
     pub ops_per_sec: f64,
     pub write_p50_us: u64,
     pub sync_p50_us: u64,
@@ -158,6 +160,7 @@ pub fn fio(scratch: &Path, duration: Duration) -> Result<Vec<FioResult>, String>
         let sync_p50 = percentile(sync, "50.000000");
         let result = FioResult {
             job: format!("{job} ({version})"),
+            round: 0,
             ops_per_sec,
             write_p50_us: write_p50,
             sync_p50_us: sync_p50,
@@ -179,6 +182,8 @@ pub fn fio(scratch: &Path, duration: Duration) -> Result<Vec<FioResult>, String>
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisResult {
     pub version: String,
+    /// The matrix round it belongs to (set by the matrix).
+    pub round: u32,
     pub appendfsync: String,
     pub connections: usize,
     pub requests: u64,
@@ -237,6 +242,7 @@ pub fn redis(
                 );
                 runs.push(RedisResult {
                     version: version.clone(),
+                    round: 0,
                     appendfsync: appendfsync.to_string(),
                     connections,
                     requests,
