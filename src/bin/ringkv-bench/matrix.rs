@@ -519,13 +519,20 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
     if !results.redis.is_empty() {
         out += &format!("\n{} with appendonly, redis-benchmark -t set (same connection counts, value size and key count):\n\n", results.redis[0].version);
         out +=
-            "| appendfsync | conns | ops/s | p50 | p95 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n";
+            "| appendfsync | conns | ops/s | ops/s, all rounds | p50 | p95 | p99 | max |\n|---|---:|---:|---|---:|---:|---:|---:|\n";
         for r in &results.redis {
+            let rounds: Vec<String> = results
+                .all_redis
+                .iter()
+                .filter(|o| o.appendfsync == r.appendfsync && o.connections == r.connections)
+                .map(|o| format!("{:.0}", o.ops_per_sec))
+                .collect();
             out += &format!(
-                "| {} | {} | {:.0} | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
                 r.appendfsync,
                 r.connections,
                 r.ops_per_sec,
+                rounds.join(", "),
                 format_micros(r.p50_us),
                 format_micros(r.p95_us),
                 format_micros(r.p99_us),
