@@ -112,6 +112,20 @@ macro_rules! keyword_enum {
     };
 }
 
+impl SyncCall {
+    /// What the server uses unless told otherwise: `O_DSYNC` writes where the strategy makes each
+    /// write durable before acknowledging it (the same flush as `fdatasync`, without the extra
+    /// round trip through the ring), `fdatasync` where it does not (an `O_DSYNC` write would make
+    /// `periodic` and `never` wait for the disk on every write).
+    pub fn default_for(fsync: FsyncStrategy) -> SyncCall {
+        if fsync.syncs_before_ack() {
+            SyncCall::Dsync
+        } else {
+            SyncCall::Fdatasync
+        }
+    }
+}
+
 keyword_enum!(WalIo, "WAL I/O mode", WalIo::Direct => "direct", WalIo::Buffered => "buffered");
 keyword_enum!(
     SyncCall,
@@ -143,7 +157,8 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults suitable for tests: small segments so that rollover is exercised.
+    /// Defaults suitable for tests. The WAL syncs with explicit `fdatasync` calls (not the
+    /// server's `O_DSYNC` default for `group`), so that the fault layer can fail and count them.
     pub fn for_dir(data_dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             data_dir: data_dir.into(),

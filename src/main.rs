@@ -24,8 +24,8 @@ struct Cli {
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
 
-    /// When a write is acknowledged. always: after its own WAL write and fdatasync (no sharing).
-    /// group: after the fdatasync that covers it; concurrent writes share one sync.
+    /// When a write is acknowledged. always: after its own durable WAL write (no sharing).
+    /// group: after the durable WAL write that covers it; concurrent writes share one.
     /// periodic:MS: once written to the WAL (O_DIRECT, so a killed process loses nothing), synced
     /// every MS ms; a power loss can take back up to MS ms of acknowledged writes.
     /// never: once written; only synced at shutdown.
@@ -39,13 +39,14 @@ struct Cli {
     #[arg(long, default_value = "direct", value_parser = parse_keyword::<WalIo>)]
     wal_io: WalIo,
 
-    /// How the WAL is made durable when --fsync asks for it. fdatasync: data plus the metadata
-    /// needed to read it, then a device cache flush. fsync: also every other inode change (mtime),
-    /// an extra journal commit. dsync: segments are opened O_DSYNC, so each WAL write returns only
-    /// once durable and no sync call is made; every acknowledged write is then durable, even under
-    /// periodic and never (which still differ in batching: never and group share writes).
-    #[arg(long, default_value = "fdatasync", value_parser = parse_keyword::<SyncCall>)]
-    sync_call: SyncCall,
+    /// How the WAL is made durable. fdatasync: after each write, a separate call that flushes the
+    /// data and the metadata needed to read it. fsync: also every other inode change (mtime).
+    /// dsync: segments are opened O_DSYNC, so each WAL write returns only once durable, with no
+    /// separate call; every acknowledged write is then durable, even under periodic and never.
+    /// Default: dsync for always and group (the same flush, one round trip fewer: faster in
+    /// BENCHMARKS.md), fdatasync for periodic and never (their writes must not wait for the disk).
+    #[arg(long, value_parser = parse_keyword::<SyncCall>)]
+    sync_call: Option<SyncCall>,
 
     /// Size of each pre-written WAL segment file; a multiple of 4096.
     #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_bytes)]
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         fsync: cli.fsync,
         wal_io: cli.wal_io,
-        sync_call: cli.sync_call,
+        sync_call: cli.sync_call.unwrap_or(SyncCall::default_for(cli.fsync)),
         wal_segment_bytes: cli.wal_segment_bytes,
         wal_batch_bytes: cli.wal_batch_bytes,
         memtable_bytes: cli.memtable_bytes,

@@ -152,22 +152,33 @@ fn wal_open_flags(pid: u32) -> i32 {
 /// the O_DIRECT and O_DSYNC the flags ask for, and each combination serves and recovers.
 #[test]
 fn wal_mechanism_flags_set_the_segment_open_flags() {
-    for (wal_io, sync_call, direct, dsync) in [
-        ("direct", "fdatasync", true, false),
-        ("buffered", "fsync", false, false),
-        ("direct", "dsync", true, true),
-        ("buffered", "dsync", false, true),
+    for (args, direct, dsync) in [
+        (
+            &["--wal-io", "direct", "--sync-call", "fdatasync"][..],
+            true,
+            false,
+        ),
+        (&["--wal-io", "buffered", "--sync-call", "fsync"], false, false),
+        (&["--wal-io", "direct", "--sync-call", "dsync"], true, true),
+        (&["--wal-io", "buffered", "--sync-call", "dsync"], false, true),
+        // The defaults: O_DSYNC where every write is synced before it is acknowledged, fdatasync
+        // (from the periodic timer) where it is not.
+        (&["--fsync", "group"], true, true),
+        (&["--fsync", "always"], true, true),
+        (&["--fsync", "periodic:1000"], true, false),
+        (&["--fsync", "never"], true, false),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let args = ["--wal-io", wal_io, "--sync-call", sync_call];
-        let server = TestServer::start(dir.path(), &args);
+        let wal_io = args.join(" ");
+        let wal_io = wal_io.as_str();
+        let server = TestServer::start(dir.path(), args);
         let mut client = server.connect();
         assert_eq!(client.set("m", &json!(wal_io)).status, 200);
         let flags = wal_open_flags(server.pid());
         assert_eq!(flags & libc::O_DIRECT != 0, direct, "{args:?}: flags {flags:o}");
         assert_eq!(flags & libc::O_DSYNC != 0, dsync, "{args:?}: flags {flags:o}");
         server.kill();
-        let server = TestServer::start(dir.path(), &args);
+        let server = TestServer::start(dir.path(), args);
         assert_eq!(server.connect().get("m").json()["value"], wal_io, "{args:?}");
     }
 }

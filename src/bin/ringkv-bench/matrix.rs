@@ -115,10 +115,16 @@ impl std::fmt::Display for Mechanism {
     }
 }
 
-const DEFAULT_MECHANISM: Mechanism = Mechanism {
-    io: WalIo::Direct,
-    sync: SyncCall::Fdatasync,
-};
+/// The server's default mechanism for `strategy`.
+fn default_mechanism(strategy: &str) -> Mechanism {
+    let sync = strategy
+        .parse()
+        .map_or(SyncCall::Fdatasync, SyncCall::default_for);
+    Mechanism {
+        io: WalIo::Direct,
+        sync,
+    }
+}
 
 fn mechanisms_for(spec: &str, strategy: FsyncStrategy) -> Result<Vec<Mechanism>, String> {
     let all_io = [WalIo::Direct, WalIo::Buffered];
@@ -540,7 +546,7 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
             );
         }
     }
-    out += "\nTargets (default mechanism, direct+fdatasync):\n\n";
+    out += "\nTargets (each strategy with the server's default mechanism: direct+dsync for always and group, direct+fdatasync for periodic and never):\n\n";
     for line in targets(results) {
         out += &format!("- {line}\n");
     }
@@ -561,7 +567,7 @@ fn targets(results: &Results) -> Vec<String> {
         .fio
         .iter()
         .find(|f| f.job.starts_with("4k write+fdatasync"));
-    match (find(results, "always", DEFAULT_MECHANISM, 1), fio_4k) {
+    match (find(results, "always", default_mechanism("always"), 1), fio_4k) {
         (Some(always), Some(fio)) => {
             let ratio = always.p50_us as f64 / fio.op_p50_us.max(1) as f64;
             lines.push(format!(
@@ -578,7 +584,10 @@ fn targets(results: &Results) -> Vec<String> {
         .redis
         .iter()
         .find(|r| r.appendfsync == "always" && r.connections == 64);
-    match (find(results, "group", DEFAULT_MECHANISM, 64), redis_always_64) {
+    match (
+        find(results, "group", default_mechanism("group"), 64),
+        redis_always_64,
+    ) {
         (Some(group), Some(redis)) => {
             let ratio = group.ops_per_sec / redis.ops_per_sec.max(1e-9);
             lines.push(format!(
@@ -601,8 +610,13 @@ fn targets(results: &Results) -> Vec<String> {
     };
     for connections in counts {
         if let (Some(never), Some(periodic)) = (
-            find(results, "never", DEFAULT_MECHANISM, connections),
-            find(results, "periodic:1000", DEFAULT_MECHANISM, connections),
+            find(results, "never", default_mechanism("never"), connections),
+            find(
+                results,
+                "periodic:1000",
+                default_mechanism("periodic:1000"),
+                connections,
+            ),
         ) {
             let ratio = never.ops_per_sec / periodic.ops_per_sec.max(1e-9);
             lines.push(format!(
