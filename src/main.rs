@@ -43,7 +43,7 @@ struct Cli {
     /// data and the metadata needed to read it. fsync: also every other inode change (mtime).
     /// dsync: segments are opened O_DSYNC, so each WAL write returns only once durable, with no
     /// separate call; every acknowledged write is then durable, even under periodic and never.
-    /// Default: dsync for always and group (the same flush, one round trip fewer: faster in
+    /// Default: dsync for always and group (the same flush, one round trip fewer: faster for always in
     /// BENCHMARKS.md), fdatasync for periodic and never (their writes must not wait for the disk).
     #[arg(long, value_parser = parse_keyword::<SyncCall>)]
     sync_call: Option<SyncCall>,
