@@ -51,7 +51,6 @@ struct Shared {
     measured: RefCell<Recorder>,
     /// Since the last progress line.
     interval: RefCell<Recorder>,
-    sent: Cell<u64>,
     connection_errors: Cell<u64>,
 }
 
@@ -86,7 +85,6 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult, String> {
         writer,
         measured: RefCell::new(Recorder::default()),
         interval: RefCell::new(Recorder::default()),
-        sent: Cell::new(0),
         connection_errors: Cell::new(0),
     });
     let progress = shared
@@ -143,7 +141,6 @@ async fn drive(shared: Rc<Shared>, index: usize, mut connection: Connection, sta
         let key = shared.keys.pick(&mut rng);
         request.clear();
         shared.writer.write(&mut request, op, key);
-        shared.sent.set(shared.sent.get() + 1);
         let (outcome, returned) = connection.exchange(request).await;
         request = returned;
         let done = Instant::now();

@@ -475,26 +475,21 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
     out += "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for run in &results.runs {
         let s = &run.report.total;
-        let rounds: Vec<String> = results
-            .all_runs
-            .iter()
-            .filter(|r| {
+        let rounds = rounds_column(
+            &results.all_runs,
+            |r| {
                 r.strategy == run.strategy && r.mechanism == run.mechanism && r.connections == run.connections
-            })
-            .map(|r| format!("{:.0}", r.report.total.ops_per_sec))
-            .collect();
+            },
+            |r| r.report.total.ops_per_sec,
+        );
         out += &format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} |\n",
             run.strategy,
             run.mechanism,
             run.connections,
             s.ops_per_sec,
-            rounds.join(", "),
-            format_micros(s.p50_us),
-            format_micros(s.p90_us),
-            format_micros(s.p99_us),
-            format_micros(s.p999_us),
-            format_micros(s.max_us),
+            rounds,
+            s.latency_columns().join(" | "),
             s.errors
         );
     }
@@ -503,17 +498,12 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
         out += "| job | ops/s | ops/s, all rounds | write p50 | fdatasync p50 | write+fdatasync p50 | fdatasync p99 | mean per op |\n";
         out += "|---|---:|---|---:|---:|---:|---:|---:|\n";
         for f in &results.fio {
-            let rounds: Vec<String> = results
-                .all_fio
-                .iter()
-                .filter(|r| r.job == f.job)
-                .map(|r| format!("{:.0}", r.ops_per_sec))
-                .collect();
+            let rounds = rounds_column(&results.all_fio, |r| r.job == f.job, |r| r.ops_per_sec);
             out += &format!(
                 "| {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
                 f.job,
                 f.ops_per_sec,
-                rounds.join(", "),
+                rounds,
                 format_micros(f.write_p50_us),
                 format_micros(f.sync_p50_us),
                 format_micros(f.op_p50_us),
@@ -527,18 +517,17 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
         out +=
             "| appendfsync | conns | ops/s | ops/s, all rounds | p50 | p95 | p99 | max |\n|---|---:|---:|---|---:|---:|---:|---:|\n";
         for r in &results.redis {
-            let rounds: Vec<String> = results
-                .all_redis
-                .iter()
-                .filter(|o| o.appendfsync == r.appendfsync && o.connections == r.connections)
-                .map(|o| format!("{:.0}", o.ops_per_sec))
-                .collect();
+            let rounds = rounds_column(
+                &results.all_redis,
+                |o| o.appendfsync == r.appendfsync && o.connections == r.connections,
+                |o| o.ops_per_sec,
+            );
             out += &format!(
                 "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
                 r.appendfsync,
                 r.connections,
                 r.ops_per_sec,
-                rounds.join(", "),
+                rounds,
                 format_micros(r.p50_us),
                 format_micros(r.p95_us),
                 format_micros(r.p99_us),
@@ -551,6 +540,16 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
         out += &format!("- {line}\n");
     }
     out
+}
+
+/// The ops/s of every round of one cell, in round order, for a report column.
+fn rounds_column<T>(all: &[T], same_cell: impl Fn(&T) -> bool, ops: impl Fn(&T) -> f64) -> String {
+    let rounds: Vec<String> = all
+        .iter()
+        .filter(|item| same_cell(item))
+        .map(|item| format!("{:.0}", ops(item)))
+        .collect();
+    rounds.join(", ")
 }
 
 fn verdict(ok: bool) -> &'static str {

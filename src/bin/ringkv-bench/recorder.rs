@@ -128,6 +128,13 @@ impl OpRecord {
     }
 }
 
+impl Summary {
+    /// p50, p90, p99, p99.9 and max, formatted for a table.
+    pub fn latency_columns(&self) -> [String; 5] {
+        [self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us].map(format_micros)
+    }
+}
+
 /// Formats microseconds for a table: µs below 10 ms, ms above.
 pub fn format_micros(micros: u64) -> String {
     if micros < 10_000 {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::load::{LoadResult, LoadSpec};
-use crate::recorder::{format_micros, Summary};
+use crate::recorder::Summary;
 
 /// A load's parameters and figures, as written to JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,16 +81,13 @@ pub fn table_header() -> String {
 }
 
 pub fn table_row(name: &str, s: &Summary) -> String {
+    let latencies: Vec<String> = s.latency_columns().iter().map(|l| format!("{l:>10}")).collect();
     format!(
-        "{:<6} {:>10} {:>11.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+        "{:<6} {:>10} {:>11.0} {} {:>8}\n",
         name,
         s.requests,
         s.ops_per_sec,
-        format_micros(s.p50_us),
-        format_micros(s.p90_us),
-        format_micros(s.p99_us),
-        format_micros(s.p999_us),
-        format_micros(s.max_us),
+        latencies.join(" "),
         s.errors
     )
 }
