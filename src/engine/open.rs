@@ -1,8 +1,8 @@
 //! Opening a data directory, in the order that makes recovery exact: the manifest (which tables
 //! are live, up to which seq the WAL is flushed, which segments are retired), then the tables
-//! (each one's footer, filter and index checked), then files nobody names (an interrupted flush,
-//! compaction or manifest rewrite) removed, then the WAL replayed from the first live segment,
-//! skipping records already in tables.
+//! (each one's footer, filter and index checked), then the WAL replayed from the first live
+//! segment (which must be there), skipping records already in tables, and only then files nobody
+//! names (an interrupted flush, compaction or manifest rewrite) removed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -45,7 +45,6 @@ impl<F: FileSystem> Engine<F> {
         let lock = DirLock::acquire(dir)?;
         let manifest = manifest::recover(&fs, dir).await?;
         let mut version = load_tables(&fs, config, &manifest).await?;
-        remove_unnamed_files(&fs, config, &manifest, &mut version).await?;
 
         let memtable = Memtable::new();
         let flushed_seq = version.flushed_seq;
@@ -71,6 +70,10 @@ impl<F: FileSystem> Engine<F> {
             },
         )
         .await?;
+        // Only once the log is known to continue the manifest: a table the manifest does not
+        // name is then a leftover of an unfinished flush or compaction, not the only copy of data
+        // whose manifest edit was lost.
+        remove_unnamed_files(&fs, config, &manifest, &mut version).await?;
         // Versions never go back, even when every WAL segment was retired.
         let next_seq = log
             .next_seq

@@ -158,6 +158,22 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u6
         }
     }
     numbers.sort_unstable();
+    // The log starts at the manifest's first live segment (segment 1 in a new store). A later
+    // first segment means segments were retired by a manifest edit that recovery no longer sees
+    // (damaged after it was synced): their records are only in tables the older manifest does
+    // not name, so going on would lose them.
+    if let Some(&first) = numbers.first() {
+        let expected = first_live_segment.max(1);
+        if first > expected {
+            return Err(Error::WalCorruption {
+                path: segment::segment_path(dir, expected),
+                offset: 0,
+                reason: format!(
+                    "the manifest says the log starts at segment {expected}, but the oldest segment is {first}: a manifest edit that retired segments is missing"
+                ),
+            });
+        }
+    }
     for pair in numbers.windows(2) {
         if pair[1] != pair[0] + 1 {
             let missing: PathBuf = segment::segment_path(dir, pair[0] + 1);
