@@ -129,3 +129,203 @@ fn damage_last_manifest_edit(writes: usize) -> bool {
         }
     }
 }
+
+/// What one flipped bit did.
+#[derive(Debug, Default)]
+struct Sweep {
+    flips: usize,
+    refused_at_open: usize,
+    refused_at_read: usize,
+    torn_tail_dropped: usize,
+    no_effect: usize,
+}
+
+/// Opens the store and reads every key. Every answer must be the written value, an error, or (only
+/// where `allow_missing_suffix`) a missing key after which every later key is missing too: a
+/// dropped torn tail. Returns how the damage showed.
+fn open_and_read(
+    config: &StoreConfig,
+    writes: usize,
+    damaged: &Path,
+    sweep: &mut Sweep,
+    allow_missing_suffix: bool,
+) {
+    let name = damaged.file_name().unwrap().to_string_lossy().into_owned();
+    let outcome = tokio_uring::start(async {
+        let (engine, report) = match Engine::open(UringFs, config).await {
+            Ok(opened) => opened,
+            Err(error) => return Err(error.to_string()),
+        };
+        let mut answers = Vec::with_capacity(writes);
+        for i in 0..writes {
+            answers.push(engine.get(&key(i)).await.map_err(|e| e.to_string()));
+        }
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok((report.torn_tail, answers))
+    });
+    sweep.flips += 1;
+    let (torn_tail, answers) = match outcome {
+        Err(error) => {
+            assert!(
+                error.contains(&name) && error.contains("offset"),
+                "refused without naming {name} and an offset: {error}"
+            );
+            sweep.refused_at_open += 1;
+            return;
+        }
+        Ok(opened) => opened,
+    };
+    let mut read_errors = 0;
+    let mut first_missing = None;
+    for (i, answer) in answers.iter().enumerate() {
+        match answer {
+            Ok(Some(got)) => {
+                assert_eq!(
+                    &got.value[..],
+                    &value(i)[..],
+                    "key {i} served a wrong value after damage to {name}"
+                );
+                assert!(
+                    first_missing.is_none(),
+                    "key {i} present after missing key {first_missing:?}: a hole, not a torn tail"
+                );
+            }
+            Ok(None) => {
+                assert!(
+                    allow_missing_suffix && torn_tail,
+                    "key {i} missing after damage to {name}"
+                );
+                first_missing.get_or_insert(i);
+            }
+            Err(error) => {
+                assert!(error.contains(&name), "read error not naming {name}: {error}");
+                read_errors += 1;
+            }
+        }
+    }
+    if read_errors > 0 {
+        sweep.refused_at_read += 1;
+    } else if first_missing.is_some() {
+        sweep.torn_tail_dropped += 1;
+    } else {
+        sweep.no_effect += 1;
+    }
+}
+
+/// About `samples` offsets spread over `len` bytes, plus every offset in `dense`.
+fn offsets(len: usize, samples: usize, dense: std::ops::Range<usize>) -> Vec<usize> {
+    let mut offsets: Vec<usize> = (0..len).step_by((len / samples).max(1)).collect();
+    offsets.extend(dense.start.min(len)..dense.end.min(len));
+    offsets
+}
+
+/// Flips one bit at each of `offsets` of the file at `path` in turn, checking after each flip,
+/// then restores the file.
+fn sweep_file(
+    config: &StoreConfig,
+    writes: usize,
+    path: &Path,
+    offsets: Vec<usize>,
+    allow_missing_suffix: bool,
+) -> Sweep {
+    let original = std::fs::read(path).unwrap();
+    let mut sweep = Sweep::default();
+    for (n, offset) in offsets.into_iter().enumerate() {
+        let mut damaged = original.clone();
+        damaged[offset] ^= 1 << (n % 8);
+        std::fs::write(path, &damaged).unwrap();
+        open_and_read(config, writes, path, &mut sweep, allow_missing_suffix);
+    }
+    std::fs::write(path, &original).unwrap();
+    sweep
+}
+
+/// Every region of an SST (data blocks, padding, bloom filter, index, footer): a flipped bit is
+/// refused when the table is opened or when a read reaches the block, naming the file and the
+/// offset, and no read ever answers a wrong value or "not found" for a written key.
+#[test]
+fn flipped_bits_in_an_sst_are_detected_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memtable_bytes: 64 << 10,
+        ..config(dir.path())
+    };
+    let writes = 400;
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        for i in 0..writes {
+            engine.set(&key(i), &value(i)).await.unwrap();
+        }
+        engine.flush().await.unwrap();
+        engine.settle_background().await.unwrap();
+        engine.close().await.unwrap();
+    });
+    let largest = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sst"))
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    let len = std::fs::metadata(&largest).unwrap().len() as usize;
+    let sweep = sweep_file(&config, writes, &largest, offsets(len, 150, len - 64..len), false);
+    eprintln!("SST {}: {sweep:?}", largest.display());
+    assert!(
+        sweep.refused_at_open > 0 && sweep.refused_at_read > 0,
+        "{sweep:?}"
+    );
+}
+
+/// Every region of WAL segments: in a sealed segment a flipped bit is refused at open, naming the
+/// segment and offset (or lands in the unused zeros after its end record); in the newest segment
+/// it may also be dropped as a torn tail, and then only a suffix of the writes is missing.
+#[test]
+fn flipped_bits_in_wal_segments_are_refused_or_only_cut_the_newest_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memtable_bytes: 64 << 20,
+        ..config(dir.path())
+    };
+    let writes = 300;
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        for i in 0..writes {
+            engine.set(&key(i), &value(i)).await.unwrap();
+        }
+        engine.close().await.unwrap();
+    });
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    // The newest segment holding records (a pre-created spare after it is all zeros).
+    let last_byte = |path: &Path| std::fs::read(path).unwrap().iter().rposition(|&b| b != 0);
+    let newest = segments
+        .iter()
+        .rposition(|path| last_byte(path).is_some())
+        .unwrap();
+    assert!(newest >= 2, "{segments:?}");
+    for segment in &segments[..newest] {
+        let len = std::fs::metadata(segment).unwrap().len() as usize;
+        let sweep = sweep_file(&config, writes, segment, offsets(len, 60, len - 64..len), false);
+        eprintln!("sealed {}: {sweep:?}", segment.display());
+        assert!(sweep.refused_at_open > 0, "{sweep:?}");
+        assert_eq!(sweep.torn_tail_dropped, 0);
+    }
+    // In the newest, every byte of its last records (and the zeros just after them).
+    let end = last_byte(&segments[newest]).unwrap() + 1;
+    let len = std::fs::metadata(&segments[newest]).unwrap().len() as usize;
+    let sweep = sweep_file(
+        &config,
+        writes,
+        &segments[newest],
+        offsets(len, 60, end.saturating_sub(400)..end + 64),
+        true,
+    );
+    eprintln!("newest {}: {sweep:?}", segments[newest].display());
+    assert!(
+        sweep.torn_tail_dropped > 0 && sweep.refused_at_open > 0,
+        "{sweep:?}"
+    );
+}

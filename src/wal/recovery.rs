@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Record, RecordKind, RECORD_ALIGN};
+use super::record::{self, Invalid, Record, RecordKind, RECORD_ALIGN};
 use super::segment;
 use super::writer::LogPosition;
 use crate::error::{Error, Result};
@@ -64,11 +64,19 @@ pub async fn recover<F: FileSystem>(
                     last_seq = record.seq;
                     offset = next;
                 }
-                Ok(_) => break Some("sequence number does not increase (stale record)".to_string()),
-                Err(invalid) => break Some(invalid.to_string()),
+                Ok(_) => {
+                    break Some((
+                        "sequence number does not increase (stale record)".to_string(),
+                        false,
+                    ))
+                }
+                // Zeros are where a segment's records end; anything else is a damaged record.
+                Err(invalid) => break Some((invalid.to_string(), invalid != Invalid::Zero)),
             }
         };
-        let Some(reason) = stop else { continue };
+        let Some((reason, damaged)) = stop else { continue };
+        // A damaged record with nothing valid after it is dropped as a torn tail, and said so.
+        recovered.torn_tail |= damaged;
         // The log ends here unless something written later says these bytes were once good.
         let mut max_seq = last_seq;
         for (seq, batch_offset, at) in
