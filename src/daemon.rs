@@ -64,7 +64,7 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         store.sync_call,
         report.records,
         report.segments,
-        if report.torn_tail { " (dropped a torn, unacknowledged tail)" } else { "" },
+        if report.torn_tail { " (dropped a torn or damaged last record: a write the crash interrupted, or bit rot in the newest write)" } else { "" },
         report.tables,
         report.next_version,
     );
