@@ -29,6 +29,22 @@ fn value(i: usize) -> Vec<u8> {
     format!("\"value {i} {}\"", "x".repeat(80)).into_bytes()
 }
 
+/// Writes keys `0..writes` into a new store and closes it; with `flush`, everything ends up in
+/// tables first.
+fn write_keys(config: &StoreConfig, writes: usize, flush: bool) {
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, config).await.unwrap();
+        for i in 0..writes {
+            engine.set(&key(i), &value(i)).await.unwrap();
+        }
+        if flush {
+            engine.flush().await.unwrap();
+            engine.settle_background().await.unwrap();
+        }
+        engine.close().await.unwrap();
+    });
+}
+
 fn names_ending(dir: &Path, suffix: &str) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -66,15 +82,7 @@ fn a_damaged_last_manifest_edit_never_loses_acknowledged_writes() {
 /// Returns whether opening was refused.
 fn damage_last_manifest_edit(writes: usize) -> bool {
     let dir = tempfile::tempdir().unwrap();
-    tokio_uring::start(async {
-        let (engine, _) = Engine::open(UringFs, &config(dir.path())).await.unwrap();
-        for i in 0..writes {
-            engine.set(&key(i), &value(i)).await.unwrap();
-        }
-        engine.flush().await.unwrap();
-        engine.settle_background().await.unwrap();
-        engine.close().await.unwrap();
-    });
+    write_keys(&config(dir.path()), writes, true);
     let tables = names_ending(dir.path(), ".sst");
     let segments = names_ending(dir.path(), ".log");
     assert!(tables.len() > 5, "{tables:?}");
@@ -251,15 +259,7 @@ fn flipped_bits_in_an_sst_are_detected_and_never_served() {
         ..config(dir.path())
     };
     let writes = 400;
-    tokio_uring::start(async {
-        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
-        for i in 0..writes {
-            engine.set(&key(i), &value(i)).await.unwrap();
-        }
-        engine.flush().await.unwrap();
-        engine.settle_background().await.unwrap();
-        engine.close().await.unwrap();
-    });
+    write_keys(&config, writes, true);
     let largest = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -286,13 +286,7 @@ fn flipped_bits_in_wal_segments_are_refused_or_only_cut_the_newest_tail() {
         ..config(dir.path())
     };
     let writes = 300;
-    tokio_uring::start(async {
-        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
-        for i in 0..writes {
-            engine.set(&key(i), &value(i)).await.unwrap();
-        }
-        engine.close().await.unwrap();
-    });
+    write_keys(&config, writes, false);
     let mut segments: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
