@@ -1,8 +1,11 @@
 //! A fault-injecting file system for tests: real files on the real ring, plus a shadow of what
-//! each file holds as of its last successful sync, so that a test can
-//! - make syncs or writes fail (`EIO`) or run out of space (`ENOSPC`), and
-//! - "crash": put every file back to its last synced content (dropping unsynced writes, or a
-//!   chosen part of them), as a power failure would.
+//! each file and each directory holds durably, so that a test can
+//! - make syncs, writes or reads fail (`EIO`) or run out of space (`ENOSPC`), and
+//! - "crash", as a power failure would: every file goes back to its last synced content plus a
+//!   chosen part of the writes made since (whole, lost, or torn at block boundaries), and every
+//!   directory to its last synced entries plus a prefix of the creations, renames and removals
+//!   made since (a journal keeps metadata changes in order). The crash either happens in place or
+//!   is written to another directory as a crash image while the store keeps running.
 //!
 //! It wraps [`UringFs`]; it must not be used by the server itself.
 
@@ -12,50 +15,117 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{AlignedBuf, DataFile, FileSystem, OpenMode, UringFile, UringFs};
+use rand::Rng;
+
+use super::{AlignedBuf, DataFile, FileSystem, OpenMode, UringFile, UringFs, BLOCK_BYTES};
 
 /// Which faults are armed. Shared by every clone of a [`FaultFs`].
 #[derive(Default)]
 struct Faults {
     fail_syncs: AtomicBool,
     fail_writes: AtomicBool,
+    fail_reads: AtomicBool,
     /// Writes that would grow a file fail with `ENOSPC`, as on a full disk; overwrites of
     /// existing bytes still succeed, as they do on ext4.
     no_space: AtomicBool,
     syncs_ok: AtomicU64,
 }
 
-/// What a file holds durably, and the writes made since.
-#[derive(Default)]
+/// What a file (an inode) holds durably, and the writes made since.
+#[derive(Default, Clone)]
 struct Shadow {
-    /// The file's current name (renames move it; the open handle keeps the same shadow).
-    path: PathBuf,
-    /// `None`: the file was created and never synced, so a crash removes it.
+    /// `None`: never synced since it was created.
     durable: Option<Vec<u8>>,
     unsynced: Vec<(u64, Vec<u8>)>,
     size: u64,
 }
 
+/// A change to a directory's entries.
+#[derive(Clone)]
+enum DirOp {
+    Create { path: PathBuf, id: u64 },
+    Rename { from: PathBuf, to: PathBuf },
+    Remove { path: PathBuf },
+}
+
+impl DirOp {
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            DirOp::Create { path, .. } | DirOp::Remove { path } => path.parent(),
+            DirOp::Rename { to, .. } => to.parent(),
+        }
+    }
+
+    fn apply(&self, names: &mut HashMap<PathBuf, u64>) {
+        match self {
+            DirOp::Create { path, id } => {
+                names.insert(path.clone(), *id);
+            }
+            DirOp::Rename { from, to } => {
+                if let Some(id) = names.remove(from) {
+                    names.insert(to.clone(), id);
+                }
+            }
+            DirOp::Remove { path } => {
+                names.remove(path);
+            }
+        }
+    }
+}
+
+/// Every file this layer has seen, by identity, and the names pointing at them.
+#[derive(Default)]
+struct Files {
+    shadows: HashMap<u64, Shadow>,
+    /// The entries as the running store sees them.
+    names: HashMap<PathBuf, u64>,
+    /// The entries as of the last directory sync.
+    durable_names: HashMap<PathBuf, u64>,
+    /// Changes since, oldest first.
+    pending: Vec<DirOp>,
+    next_id: u64,
+}
+
+impl Files {
+    /// Drops shadows no name points at any more (a handle still open on one writes to nothing).
+    fn collect_garbage(&mut self) {
+        let (names, durable) = (&self.names, &self.durable_names);
+        self.shadows
+            .retain(|id, _| names.values().any(|n| n == id) || durable.values().any(|n| n == id));
+    }
+}
+
 #[derive(Default)]
 struct State {
     faults: Faults,
-    /// Shadows by file identity, so that a handle opened before a rename stays tracked.
-    files: Mutex<HashMap<u64, Shadow>>,
-    ids_by_path: Mutex<HashMap<PathBuf, u64>>,
-    next_id: AtomicU64,
+    files: Mutex<Files>,
 }
 
 impl State {
-    // A panic while holding these locks is a test failure already; the maps stay usable.
-    fn files(&self) -> MutexGuard<'_, HashMap<u64, Shadow>> {
+    // A panic while holding this lock is a test failure already; the maps stay usable.
+    fn files(&self) -> MutexGuard<'_, Files> {
         self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    fn ids_by_path(&self) -> MutexGuard<'_, HashMap<PathBuf, u64>> {
-        self.ids_by_path
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// What of one unsynced write a crash keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persisted {
+    All,
+    Nothing,
+    /// Per block of the write (4 KiB, the unit a disk writes atomically here): kept or not.
+    Blocks(Vec<bool>),
+}
+
+/// What a crash image kept and lost, for the test's report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CrashStats {
+    pub files: usize,
+    pub unsynced_writes: usize,
+    pub writes_kept: usize,
+    pub writes_torn: usize,
+    pub dir_ops_pending: usize,
+    pub dir_ops_kept: usize,
 }
 
 /// See the module documentation.
@@ -87,6 +157,19 @@ fn injected(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
+/// A random but plausible choice for one unsynced write: kept, lost, or (one time in ten) torn.
+pub fn random_persisted(rng: &mut impl Rng, len: usize) -> Persisted {
+    match rng.gen_range(0..10) {
+        0..=4 => Persisted::All,
+        5..=8 => Persisted::Nothing,
+        _ => Persisted::Blocks(
+            (0..len.div_ceil(BLOCK_BYTES))
+                .map(|_| rng.gen_bool(0.5))
+                .collect(),
+        ),
+    }
+}
+
 impl FaultFs {
     pub fn new() -> Self {
         Self::default()
@@ -102,6 +185,11 @@ impl FaultFs {
         self.state.faults.fail_writes.store(on, Ordering::SeqCst);
     }
 
+    /// Every read fails with `EIO` while set.
+    pub fn set_fail_reads(&self, on: bool) {
+        self.state.faults.fail_reads.store(on, Ordering::SeqCst);
+    }
+
     /// Writes that grow a file fail with `ENOSPC` while set.
     pub fn set_no_space(&self, on: bool) {
         self.state.faults.no_space.store(on, Ordering::SeqCst);
@@ -112,50 +200,174 @@ impl FaultFs {
         self.state.faults.syncs_ok.load(Ordering::SeqCst)
     }
 
-    /// Simulates a power failure: every file goes back to its last synced content, and files never
-    /// synced disappear. `keep(path, offset, len)` chooses unsynced writes that made it to disk
-    /// anyway (in order, as a disk may persist some of them). Call only once the store using this
-    /// file system has been dropped.
+    /// Simulates a power failure in place: every file goes back to its last synced content plus
+    /// the unsynced writes `keep(path, offset, len)` chooses, and every directory to its last
+    /// synced entries. Call only once the store using this file system has been dropped.
     pub fn crash(&self, mut keep: impl FnMut(&Path, u64, usize) -> bool) -> io::Result<()> {
         let mut files = self.state.files();
-        for shadow in files.values_mut() {
-            let mut image: Vec<u8> = shadow.durable.take().unwrap_or_default();
-            for (offset, bytes) in shadow.unsynced.drain(..) {
-                if keep(&shadow.path, offset, bytes.len()) {
-                    patch(&mut image, offset, &bytes);
-                }
+        let (image, _) = crash_image(&files, 0, &mut |path, offset, len| {
+            if keep(path, offset, len) {
+                Persisted::All
+            } else {
+                Persisted::Nothing
             }
-            std::fs::write(&shadow.path, &image)?;
-            shadow.size = image.len() as u64;
-            shadow.durable = Some(image);
+        });
+        for path in files.names.keys() {
+            if !image.contains_key(path) {
+                remove_if_present(path)?;
+            }
         }
+        for (path, (_, bytes)) in &image {
+            std::fs::write(path, bytes)?;
+        }
+        files.shadows = image
+            .values()
+            .map(|(id, bytes)| {
+                let shadow = Shadow {
+                    durable: Some(bytes.clone()),
+                    unsynced: Vec::new(),
+                    size: bytes.len() as u64,
+                };
+                (*id, shadow)
+            })
+            .collect();
+        files.names = image.iter().map(|(path, (id, _))| (path.clone(), *id)).collect();
+        files.durable_names = files.names.clone();
+        files.pending.clear();
         Ok(())
     }
 
-    /// The identity of the file at `path`, starting to shadow it if it is new to this layer.
-    fn track(&self, path: &Path, created: bool) -> io::Result<u64> {
-        if let Some(&id) = self.state.ids_by_path().get(path) {
+    /// Writes to `to_dir` what the directory `dir` would hold after a power failure now, with a
+    /// random part of the unsynced writes and a random prefix of the unsynced directory changes.
+    /// The running store is not disturbed. Files this layer never saw are copied as they are.
+    pub fn crash_image(&self, dir: &Path, to_dir: &Path, rng: &mut impl Rng) -> io::Result<CrashStats> {
+        let (image, stats) = {
+            let files = self.state.files();
+            let pending = files.pending.len();
+            let kept = rng.gen_range(0..=pending);
+            crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len))
+        };
+        let tracked: Vec<PathBuf> = {
+            let files = self.state.files();
+            files
+                .names
+                .keys()
+                .chain(files.durable_names.keys())
+                .cloned()
+                .collect()
+        };
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if !tracked.contains(&path) && path.is_file() {
+                if let Some(name) = path.file_name() {
+                    std::fs::copy(&path, to_dir.join(name))?;
+                }
+            }
+        }
+        for (path, (_, bytes)) in &image {
+            if path.parent() == Some(dir) {
+                if let Some(name) = path.file_name() {
+                    std::fs::write(to_dir.join(name), bytes)?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The identity of the file at `path`, starting to shadow it (as durable, both its content and
+    /// its name) if this layer has not seen it yet.
+    fn track_existing(&self, path: &Path) -> io::Result<u64> {
+        let mut files = self.state.files();
+        if let Some(&id) = files.names.get(path) {
             return Ok(id);
         }
-        let shadow = if created {
-            Shadow {
-                path: path.to_path_buf(),
-                ..Shadow::default()
-            }
-        } else {
-            let image = std::fs::read(path)?;
-            Shadow {
-                path: path.to_path_buf(),
-                size: image.len() as u64,
-                durable: Some(image),
-                unsynced: Vec::new(),
-            }
+        let image = std::fs::read(path)?;
+        let id = files.next_id;
+        files.next_id += 1;
+        let shadow = Shadow {
+            size: image.len() as u64,
+            durable: Some(image),
+            unsynced: Vec::new(),
         };
-        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
-        self.state.files().insert(id, shadow);
-        self.state.ids_by_path().insert(path.to_path_buf(), id);
+        files.shadows.insert(id, shadow);
+        files.names.insert(path.to_path_buf(), id);
+        files.durable_names.insert(path.to_path_buf(), id);
         Ok(id)
     }
+
+    fn track_created(&self, path: &Path) -> u64 {
+        let mut files = self.state.files();
+        let id = files.next_id;
+        files.next_id += 1;
+        files.shadows.insert(id, Shadow::default());
+        let op = DirOp::Create {
+            path: path.to_path_buf(),
+            id,
+        };
+        op.apply(&mut files.names);
+        files.pending.push(op);
+        id
+    }
+
+    fn record_dir_op(&self, op: DirOp) {
+        let mut files = self.state.files();
+        op.apply(&mut files.names);
+        files.pending.push(op);
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// The durable names plus the first `dir_ops_kept` pending changes, each with its content: the
+/// durable image plus the unsynced writes `persisted` keeps.
+#[allow(clippy::type_complexity)]
+fn crash_image(
+    files: &Files,
+    dir_ops_kept: usize,
+    persisted: &mut dyn FnMut(&Path, u64, usize) -> Persisted,
+) -> (HashMap<PathBuf, (u64, Vec<u8>)>, CrashStats) {
+    let mut names = files.durable_names.clone();
+    for op in &files.pending[..dir_ops_kept] {
+        op.apply(&mut names);
+    }
+    let mut stats = CrashStats {
+        files: names.len(),
+        dir_ops_pending: files.pending.len(),
+        dir_ops_kept,
+        ..CrashStats::default()
+    };
+    let mut image = HashMap::new();
+    for (path, &id) in &names {
+        let Some(shadow) = files.shadows.get(&id) else {
+            continue;
+        };
+        let mut bytes = shadow.durable.clone().unwrap_or_default();
+        for (offset, write) in &shadow.unsynced {
+            stats.unsynced_writes += 1;
+            match persisted(path, *offset, write.len()) {
+                Persisted::All => {
+                    stats.writes_kept += 1;
+                    patch(&mut bytes, *offset, write);
+                }
+                Persisted::Nothing => {}
+                Persisted::Blocks(blocks) => {
+                    stats.writes_torn += 1;
+                    for (index, chunk) in write.chunks(BLOCK_BYTES).enumerate() {
+                        if blocks.get(index).copied().unwrap_or(false) {
+                            patch(&mut bytes, offset + (index * BLOCK_BYTES) as u64, chunk);
+                        }
+                    }
+                }
+            }
+        }
+        image.insert(path.clone(), (id, bytes));
+    }
+    (image, stats)
 }
 
 impl Shadow {
@@ -170,12 +382,16 @@ impl Shadow {
 }
 
 impl FaultFile {
+    fn with_shadow(&self, f: impl FnOnce(&mut Shadow)) {
+        if let Some(shadow) = self.state.files().shadows.get_mut(&self.id) {
+            f(shadow);
+        }
+    }
+
     async fn sync(&self, all: bool) -> io::Result<()> {
         if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
             // Like Linux after a failed writeback: the unsynced data is gone for good.
-            if let Some(shadow) = self.state.files().get_mut(&self.id) {
-                shadow.unsynced.clear();
-            }
+            self.with_shadow(|shadow| shadow.unsynced.clear());
             return Err(injected(libc::EIO));
         }
         if all {
@@ -184,9 +400,7 @@ impl FaultFile {
             self.inner.sync_data().await?;
         }
         self.state.faults.syncs_ok.fetch_add(1, Ordering::SeqCst);
-        if let Some(shadow) = self.state.files().get_mut(&self.id) {
-            shadow.make_durable();
-        }
+        self.with_shadow(Shadow::make_durable);
         Ok(())
     }
 }
@@ -198,31 +412,32 @@ impl DataFile for FaultFile {
             return (Err(injected(libc::EIO)), buf);
         }
         let end = offset + buf.len() as u64;
-        let size = self.state.files().get(&self.id).map_or(0, |s| s.size);
+        let size = self.state.files().shadows.get(&self.id).map_or(0, |s| s.size);
         if faults.no_space.load(Ordering::SeqCst) && end > size {
             return (Err(injected(libc::ENOSPC)), buf);
         }
         if self.dsync && faults.fail_syncs.load(Ordering::SeqCst) {
             // An `O_DSYNC` write carries its own sync, so it fails as a sync would.
-            if let Some(shadow) = self.state.files().get_mut(&self.id) {
-                shadow.unsynced.clear();
-            }
+            self.with_shadow(|shadow| shadow.unsynced.clear());
             return (Err(injected(libc::EIO)), buf);
         }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
-            if let Some(shadow) = self.state.files().get_mut(&self.id) {
+            self.with_shadow(|shadow| {
                 shadow.unsynced.push((offset, buf.as_slice().to_vec()));
                 shadow.size = shadow.size.max(end);
                 if self.dsync {
                     shadow.make_durable();
                 }
-            }
+            });
         }
         (result, buf)
     }
 
     async fn read_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<usize>, AlignedBuf) {
+        if self.state.faults.fail_reads.load(Ordering::SeqCst) {
+            return (Err(injected(libc::EIO)), buf);
+        }
         self.inner.read_at(buf, offset).await
     }
 
@@ -244,7 +459,11 @@ impl FileSystem for FaultFs {
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
         let inner = self.inner.open(path, mode).await?;
-        let id = self.track(path, mode.create_new)?;
+        let id = if mode.create_new {
+            self.track_created(path)
+        } else {
+            self.track_existing(path)?
+        };
         Ok(FaultFile {
             inner,
             id,
@@ -254,26 +473,28 @@ impl FileSystem for FaultFs {
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.track_existing(from)?;
+        if to.exists() {
+            // The replaced file comes back if the rename does not survive a crash.
+            self.track_existing(to)?;
+        }
         self.inner.rename(from, to).await?;
-        let mut ids = self.state.ids_by_path();
-        // The file that `to` named is gone: a crash must not bring its content back.
-        if let Some(replaced) = ids.remove(to) {
-            self.state.files().remove(&replaced);
-        }
-        if let Some(id) = ids.remove(from) {
-            ids.insert(to.to_path_buf(), id);
-            if let Some(shadow) = self.state.files().get_mut(&id) {
-                shadow.path = to.to_path_buf();
-            }
-        }
+        self.record_dir_op(DirOp::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+        });
         Ok(())
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path).await?;
-        if let Some(id) = self.state.ids_by_path().remove(path) {
-            self.state.files().remove(&id);
+        // Unknown files are durable as far as this layer can tell: a lost removal brings them back.
+        if path.exists() {
+            self.track_existing(path)?;
         }
+        self.inner.remove(path).await?;
+        self.record_dir_op(DirOp::Remove {
+            path: path.to_path_buf(),
+        });
         Ok(())
     }
 
@@ -281,7 +502,17 @@ impl FileSystem for FaultFs {
         if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected(libc::EIO));
         }
-        self.inner.sync_dir(dir).await
+        self.inner.sync_dir(dir).await?;
+        let mut files = self.state.files();
+        let pending = std::mem::take(&mut files.pending);
+        let (synced, later): (Vec<DirOp>, Vec<DirOp>) =
+            pending.into_iter().partition(|op| op.dir() == Some(dir));
+        for op in &synced {
+            op.apply(&mut files.durable_names);
+        }
+        files.pending = later;
+        files.collect_garbage();
+        Ok(())
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

@@ -1,7 +1,7 @@
 //! WAL record framing: encoding into a buffer and decoding at an offset. Pure bytes; see
 //! `docs/format.md` ("WAL segments") for the grammar this implements.
 
-/// Bytes of a record header: masked crc, payload length, seq, batch offset, kind, reserved.
+/// Bytes of a record header: masked crc, payload length, seq, durable end, kind, reserved.
 pub const HEADER_BYTES: usize = 24;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
@@ -31,7 +31,10 @@ impl RecordKind {
 pub struct Record<'a> {
     pub kind: RecordKind,
     pub seq: u64,
-    pub batch_offset: u32,
+    /// The writer's claim, when it appended this record, that the first `durable_end` bytes of
+    /// this segment, and every segment before it, were durable (0: no claim). Recovery uses it
+    /// to tell damage of once-durable bytes from a torn, unsynced tail.
+    pub durable_end: u32,
     pub key: &'a [u8],
     pub value: &'a [u8],
 }
@@ -97,13 +100,13 @@ pub fn encoded_len(key: &[u8], value: &[u8]) -> usize {
 pub const SEGMENT_END_BYTES: usize = (HEADER_BYTES + 4).next_multiple_of(RECORD_ALIGN);
 
 /// Encodes one record into `out`, which must be exactly [`encoded_len`] bytes long.
-pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, batch_offset: u32, key: &[u8], value: &[u8]) {
+pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_end: u32, key: &[u8], value: &[u8]) {
     let payload_len = payload_len(key, value);
     debug_assert_eq!(out.len(), encoded_len(key, value));
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
     header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[8..16].copy_from_slice(&seq.to_le_bytes());
-    header[16..20].copy_from_slice(&batch_offset.to_le_bytes());
+    header[16..20].copy_from_slice(&durable_end.to_le_bytes());
     header[20] = kind as u8;
     header[21..24].fill(0);
     let (payload, padding) = rest.split_at_mut(payload_len);
@@ -157,7 +160,7 @@ pub fn decode(
     let record = Record {
         kind,
         seq: u64::from_le_bytes(seq),
-        batch_offset: u32_at(header, 16),
+        durable_end: u32_at(header, 16),
         key: &payload[4..key_end],
         value: &payload[key_end..],
     };

@@ -77,34 +77,34 @@ pub async fn recover<F: FileSystem>(
         let Some((reason, damaged)) = stop else { continue };
         // A damaged record with nothing valid after it is dropped as a torn tail, and said so.
         recovered.torn_tail |= damaged;
-        // The log ends here unless something written later says these bytes were once good.
+        // The log ends here unless a record written later says these bytes were once durable.
         let mut max_seq = last_seq;
-        for (seq, batch_offset, at) in
+        let mut later_records = Vec::new();
+        later_records.extend(
             valid_records_after(bytes, offset + RECORD_ALIGN, last_seq, max_payload_bytes)
-        {
-            if batch_offset as usize > offset {
-                return Err(corruption(
-                    &path,
-                    offset,
-                    &reason,
-                    &format!("a later batch starts at {batch_offset} (record seq {seq} at offset {at})"),
-                ));
-            }
-            max_seq = max_seq.max(seq);
-            recovered.torn_tail = true;
-        }
+                .map(|found| (path.clone(), found)),
+        );
         for &later in &numbers[index + 1..] {
             let later_path = segment::segment_path(dir, later);
             let later_bytes = read_segment(fs, &later_path).await?;
-            let found = valid_records_after(later_bytes.as_slice(), 0, last_seq, max_payload_bytes).next();
-            if let Some((seq, _, at)) = found {
-                return Err(corruption(
-                    &path,
-                    offset,
-                    &reason,
-                    &format!("{} holds record seq {seq} at offset {at}", later_path.display()),
-                ));
+            later_records.extend(
+                valid_records_after(later_bytes.as_slice(), 0, last_seq, max_payload_bytes)
+                    .map(|found| (later_path.clone(), found)),
+            );
+        }
+        for (found_in, found) in &later_records {
+            // A claim in this segment covers the stop only if it reaches past it; any claim in a
+            // later segment covers all of this one.
+            let covers_stop = if *found_in == path {
+                found.durable_end as usize > offset
+            } else {
+                found.durable_end > 0
+            };
+            if covers_stop {
+                return Err(corruption(&path, offset, &reason, found_in, found));
             }
+            max_seq = max_seq.max(found.seq);
+            recovered.torn_tail = true;
         }
         let block = round_down_to_block(offset as u64) as usize;
         recovered.position = LogPosition {
@@ -119,27 +119,42 @@ pub async fn recover<F: FileSystem>(
     Ok(recovered)
 }
 
-fn corruption(path: &Path, offset: usize, reason: &str, evidence: &str) -> Error {
+/// A valid record found after the place where reading stopped.
+struct LaterRecord {
+    seq: u64,
+    durable_end: u32,
+    offset: usize,
+}
+
+fn corruption(path: &Path, offset: usize, reason: &str, found_in: &Path, found: &LaterRecord) -> Error {
     Error::WalCorruption {
         path: path.to_path_buf(),
         offset: offset as u64,
-        reason: format!("{reason}, but {evidence}, so these bytes were once a complete record"),
+        reason: format!(
+            "{reason}, but record seq {} at offset {} of {} was appended when its segment was durable up to offset {} (and every earlier segment in full), so these bytes were once a complete record",
+            found.seq,
+            found.offset,
+            found_in.display(),
+            found.durable_end
+        ),
     }
 }
 
-/// `(seq, batch_offset, offset)` of every checksum-valid record at or after `from` (at record
-/// alignment) with a seq above `above_seq`.
+/// Every checksum-valid record at or after `from` (at record alignment) with a seq above
+/// `above_seq`, segment-end records included (they carry a durable claim too).
 fn valid_records_after(
     bytes: &[u8],
     from: usize,
     above_seq: u64,
     max_payload_bytes: usize,
-) -> impl Iterator<Item = (u64, u32, usize)> + '_ {
+) -> impl Iterator<Item = LaterRecord> + '_ {
     (from..bytes.len()).step_by(RECORD_ALIGN).filter_map(move |at| {
         match record::decode(bytes, at, max_payload_bytes) {
-            Ok((record, _)) if record.seq > above_seq && record.kind != RecordKind::SegmentEnd => {
-                Some((record.seq, record.batch_offset, at))
-            }
+            Ok((record, _)) if record.seq > above_seq => Some(LaterRecord {
+                seq: record.seq,
+                durable_end: record.durable_end,
+                offset: at,
+            }),
             _ => None,
         }
     })
@@ -217,5 +232,10 @@ async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> 
             ),
         ));
     }
+    // A killed process under `never` or `periodic` leaves written but unsynced records. Making
+    // them durable now lets every record appended from here on claim all of the log before it.
+    file.sync_data()
+        .await
+        .map_err(|error| Error::io("sync", path, error))?;
     Ok(buf)
 }

@@ -89,6 +89,8 @@ struct Batch {
     /// Bytes from `block_offset`: the previous partial block, then the records.
     buf: AlignedBuf,
     records: u32,
+    /// Where its last record ends.
+    end_offset: u64,
     /// No more records go in (its segment was sealed, or the strategy gives each record its own).
     closed: bool,
     ticket: Ticket,
@@ -126,17 +128,25 @@ pub struct WalWriter<F: FileSystem> {
     committer: RefCell<Option<JoinHandle<()>>>,
     sync_timer: RefCell<Option<JoinHandle<()>>>,
     syncs: Cell<u64>,
+    /// Everything before this (segment, offset) has been written.
+    written_end: Cell<(u64, u64)>,
+    /// Everything before this (segment, offset) is durable. Each record appended carries the
+    /// offset when it is in the record's own segment, so that recovery can tell bytes that were
+    /// once durable (damage) from an unsynced tail (a crash); see `docs/format.md`.
+    durable_end: Cell<(u64, u64)>,
 }
 
 impl<F: FileSystem> WalWriter<F> {
     /// Starts writing at `position` with `next_seq`, and spawns the committer (and, for
-    /// `periodic`, the sync timer) on the current ring.
+    /// `periodic`, the sync timer) on the current ring. Every record before `next_seq` must be
+    /// durable (recovery syncs what it replayed).
     pub fn start(fs: F, options: WalOptions, position: LogPosition, next_seq: u64) -> Rc<Self> {
         assert_eq!(options.segment_bytes % BLOCK_BYTES as u64, 0);
         let interval = match options.fsync {
             FsyncStrategy::Periodic { interval_ms } => Some(Duration::from_millis(interval_ms)),
             _ => None,
         };
+        let start = (position.segment_number, position.offset);
         let writer = Rc::new(WalWriter {
             fs,
             options,
@@ -155,6 +165,8 @@ impl<F: FileSystem> WalWriter<F> {
             committer: RefCell::new(None),
             sync_timer: RefCell::new(None),
             syncs: Cell::new(0),
+            written_end: Cell::new(start),
+            durable_end: Cell::new(start),
         });
         *writer.committer.borrow_mut() = Some(tokio_uring::spawn(run_committer(writer.clone())));
         if let Some(interval) = interval {
@@ -263,13 +275,23 @@ impl<F: FileSystem> WalWriter<F> {
             &mut batch.buf.as_mut_slice()[at..at + len],
             kind,
             seq,
-            batch.start_offset as u32,
+            self.claimed_durable_end(state.position.segment_number),
             key,
             value,
         );
         batch.records += 1;
         state.position.offset += len as u64;
+        batch.end_offset = state.position.offset;
         batch.ticket.clone()
+    }
+
+    /// How much of segment `number` a record appended now can claim durable (0 while the durable
+    /// end is in an earlier segment, or past what the field holds).
+    fn claimed_durable_end(&self, number: u64) -> u32 {
+        match self.durable_end.get() {
+            (segment, offset) if segment == number => u32::try_from(offset).unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// A batch starting at the current position, its buffer holding the partial block before it.
@@ -304,6 +326,7 @@ impl<F: FileSystem> WalWriter<F> {
             start_offset,
             buf,
             records: 0,
+            end_offset: start_offset,
             closed: false,
             ticket: Ticket(Rc::new(BatchSlot::default())),
         }
@@ -396,7 +419,12 @@ impl<F: FileSystem> WalWriter<F> {
 
     /// Makes what was written to `file` durable with the configured call; a no-op under `dsync`,
     /// where every completed write already is.
+    /// Only the current segment is ever synced: the writer leaves a segment only once it is
+    /// durable (under `periodic`), or never claims it durable (under `never`).
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
+        // What was written before the sync started is what it covers: this segment, and the
+        // earlier ones, which were durable before the writer left them (or are never claimed).
+        let covered = self.written_end.get();
         let result = match self.options.sync_call {
             SyncCall::Fdatasync => file.sync_data().await,
             SyncCall::Fsync => file.sync_all().await,
@@ -404,6 +432,7 @@ impl<F: FileSystem> WalWriter<F> {
         };
         result.map_err(|error| Error::io("sync", path, error))?;
         self.syncs.set(self.syncs.get() + 1);
+        self.durable_end.set(self.durable_end.get().max(covered));
         Ok(())
     }
 
@@ -415,6 +444,10 @@ impl<F: FileSystem> WalWriter<F> {
         let (result, buf) = file.write_at(buf, batch.block_offset).await;
         batch.buf = buf;
         result.map_err(|error| Error::io("write", &path, error))?;
+        self.written_end.set((batch.segment_number, batch.end_offset));
+        if self.options.sync_call == SyncCall::Dsync {
+            self.durable_end.set(self.written_end.get());
+        }
         if self.options.fsync.syncs_before_ack() {
             self.sync_file(&file, &path).await?;
         } else {
