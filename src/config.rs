@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// When a write is acknowledged relative to the WAL sync that makes it durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,12 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// How long a request may take to arrive, from its first byte to its last, and an answer to
+    /// be taken by the client. Past it the connection gets 408 (if a request was under way) and
+    /// is closed.
+    pub request_timeout: Duration,
+    /// How long a connection may wait for the first byte of its next request.
+    pub idle_timeout: Duration,
 }
 
 impl HttpConfig {

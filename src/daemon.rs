@@ -21,9 +21,32 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Runs the server until a signal stops it. The error is a message for the operator.
 pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
     let listener = bind(http.listen)?;
+    raise_open_file_limit();
     tokio_uring::builder()
         .entries(RING_ENTRIES)
         .start(serve(listener, store, http))
+}
+
+/// Every connection is a descriptor: take the hard limit rather than the soft one (often 1024),
+/// as servers meant for many connections do. Failing to is not fatal; accept backs off at the
+/// limit and the clients already connected keep being served.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                eprintln!(
+                    "ringkv: could not raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 /// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and

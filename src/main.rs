@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig, SyncCall, WalIo};
@@ -91,6 +92,24 @@ struct Cli {
     /// Largest request line plus headers, in bytes (larger: 431).
     #[arg(long, default_value_t = 16 << 10)]
     max_head_bytes: usize,
+
+    /// How long a request may take to arrive, first byte to last, and an answer to be taken by
+    /// the client (e.g. 10s, 500ms). Past it: 408 if a request was under way, and the connection
+    /// is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    request_timeout: Duration,
+
+    /// How long a connection may wait for its next request before it is closed.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))?;
+    if duration < Duration::from_millis(10) {
+        return Err(format!("{text:?} is below the 10ms the reaper can measure"));
+    }
+    Ok(duration)
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncStrategy, String> {
@@ -153,6 +172,8 @@ fn main() -> ExitCode {
         max_head_bytes: cli.max_head_bytes,
         max_key_bytes: cli.max_key_bytes,
         max_value_bytes: cli.max_value_bytes,
+        request_timeout: cli.request_timeout,
+        idle_timeout: cli.idle_timeout,
     };
     match ringkv::daemon::run(store, http) {
         Ok(()) => ExitCode::SUCCESS,

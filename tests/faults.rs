@@ -1,14 +1,19 @@
 //! Injected faults through the real engine: a failed sync or write poisons the store (writes
 //! refused, reads served, no retry); running out of space when a new WAL segment is needed fails
 //! those writes with `NoSpace` (507), loses nothing acknowledged, and writes work again once space
-//! is back.
+//! is back; a failed read fails that request only (500).
+
+mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
-use ringkv::config::{FsyncStrategy, StoreConfig};
+use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
 use ringkv::engine::Engine;
+use ringkv::http::Server;
 use ringkv::io::FaultFs;
 use ringkv::Error;
+use serde_json::json;
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -119,5 +124,77 @@ fn no_space_for_a_new_segment_is_507_then_recovers_with_nothing_lost() {
             );
         }
         engine.close().await.unwrap();
+    });
+}
+
+/// The real HTTP loop over the fault layer: a read that fails with `EIO` answers 500 for that
+/// request; gets from memory, writes, and the same read once the disk is fine again all work.
+#[test]
+fn eio_on_a_read_is_500_for_that_request_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = StoreConfig {
+        // Nothing cached: every read of a table goes to the disk.
+        block_cache_bytes: 0,
+        ..config(dir.path())
+    };
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+        for i in 0..50 {
+            let key = format!("old{i}");
+            engine.set(key.as_bytes(), b"\"on disk\"").await.unwrap();
+        }
+        engine.flush().await.unwrap();
+        assert!(engine.stats().tables_per_level[0] > 0);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(
+            engine.clone(),
+            HttpConfig {
+                listen: addr,
+                max_head_bytes: 16 << 10,
+                max_key_bytes: 4 << 10,
+                max_value_bytes: 4 << 10,
+                request_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+            },
+        );
+        let accepting = tokio_uring::spawn(
+            server
+                .clone()
+                .accept_loop(tokio_uring::net::TcpListener::from_std(listener)),
+        );
+        let faults = fs.clone();
+        let client = std::thread::spawn(move || {
+            let mut client = common::Client::connect(addr);
+            assert_eq!(client.get("old1").status, 200);
+            assert_eq!(client.set("new", &json!("in memory")).status, 200);
+            faults.set_fail_reads(true);
+            let failed = client.get("old2");
+            assert_eq!(failed.status, 500);
+            let message = failed.json()["error"].as_str().unwrap().to_string();
+            assert!(message.contains(".sst"), "the error names the file: {message}");
+            let failed_delete = client.del("old3");
+            assert_eq!(failed_delete.status, 500, "{:?}", failed_delete.json());
+            // The same connection goes on: memory reads and writes are unaffected.
+            assert_eq!(client.get("new").json()["value"], json!("in memory"));
+            assert_eq!(client.set("during", &json!(1)).status, 200);
+            faults.set_fail_reads(false);
+            assert_eq!(client.get("old2").json()["value"], json!("on disk"));
+            // The failed delete removed nothing.
+            assert_eq!(client.get("old3").json()["value"], json!("on disk"));
+            assert_eq!(client.set("after", &json!(2)).status, 200);
+        });
+        while !client.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.stop();
+        let _ = accepting.await;
+        let outcome = client.join();
+        engine.close().await.unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     });
 }

@@ -176,6 +176,11 @@ fn store_error(error: Error) -> Response {
     let status = match error {
         Error::NoSpace { .. } => Status::InsufficientStorage,
         Error::WalCorruption { .. } | Error::Corruption { .. } => Status::InternalServerError,
+        // A delete reads the value it removes; a failed read fails this request only (nothing
+        // was written, the store is not poisoned).
+        Error::Io {
+            op: "read" | "open", ..
+        } => Status::InternalServerError,
         _ => Status::ServiceUnavailable,
     };
     Response::error(status, &format!("the write was not stored: {error}"))

@@ -1,16 +1,17 @@
 //! The accept loop and the per-connection loop on the serving ring: read, answer every complete
 //! (possibly pipelined) request in order, write the answers back in one go. Also tracks open
-//! connections so that a shutdown can stop accepting, close idle connections and let busy ones
-//! finish.
+//! connections, so that a shutdown can stop accepting, close idle connections and let busy ones
+//! finish, and so that a reaper can end connections past their deadline (idle too long, a
+//! request arriving too slowly, an answer not taken).
 //!
 //! tokio-uring cannot cancel an operation by dropping its future, so nothing here wraps a socket
-//! operation in a timeout or a select: a read is ended by shutting the socket down.
+//! operation in a timeout or a select: a read or write is ended by shutting the socket down.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_uring::buf::BoundedBuf;
@@ -27,18 +28,41 @@ use crate::io::FileSystem;
 const READ_CHUNK_BYTES: usize = 16 << 10;
 /// An idle connection keeps at most this much buffer; a larger one (after a big request) is freed.
 const IDLE_BUFFER_BYTES_MAX: usize = 64 << 10;
+/// A new connection's first read: enough for a typical request, small enough that ten thousand
+/// connections that never send anything hold little memory.
+const FIRST_READ_BYTES: usize = 2 << 10;
 
+/// What a connection's task is doing, as the reaper and `stop` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request.
+    Idle,
+    /// Part of a request has arrived.
+    Reading,
+    /// Answering: the store is working on it, no deadline.
+    Handling,
+    Writing,
+}
+
+/// A connection's shared state: its task sets it, the reaper and `stop` read it.
 struct Connection {
     fd: RawFd,
-    /// Waiting for the first byte of a request.
-    idle: Rc<Cell<bool>>,
+    phase: Cell<Phase>,
+    deadline: Cell<Option<Instant>>,
+}
+
+impl Connection {
+    fn enter(&self, phase: Phase, deadline: Option<Instant>) {
+        self.phase.set(phase);
+        self.deadline.set(deadline);
+    }
 }
 
 /// See the module documentation.
 pub struct Server<F: FileSystem> {
     engine: Rc<Engine<F>>,
     config: HttpConfig,
-    connections: RefCell<HashMap<u64, Connection>>,
+    connections: RefCell<HashMap<u64, Rc<Connection>>>,
     next_connection_id: Cell<u64>,
     listener_fd: Cell<Option<RawFd>>,
     stopping: Cell<bool>,
@@ -61,6 +85,7 @@ impl<F: FileSystem> Server<F> {
     /// Accepts connections until [`Server::stop`], each served by its own task.
     pub async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
         self.listener_fd.set(Some(listener.as_raw_fd()));
+        tokio_uring::spawn(self.clone().reap_loop());
         loop {
             let accepted = listener.accept().await;
             if self.stopping.get() {
@@ -70,13 +95,13 @@ impl<F: FileSystem> Server<F> {
                 Ok((stream, _peer)) => {
                     let id = self.next_connection_id.get();
                     self.next_connection_id.set(id + 1);
-                    let idle = Rc::new(Cell::new(true));
-                    let connection = Connection {
+                    let connection = Rc::new(Connection {
                         fd: stream.as_raw_fd(),
-                        idle: idle.clone(),
-                    };
-                    self.connections.borrow_mut().insert(id, connection);
-                    tokio_uring::spawn(self.clone().serve_connection(stream, id, idle));
+                        phase: Cell::new(Phase::Idle),
+                        deadline: Cell::new(None),
+                    });
+                    self.connections.borrow_mut().insert(id, connection.clone());
+                    tokio_uring::spawn(self.clone().serve_connection(stream, id, connection));
                 }
                 Err(error) => {
                     // Out of descriptors or memory: back off instead of spinning; the clients
@@ -97,7 +122,7 @@ impl<F: FileSystem> Server<F> {
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
         for connection in self.connections.borrow().values() {
-            if connection.idle.get() {
+            if connection.phase.get() == Phase::Idle {
                 // SAFETY: the descriptor stays open until its task removes it from this map.
                 unsafe { libc::shutdown(connection.fd, libc::SHUT_RDWR) };
             }
@@ -126,23 +151,61 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
-    async fn serve_connection(self: Rc<Self>, stream: TcpStream, id: u64, idle: Rc<Cell<bool>>) {
+    /// Ends connections past their deadline, checking a few times per shortest timeout. A
+    /// connection in the middle of a request is told 408 first (best effort, never blocking).
+    async fn reap_loop(self: Rc<Self>) {
+        let shortest = self.config.request_timeout.min(self.config.idle_timeout);
+        let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut timeout_answer = Vec::new();
+        let message = format!(
+            "the request did not arrive within {:?}",
+            self.config.request_timeout
+        );
+        Response::error(Status::RequestTimeout, &message).write_to(&mut timeout_answer, false, false);
+        while !self.stopping.get() {
+            tokio::time::sleep(tick).await;
+            let now = Instant::now();
+            for connection in self.connections.borrow().values() {
+                if connection.deadline.get().is_none_or(|deadline| deadline > now) {
+                    continue;
+                }
+                connection.deadline.set(None);
+                // SAFETY: the descriptor stays open until its task removes it from this map, and
+                // while a connection is reading, its task writes nothing.
+                unsafe {
+                    if connection.phase.get() == Phase::Reading {
+                        libc::send(
+                            connection.fd,
+                            timeout_answer.as_ptr().cast(),
+                            timeout_answer.len(),
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        );
+                    }
+                    libc::shutdown(connection.fd, libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+
+    async fn serve_connection(self: Rc<Self>, stream: TcpStream, id: u64, connection: Rc<Connection>) {
         // Small answers must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        self.connection_loop(&stream, &idle).await;
+        self.connection_loop(&stream, &connection).await;
         self.forget(id);
     }
 
-    async fn connection_loop(&self, stream: &TcpStream, idle: &Cell<bool>) {
+    async fn connection_loop(&self, stream: &TcpStream, connection: &Connection) {
         let limits = Limits {
             max_head_bytes: self.config.max_head_bytes,
             max_body_bytes: self.config.max_body_bytes(),
         };
         // Chunk framing may add bytes beyond the body; past this, the request is refused.
         let input_bytes_max = limits.max_head_bytes + 2 * limits.max_body_bytes + READ_CHUNK_BYTES;
-        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-        let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+        let mut input: Vec<u8> = Vec::with_capacity(FIRST_READ_BYTES);
+        let mut output: Vec<u8> = Vec::new();
         let mut continue_sent = false;
+        // When the first byte of the request being read arrived.
+        let mut request_started = Instant::now();
         loop {
             let mut start = 0;
             let mut close = false;
@@ -190,7 +253,12 @@ impl<F: FileSystem> Server<F> {
                 }
             }
             input.drain(..start);
+            if start > 0 {
+                // What is left, if anything, is the start of the next request.
+                request_started = Instant::now();
+            }
             if !output.is_empty() {
+                connection.enter(Phase::Writing, Some(Instant::now() + self.config.request_timeout));
                 let (written, buf) = stream.write_all(output).await;
                 output = buf;
                 output.clear();
@@ -204,15 +272,27 @@ impl<F: FileSystem> Server<F> {
             if input.is_empty() && input.capacity() > IDLE_BUFFER_BYTES_MAX {
                 input = Vec::with_capacity(READ_CHUNK_BYTES);
             }
-            input.reserve(READ_CHUNK_BYTES);
+            if input.capacity() - input.len() < FIRST_READ_BYTES / 2 {
+                input.reserve(READ_CHUNK_BYTES);
+            }
             let (len, capacity) = (input.len(), input.capacity());
-            idle.set(len == 0);
+            if len == 0 {
+                connection.enter(Phase::Idle, Some(Instant::now() + self.config.idle_timeout));
+            } else {
+                connection.enter(
+                    Phase::Reading,
+                    Some(request_started + self.config.request_timeout),
+                );
+            }
             let (read, slice) = stream.read(input.slice(len..capacity)).await;
             input = slice.into_inner();
-            idle.set(false);
+            connection.enter(Phase::Handling, None);
             match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+            if len == 0 {
+                request_started = Instant::now();
             }
         }
     }

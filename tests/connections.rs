@@ -1,0 +1,199 @@
+//! Connections that misbehave or merely exist, against the real server: slow, half-sent and
+//! stalled requests time out (408, then closed) without stalling anyone else, idle connections are
+//! closed after the idle timeout, and ten thousand open connections do not stop normal clients
+//! from being served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::json;
+
+/// Descriptors the server process holds.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Waits until `condition` holds, up to `limit`.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+#[test]
+fn slow_and_half_sent_requests_time_out_without_stalling_other_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--request-timeout", "1s", "--idle-timeout", "3s"]);
+    let started = Instant::now();
+    // A body promised and never sent.
+    let mut stalled = server.connect();
+    stalled.send_raw(b"POST /set HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"key\"");
+    // Half a request line.
+    let mut half = server.connect();
+    half.send_raw(b"GET /get?key=a HTT");
+    // A head sent one byte every 100 ms (slowloris): the deadline runs from its first byte.
+    let addr = server.addr;
+    let trickle = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head = format!("GET /get?key=a HTTP/1.1\r\nX-Slow: {}\r\n\r\n", "s".repeat(200));
+        let begun = Instant::now();
+        for byte in head.bytes() {
+            if stream.write_all(&[byte]).is_err() {
+                return (begun.elapsed(), true);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (begun.elapsed(), false)
+    });
+    // Connected, never a byte.
+    let mut idle = server.connect();
+
+    // Meanwhile a normal client is served, again and again.
+    let mut client = server.connect();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(client.set(&format!("k{served}"), &json!(served)).status, 200);
+        served += 1;
+    }
+    assert!(served > 10, "only {served} requests served beside the slow ones");
+
+    let response = stalled.read_response();
+    assert_eq!(
+        response.status,
+        408,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(stalled.is_closed());
+    assert_eq!(half.read_response().status, 408);
+    assert!(half.is_closed());
+    let (trickled_for, cut_off) = trickle.join().unwrap();
+    assert!(
+        cut_off,
+        "a head trickled in for {trickled_for:?} and was never cut off"
+    );
+    assert!(
+        trickled_for >= Duration::from_millis(900),
+        "cut off after {trickled_for:?}, before the 1 s request timeout"
+    );
+    assert!(idle.is_closed(), "an idle connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "the idle connection was closed after {:?}, before the 3 s idle timeout",
+        started.elapsed()
+    );
+    // The client that kept working has been idle since: closed too; a new one is served.
+    let mut after = server.connect();
+    assert_eq!(after.get("k0").status, 200);
+}
+
+#[test]
+fn ten_thousand_open_connections_while_other_clients_are_served() {
+    const HELD: usize = 10_000;
+    // SAFETY: plain system calls on a local struct.
+    let limit = unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        limit.rlim_max
+    };
+    assert!(
+        limit >= HELD as u64 + 500,
+        "the open-file hard limit is {limit}; this test needs {} (ulimit -Hn)",
+        HELD + 500
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A long request timeout: the half-sent requests must still be pending when checked.
+    let server = TestServer::start(dir.path(), &["--request-timeout", "120s"]);
+    let pid = server.pid();
+    let rss_before = resident_kib(pid);
+
+    let begun = Instant::now();
+    let mut held = Vec::with_capacity(HELD);
+    for i in 0..HELD {
+        let mut stream = TcpStream::connect(server.addr).expect("connect");
+        // One in ten has started a request and stopped half-way.
+        if i % 10 == 0 {
+            stream.write_all(b"GET /get?key=a HTTP/1.1\r\nHo").unwrap();
+        }
+        held.push(stream);
+    }
+    let connected_in = begun.elapsed();
+    assert!(
+        wait_for(Duration::from_secs(30), || open_descriptors(pid) >= HELD),
+        "the server holds {} descriptors, not the {HELD} connections",
+        open_descriptors(pid)
+    );
+    let rss_held = resident_kib(pid);
+
+    // Normal clients, each on its own connection, beside the ten thousand.
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut client = common::Client::connect(addr);
+                let mut latencies = Vec::new();
+                for i in 0..250 {
+                    let key = format!("c{c}-{i}");
+                    let begun = Instant::now();
+                    assert_eq!(client.set(&key, &json!(i)).status, 200);
+                    let got = client.get(&key);
+                    latencies.push(begun.elapsed());
+                    assert_eq!(got.status, 200);
+                    assert_eq!(got.json()["value"], json!(i));
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = clients
+        .into_iter()
+        .flat_map(|client| client.join().unwrap())
+        .collect();
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "{HELD} connections opened in {connected_in:?}; server RSS {rss_before} KiB before, {rss_held} KiB holding them ({:.1} KiB each); 1000 set+get pairs beside them: p50 {:?}, p99 {:?}, max {:?}",
+        (rss_held.saturating_sub(rss_before)) as f64 / HELD as f64,
+        percentile(0.5),
+        percentile(0.99),
+        latencies.last().unwrap()
+    );
+    // The half-sent requests are still waiting for the rest (no answer, no close yet).
+    let mut byte = [0; 1];
+    held[0].set_nonblocking(true).unwrap();
+    assert!(
+        matches!(held[0].read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a half-sent request was answered or closed before its timeout"
+    );
+    drop(held);
+    assert!(
+        wait_for(Duration::from_secs(30), || open_descriptors(pid) < 100),
+        "closed connections were not let go: {} descriptors",
+        open_descriptors(pid)
+    );
+}
