@@ -59,6 +59,9 @@ pub enum Event {
     },
     /// The worker stopped on an error; the store must refuse writes.
     Failed(String),
+    /// A flush or compaction ran out of space and will retry. Writes that would have to wait for
+    /// a flush are refused with `NoSpace` until the next `Installed`.
+    NoSpace { op: &'static str, path: PathBuf },
 }
 
 /// How the background work is shaped.
@@ -281,6 +284,7 @@ impl<F: FileSystem> Worker<F> {
                     "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
                     path.display()
                 );
+                let _ = self.events.send(Event::NoSpace { op, path });
                 tokio::time::sleep(NO_SPACE_RETRY).await;
                 !self.halted()
             }

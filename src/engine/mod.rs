@@ -94,6 +94,9 @@ pub struct Engine<F: FileSystem> {
     progress: Notify,
     /// Why the background ring stopped, if it did: writes are refused from then on.
     background_failure: RefCell<Option<String>>,
+    /// Set while flushes fail for want of space (cleared by the next installed version): a write
+    /// that would wait for a flush gets this error (507) instead of waiting without end.
+    background_no_space: RefCell<Option<(&'static str, std::path::PathBuf)>>,
     _lock: DirLock,
 }
 
@@ -213,6 +216,12 @@ impl<F: FileSystem> Engine<F> {
             if !self.memtables_full() {
                 return Ok(());
             }
+            if let Some((op, path)) = &*self.background_no_space.borrow() {
+                return Err(Error::NoSpace {
+                    op,
+                    path: path.clone(),
+                });
+            }
             progress.await;
         }
     }
@@ -310,6 +319,7 @@ impl<F: FileSystem> Engine<F> {
                         return;
                     }
                 }
+                self.background_no_space.borrow_mut().take();
                 let previous = std::mem::replace(&mut *self.version.borrow_mut(), version);
                 self.version_changes.set(self.version_changes.get() + 1);
                 if let Some(id) = flushed_memtable {
@@ -322,6 +332,10 @@ impl<F: FileSystem> Engine<F> {
                 self.progress.notify_waiters();
             }
             Event::Failed(cause) => self.fail(cause),
+            Event::NoSpace { op, path } => {
+                *self.background_no_space.borrow_mut() = Some((op, path));
+                self.progress.notify_waiters();
+            }
         }
     }
 

@@ -127,6 +127,7 @@ impl<F: FileSystem> Engine<F> {
             background: RefCell::new(background),
             progress: Notify::new(),
             background_failure: RefCell::new(None),
+            background_no_space: RefCell::new(None),
             _lock: lock,
         });
         tokio_uring::spawn(run_events(Rc::downgrade(&engine), receiver));
