@@ -323,3 +323,40 @@ fn flipped_bits_in_wal_segments_are_refused_or_only_cut_the_newest_tail() {
         "{sweep:?}"
     );
 }
+
+/// Every edit of the manifest but the last (which `a_damaged_last_manifest_edit_...` covers): a
+/// later valid edit proves the damaged one was synced, so each flipped bit is refused at open,
+/// naming the manifest and the offset.
+#[test]
+fn flipped_bits_in_earlier_manifest_edits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        compaction_trigger: 4,
+        ..config(dir.path())
+    };
+    let writes = 400;
+    write_keys(&config, writes, true);
+    let path = ringkv::manifest::manifest_path(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    // Walk the frames (masked crc, length, payload) to find where the last edit starts.
+    let (mut at, mut starts) = (0, Vec::new());
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        starts.push(at);
+        at += 8 + len;
+    }
+    assert!(starts.len() > 10, "only {} edits", starts.len());
+    let last_start = *starts.last().unwrap();
+    // Every header byte of every edit, and bytes spread over their payloads.
+    let mut places: Vec<usize> = starts[..starts.len() - 1]
+        .iter()
+        .flat_map(|&start| start..start + 8)
+        .collect();
+    places.extend(offsets(last_start, 150, 0..0));
+    let sweep = sweep_file(&config, writes, &path, places, false);
+    eprintln!("manifest ({} edits): {sweep:?}", starts.len());
+    assert_eq!(sweep.refused_at_open, sweep.flips, "{sweep:?}");
+}
