@@ -5,7 +5,9 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
@@ -147,26 +149,8 @@ fn eio_on_a_read_is_500_for_that_request_only() {
         engine.flush().await.unwrap();
         assert!(engine.stats().tables_per_level[0] > 0);
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = Server::new(
-            engine.clone(),
-            HttpConfig {
-                listen: addr,
-                max_head_bytes: 16 << 10,
-                max_key_bytes: 4 << 10,
-                max_value_bytes: 4 << 10,
-                request_timeout: Duration::from_secs(10),
-                idle_timeout: Duration::from_secs(60),
-            },
-        );
-        let accepting = tokio_uring::spawn(
-            server
-                .clone()
-                .accept_loop(tokio_uring::net::TcpListener::from_std(listener)),
-        );
         let faults = fs.clone();
-        let client = std::thread::spawn(move || {
+        serve_http_while(engine, move |addr| {
             let mut client = common::Client::connect(addr);
             assert_eq!(client.get("old1").status, 200);
             assert_eq!(client.set("new", &json!("in memory")).status, 200);
@@ -185,16 +169,72 @@ fn eio_on_a_read_is_500_for_that_request_only() {
             // The failed delete removed nothing.
             assert_eq!(client.get("old3").json()["value"], json!("on disk"));
             assert_eq!(client.set("after", &json!(2)).status, 200);
-        });
-        while !client.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        server.stop();
-        let _ = accepting.await;
-        let outcome = client.join();
-        engine.close().await.unwrap();
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
+        })
+        .await;
     });
+}
+
+/// A failed sync through the real HTTP loop: that write is 503, every later write is 503 naming
+/// the earlier failure (no sync is tried again), and reads are still served.
+#[test]
+fn failed_sync_is_503_for_writes_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        let faults = fs.clone();
+        serve_http_while(engine, move |addr| {
+            let mut client = common::Client::connect(addr);
+            assert_eq!(client.set("kept", &json!(1)).status, 200);
+            faults.set_fail_syncs(true);
+            let failed = client.set("lost", &json!(2));
+            assert_eq!(failed.status, 503);
+            faults.set_fail_syncs(false);
+            let syncs = faults.syncs_ok();
+            let refused = client.set("after", &json!(3));
+            assert_eq!(refused.status, 503);
+            let message = refused.json()["error"].as_str().unwrap().to_string();
+            assert!(message.contains("read-only"), "{message}");
+            assert_eq!(client.del("kept").status, 503);
+            assert_eq!(faults.syncs_ok(), syncs, "a sync was tried again");
+            assert_eq!(client.get("kept").json()["value"], json!(1));
+            assert_eq!(client.get("lost").status, 404);
+        })
+        .await;
+    });
+}
+
+/// Serves `engine` with the real HTTP loop on an ephemeral loopback port while `client` runs on
+/// a thread against it; then stops the server, closes the engine and passes on a client panic.
+async fn serve_http_while(engine: Rc<Engine<FaultFs>>, client: impl FnOnce(SocketAddr) + Send + 'static) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(
+        engine.clone(),
+        HttpConfig {
+            listen: addr,
+            max_head_bytes: 16 << 10,
+            max_key_bytes: 4 << 10,
+            max_value_bytes: 4 << 10,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        },
+    );
+    let accepting = tokio_uring::spawn(
+        server
+            .clone()
+            .accept_loop(tokio_uring::net::TcpListener::from_std(listener)),
+    );
+    let client = std::thread::spawn(move || client(addr));
+    // Poll rather than block: the ring must keep serving the client.
+    while !client.is_finished() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop();
+    let _ = accepting.await;
+    let outcome = client.join();
+    let _ = engine.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
