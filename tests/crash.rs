@@ -188,6 +188,11 @@ fn sigkill_under_never_loses_no_acknowledged_write() {
     kill_loop("never", 2, &[]);
 }
 
+#[test]
+fn sigkill_under_periodic_loses_no_acknowledged_write() {
+    kill_loop("periodic:50", 2, &[]);
+}
+
 /// A buffered WAL write is in the page cache once complete, and the kernel keeps it when the
 /// process dies: `never` over buffered I/O loses nothing to a kill either.
 #[test]

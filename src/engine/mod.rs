@@ -12,7 +12,7 @@ mod memtables;
 mod open;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -86,8 +86,11 @@ pub struct Engine<F: FileSystem> {
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.
     version_changes: Cell<u64>,
     readers: TableReaders<F>,
-    /// Versions replaced while reads may still use them, with the tables they alone name.
-    retiring: RefCell<Vec<(Arc<Version>, Vec<u64>)>>,
+    /// Tables that left the live set, by the install (`version_changes` value) that removed
+    /// them. A read that holds an older version may still need them.
+    retiring: RefCell<Vec<(u64, Vec<u64>)>>,
+    /// How many reads in flight hold the version of each install.
+    reads_by_install: RefCell<BTreeMap<u64, usize>>,
     background: RefCell<Background>,
     background_status: Arc<BackgroundStatus>,
     /// Woken when a frozen memtable is flushed or the background fails.
@@ -98,6 +101,47 @@ pub struct Engine<F: FileSystem> {
     /// that would wait for a flush gets this error (507) instead of waiting without end.
     background_no_space: RefCell<Option<(&'static str, std::path::PathBuf)>>,
     _lock: DirLock,
+}
+
+/// Takes the tables no read can need any more out of `retiring` (tables, by the install that
+/// removed them): those removed at or before `oldest_read`, the install whose version the oldest
+/// read in flight holds (all of them when no read is in flight).
+fn take_releasable(retiring: &mut Vec<(u64, Vec<u64>)>, oldest_read: Option<u64>) -> Vec<u64> {
+    let mut released = Vec::new();
+    retiring.retain_mut(|(removed_by, obsolete)| {
+        if oldest_read.is_some_and(|oldest| oldest < *removed_by) {
+            return true;
+        }
+        released.append(obsolete);
+        false
+    });
+    released
+}
+
+/// Counts a read as holding the version of one install until dropped (also when the read fails
+/// or its future is dropped mid-way).
+struct ReadPin<'a> {
+    reads: &'a RefCell<BTreeMap<u64, usize>>,
+    install: u64,
+}
+
+impl<'a> ReadPin<'a> {
+    fn new(reads: &'a RefCell<BTreeMap<u64, usize>>, install: u64) -> Self {
+        *reads.borrow_mut().entry(install).or_insert(0) += 1;
+        ReadPin { reads, install }
+    }
+}
+
+impl Drop for ReadPin<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.reads.borrow_mut();
+        if let Some(count) = reads.get_mut(&self.install) {
+            *count -= 1;
+            if *count == 0 {
+                reads.remove(&self.install);
+            }
+        }
+    }
 }
 
 impl<F: FileSystem> Engine<F> {
@@ -112,6 +156,7 @@ impl<F: FileSystem> Engine<F> {
     /// The newest version of `key` in the tables of the current version.
     async fn table_lookup(&self, key: &[u8]) -> Result<Option<Entry>> {
         let version = self.version.borrow().clone();
+        let pin = ReadPin::new(&self.reads_by_install, self.version_changes.get());
         let mut found = None;
         for table in version.tables_for(key) {
             if let Some((version, value)) = self.readers.get(table, key).await? {
@@ -119,29 +164,23 @@ impl<F: FileSystem> Engine<F> {
                 break;
             }
         }
-        drop(version);
+        drop(pin);
         self.release_unused_tables();
         Ok(found)
     }
 
     /// Closes and hands back for deletion the tables that left the live set, once no read holds
-    /// a version that still names them (a read keeps the version it started with across its
-    /// awaits, and may still have to open one of its tables).
+    /// a version that still names them. A read keeps the version it started with across its
+    /// awaits, and may still have to open one of its tables; a table removed by install `i` is
+    /// named by every version before `i`, so it waits for every read that started before `i`.
     fn release_unused_tables(&self) {
         let released: Vec<u64> = {
             let mut retiring = self.retiring.borrow_mut();
             if retiring.is_empty() {
                 return;
             }
-            let mut released = Vec::new();
-            retiring.retain_mut(|(version, obsolete)| {
-                if Arc::strong_count(version) > 1 {
-                    return true;
-                }
-                released.append(obsolete);
-                false
-            });
-            released
+            let oldest_read = self.reads_by_install.borrow().keys().next().copied();
+            take_releasable(&mut retiring, oldest_read)
         };
         if released.is_empty() {
             return;
@@ -325,8 +364,11 @@ impl<F: FileSystem> Engine<F> {
                 if let Some(id) = flushed_memtable {
                     self.memtables.borrow_mut().remove_flushed(id);
                 }
+                drop(previous);
                 if !obsolete.is_empty() {
-                    self.retiring.borrow_mut().push((previous, obsolete));
+                    self.retiring
+                        .borrow_mut()
+                        .push((self.version_changes.get(), obsolete));
                 }
                 self.release_unused_tables();
                 self.progress.notify_waiters();
@@ -452,5 +494,24 @@ async fn run_events<F: FileSystem>(engine: Weak<Engine<F>>, mut events: Unbounde
     while let Some(event) = events.recv().await {
         let Some(engine) = engine.upgrade() else { return };
         engine.on_event(event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_releasable;
+
+    /// A read that started two installs ago still needs a table the latest install removed,
+    /// though no read holds the version just before it (the rule this replaced deleted it).
+    #[test]
+    fn a_table_waits_for_every_read_that_started_before_its_removal() {
+        let mut retiring = vec![(3, vec![30])];
+        assert_eq!(take_releasable(&mut retiring, Some(1)), Vec::<u64>::new());
+        assert_eq!(take_releasable(&mut retiring, Some(2)), Vec::<u64>::new());
+        assert_eq!(take_releasable(&mut retiring, Some(3)), vec![30]);
+        let mut retiring = vec![(2, vec![20, 21]), (4, vec![40])];
+        assert_eq!(take_releasable(&mut retiring, Some(3)), vec![20, 21]);
+        assert_eq!(take_releasable(&mut retiring, None), vec![40]);
+        assert!(retiring.is_empty());
     }
 }

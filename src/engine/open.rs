@@ -123,6 +123,7 @@ impl<F: FileSystem> Engine<F> {
             version_changes: Cell::new(0),
             readers,
             retiring: RefCell::new(Vec::new()),
+            reads_by_install: RefCell::new(Default::default()),
             background_status: background.status().clone(),
             background: RefCell::new(background),
             progress: Notify::new(),

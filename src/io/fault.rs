@@ -83,6 +83,8 @@ struct Files {
     durable_names: HashMap<PathBuf, u64>,
     /// Changes since, oldest first.
     pending: Vec<DirOp>,
+    /// Files being created right now: on disk already, not yet tracked.
+    creating: Vec<PathBuf>,
     next_id: u64,
 }
 
@@ -247,20 +249,23 @@ impl FaultFs {
             let kept = rng.gen_range(0..=pending);
             crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len))
         };
-        let tracked: Vec<PathBuf> = {
+        let known: Vec<PathBuf> = {
             let files = self.state.files();
-            files
-                .names
-                .keys()
-                .chain(files.durable_names.keys())
-                .cloned()
-                .collect()
+            let names = files.names.keys().chain(files.durable_names.keys());
+            names.chain(&files.creating).cloned().collect()
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if !tracked.contains(&path) && path.is_file() {
-                if let Some(name) = path.file_name() {
-                    std::fs::copy(&path, to_dir.join(name))?;
+            if known.contains(&path) || !path.is_file() {
+                continue;
+            }
+            if let Some(name) = path.file_name() {
+                match std::fs::copy(&path, to_dir.join(name)) {
+                    // Created and renamed or removed by the running store since the listing.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    other => {
+                        other?;
+                    }
                 }
             }
         }
@@ -458,7 +463,16 @@ impl FileSystem for FaultFs {
     type File = FaultFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
-        let inner = self.inner.open(path, mode).await?;
+        if mode.create_new {
+            // Between the creation and its tracking, a crash image must not take the new file
+            // for an old, durable one.
+            self.state.files().creating.push(path.to_path_buf());
+        }
+        let opened = self.inner.open(path, mode).await;
+        if mode.create_new {
+            self.state.files().creating.retain(|p| p != path);
+        }
+        let inner = opened?;
         let id = if mode.create_new {
             self.track_created(path)
         } else {

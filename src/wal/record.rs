@@ -204,6 +204,18 @@ mod tests {
     }
 
     #[test]
+    fn carries_the_durable_claim() {
+        let mut bytes = vec![0; encoded_len(b"k", b"1")];
+        encode(&mut bytes, RecordKind::Put, 7, 4096 + 40, b"k", b"1");
+        assert_eq!(decode(&bytes, 0, 1 << 20).unwrap().0.durable_end, 4136);
+        bytes[16] ^= 1;
+        assert!(
+            decode(&bytes, 0, 1 << 20).is_err(),
+            "the claim is under the checksum"
+        );
+    }
+
+    #[test]
     fn zeros_are_not_a_record() {
         assert_eq!(decode(&[0; 64], 0, 1 << 20), Err(Invalid::Zero));
     }
