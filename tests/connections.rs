@@ -197,3 +197,47 @@ fn ten_thousand_open_connections_while_other_clients_are_served() {
         open_descriptors(pid)
     );
 }
+
+/// A client that sends requests but never reads the answers: once the socket buffers are full the
+/// server's write waits, and `--request-timeout` after the answer was due the connection is cut,
+/// while other clients are served throughout.
+#[test]
+fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &["--request-timeout", "1s", "--max-value-bytes", "1048576"],
+    );
+    let mut client = server.connect();
+    let big = "b".repeat(512 << 10);
+    assert_eq!(client.set("big", &json!(big)).status, 200);
+    // 200 answers of half a MiB each: far more than the socket buffers hold.
+    let mut hoarder = TcpStream::connect(server.addr).unwrap();
+    let request = "GET /get?key=big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(200);
+    hoarder.write_all(request.as_bytes()).unwrap();
+    let begun = Instant::now();
+    let mut served = 0;
+    while begun.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(client.set("small", &json!(served)).status, 200);
+        served += 1;
+    }
+    assert!(served > 10, "only {served} requests served beside the hoarder");
+    // Now read what the server had sent before it gave up: far less than 200 answers, then the end.
+    hoarder.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0; 1 << 16];
+    let ended = loop {
+        match hoarder.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) => panic!("after {received} bytes: {e}"),
+        }
+    };
+    assert!(ended);
+    assert!(
+        received < 100 * (512 << 10),
+        "{received} bytes: the connection was never cut"
+    );
+    eprintln!("a client that never read was cut off after {received} bytes of answers");
+}
