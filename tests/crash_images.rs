@@ -17,16 +17,17 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv::config::{FsyncStrategy, StoreConfig};
+use ringkv::config::{FsyncStrategy, StoreConfig, SyncCall};
 use ringkv::engine::Engine;
 use ringkv::io::{FaultFs, UringFs};
 
 const CONNECTIONS: usize = 6;
 const KEYS_PER_CONNECTION: usize = 24;
 
-fn config(dir: &Path, fsync: FsyncStrategy) -> StoreConfig {
+fn config(dir: &Path, fsync: FsyncStrategy, sync_call: SyncCall) -> StoreConfig {
     StoreConfig {
         fsync,
+        sync_call,
         // Small segments, memtables and batches: images land across segment switches, flushes,
         // compactions and WAL retirement.
         wal_segment_bytes: 64 << 10,
@@ -137,13 +138,13 @@ struct Totals {
     writes_lost_unacknowledged_or_unsynced: usize,
 }
 
-fn run(fsync: FsyncStrategy, seed: u64, images: usize) -> Totals {
+fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> Totals {
     let live = tempfile::tempdir().unwrap();
     let image_root = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let must_keep_acknowledged = fsync.syncs_before_ack();
     tokio_uring::start(async {
-        let (engine, _) = Engine::open(fs.clone(), &config(live.path(), fsync))
+        let (engine, _) = Engine::open(fs.clone(), &config(live.path(), fsync, sync_call))
             .await
             .unwrap();
         let log = Rc::new(RefCell::new(
@@ -191,9 +192,11 @@ fn run(fsync: FsyncStrategy, seed: u64, images: usize) -> Totals {
             totals.writes_torn += stats.writes_torn;
             totals.dir_ops_pending += stats.dir_ops_pending;
 
-            let (recovered, _) = Engine::open(UringFs, &config(&dir, fsync))
+            let (recovered, _) = Engine::open(UringFs, &config(&dir, fsync, sync_call))
                 .await
-                .unwrap_or_else(|error| panic!("{fsync} image {image} ({stats:?}) does not open: {error}"));
+                .unwrap_or_else(|error| {
+                    panic!("{fsync} ({sync_call}) image {image} ({stats:?}) does not open: {error}")
+                });
             for (c, progress) in progress.iter().enumerate() {
                 let mut found = Vec::with_capacity(KEYS_PER_CONNECTION);
                 for k in 0..KEYS_PER_CONNECTION {
@@ -209,7 +212,7 @@ fn run(fsync: FsyncStrategy, seed: u64, images: usize) -> Totals {
                 let ops = &log[c].ops[..progress.issued];
                 let Some(kept) = prefix_length(ops, &found, at_least) else {
                     panic!(
-                        "{fsync} image {image} ({stats:?}), connection {c}: the keys hold no prefix of at least {at_least} of its {} writes ({} acknowledged)",
+                        "{fsync} ({sync_call}) image {image} ({stats:?}), connection {c}: the keys hold no prefix of at least {at_least} of its {} writes ({} acknowledged)",
                         progress.issued, progress.acknowledged
                     );
                 };
@@ -229,7 +232,7 @@ fn run(fsync: FsyncStrategy, seed: u64, images: usize) -> Totals {
         engine.close().await.unwrap();
         let stats = engine.stats();
         eprintln!(
-            "{fsync}: {} images, {} flushes and {} compactions in the live store; per image on average {:.1} unsynced writes ({} torn in all) and {:.1} unsynced directory changes; {} writes lost that were unacknowledged or unsynced, {} kept beyond the acknowledged",
+            "{fsync} ({sync_call}): {} images, {} flushes and {} compactions in the live store; per image on average {:.1} unsynced writes ({} torn in all) and {:.1} unsynced directory changes; {} writes lost that were unacknowledged or unsynced, {} kept beyond the acknowledged",
             totals.images,
             stats.flushes,
             stats.compactions,
@@ -246,19 +249,30 @@ fn run(fsync: FsyncStrategy, seed: u64, images: usize) -> Totals {
 
 #[test]
 fn group_keeps_every_acknowledged_write_in_every_crash_image() {
-    let totals = run(FsyncStrategy::Group, 1, images_per_strategy());
+    let totals = run(
+        FsyncStrategy::Group,
+        SyncCall::Fdatasync,
+        1,
+        images_per_strategy(),
+    );
     assert!(totals.ops_acknowledged > 0);
 }
 
 #[test]
 fn always_keeps_every_acknowledged_write_in_every_crash_image() {
-    run(FsyncStrategy::Always, 2, images_per_strategy());
+    run(
+        FsyncStrategy::Always,
+        SyncCall::Fdatasync,
+        2,
+        images_per_strategy(),
+    );
 }
 
 #[test]
 fn periodic_keeps_a_prefix_in_every_crash_image() {
     let totals = run(
         FsyncStrategy::Periodic { interval_ms: 5 },
+        SyncCall::Fdatasync,
         3,
         images_per_strategy(),
     );
@@ -270,8 +284,19 @@ fn periodic_keeps_a_prefix_in_every_crash_image() {
 
 #[test]
 fn never_keeps_a_prefix_in_every_crash_image() {
-    let totals = run(FsyncStrategy::Never, 4, images_per_strategy());
+    let totals = run(
+        FsyncStrategy::Never,
+        SyncCall::Fdatasync,
+        4,
+        images_per_strategy(),
+    );
     assert!(totals.writes_lost_unacknowledged_or_unsynced > 0);
+}
+
+/// The server's default mechanism for `group`: `O_DSYNC` writes, each durable when it completes.
+#[test]
+fn group_with_dsync_keeps_every_acknowledged_write_in_every_crash_image() {
+    run(FsyncStrategy::Group, SyncCall::Dsync, 5, images_per_strategy());
 }
 
 #[test]
