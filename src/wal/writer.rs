@@ -419,6 +419,7 @@ impl<F: FileSystem> WalWriter<F> {
 
     /// Makes what was written to `file` durable with the configured call; a no-op under `dsync`,
     /// where every completed write already is.
+    ///
     /// Only the current segment is ever synced: the writer leaves a segment only once it is
     /// durable (under `periodic`), or never claims it durable (under `never`).
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
