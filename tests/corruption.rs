@@ -360,3 +360,57 @@ fn flipped_bits_in_earlier_manifest_edits_are_refused() {
     eprintln!("manifest ({} edits): {sweep:?}", starts.len());
     assert_eq!(sweep.refused_at_open, sweep.flips, "{sweep:?}");
 }
+
+/// Damage at the very end of a sealed segment, with only one write in the next segment: that
+/// write was made only after the sealed segment was durable (under `group` every batch is synced
+/// before the next is written), so the damage is corruption and must be refused, not dropped as a
+/// torn tail along with the acknowledged writes after it.
+#[test]
+fn damage_at_the_end_of_a_sealed_segment_is_refused_even_with_one_write_after_it() {
+    use ringkv::wal::record::{self, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memtable_bytes: 64 << 20,
+        ..config(dir.path())
+    };
+    let segment = |number: u64| ringkv::wal::segment_path(dir.path(), number);
+    let holds_records =
+        |number: u64| std::fs::read(segment(number)).is_ok_and(|bytes| bytes.iter().any(|&b| b != 0));
+    // Bursts of concurrent writes (so that batches hold several records, the segment-end record
+    // among them) until the first burst that reaches segment 2.
+    let writes = tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        let mut writes = 0;
+        while !holds_records(2) {
+            let burst: Vec<_> = (writes..writes + 8)
+                .map(|i| {
+                    let engine = engine.clone();
+                    tokio_uring::spawn(async move { engine.set(&key(i), &value(i)).await.unwrap() })
+                })
+                .collect();
+            for write in burst {
+                write.await.unwrap();
+            }
+            writes += 8;
+        }
+        engine.close().await.unwrap();
+        writes
+    });
+    // The last put of segment 1.
+    let bytes = std::fs::read(segment(1)).unwrap();
+    let (mut at, mut last_put) = (0, None);
+    while let Ok((found, next)) = record::decode(&bytes, at, 1 << 20) {
+        if found.kind == RecordKind::SegmentEnd {
+            break;
+        }
+        last_put = Some(at);
+        at = next;
+    }
+    let last_put = last_put.unwrap();
+    let mut damaged = bytes.clone();
+    damaged[last_put + record::HEADER_BYTES + 6] ^= 0x10;
+    std::fs::write(segment(1), &damaged).unwrap();
+    let mut sweep = Sweep::default();
+    open_and_read(&config, writes, &segment(1), &mut sweep, false);
+    assert_eq!(sweep.refused_at_open, 1, "{writes} writes: {sweep:?}");
+}

@@ -1,7 +1,7 @@
 //! WAL record framing: encoding into a buffer and decoding at an offset. Pure bytes; see
 //! `docs/format.md` ("WAL segments") for the grammar this implements.
 
-/// Bytes of a record header: masked crc, payload length, seq, durable end, kind, reserved.
+/// Bytes of a record header: masked crc, payload length, seq, durable claim, kind, reserved.
 pub const HEADER_BYTES: usize = 24;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
@@ -31,12 +31,20 @@ impl RecordKind {
 pub struct Record<'a> {
     pub kind: RecordKind,
     pub seq: u64,
-    /// The writer's claim, when it appended this record, that the first `durable_end` bytes of
-    /// this segment, and every segment before it, were durable (0: no claim). Recovery uses it
-    /// to tell damage of once-durable bytes from a torn, unsynced tail.
-    pub durable_end: u32,
+    /// What was durable when this record reached the disk: 0 claims nothing; `n > 0` claims every
+    /// earlier segment and the first `n - 1` bytes of this one. Recovery uses it to tell damage
+    /// of once-durable bytes from a torn, unsynced tail (see [`Record::durable_prefix`]).
+    pub durable_claim: u32,
     pub key: &'a [u8],
     pub value: &'a [u8],
+}
+
+impl Record<'_> {
+    /// How many bytes of this record's segment were durable when it reached the disk (every
+    /// earlier segment was, in full), or `None` if it claims nothing.
+    pub fn durable_prefix(&self) -> Option<u64> {
+        self.durable_claim.checked_sub(1).map(u64::from)
+    }
 }
 
 /// Why the bytes at an offset are not a record.
@@ -100,13 +108,13 @@ pub fn encoded_len(key: &[u8], value: &[u8]) -> usize {
 pub const SEGMENT_END_BYTES: usize = (HEADER_BYTES + 4).next_multiple_of(RECORD_ALIGN);
 
 /// Encodes one record into `out`, which must be exactly [`encoded_len`] bytes long.
-pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_end: u32, key: &[u8], value: &[u8]) {
+pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_claim: u32, key: &[u8], value: &[u8]) {
     let payload_len = payload_len(key, value);
     debug_assert_eq!(out.len(), encoded_len(key, value));
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
     header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[8..16].copy_from_slice(&seq.to_le_bytes());
-    header[16..20].copy_from_slice(&durable_end.to_le_bytes());
+    header[16..20].copy_from_slice(&durable_claim.to_le_bytes());
     header[20] = kind as u8;
     header[21..24].fill(0);
     let (payload, padding) = rest.split_at_mut(payload_len);
@@ -160,7 +168,7 @@ pub fn decode(
     let record = Record {
         kind,
         seq: u64::from_le_bytes(seq),
-        durable_end: u32_at(header, 16),
+        durable_claim: u32_at(header, 16),
         key: &payload[4..key_end],
         value: &payload[key_end..],
     };
@@ -206,8 +214,11 @@ mod tests {
     #[test]
     fn carries_the_durable_claim() {
         let mut bytes = vec![0; encoded_len(b"k", b"1")];
-        encode(&mut bytes, RecordKind::Put, 7, 4096 + 40, b"k", b"1");
-        assert_eq!(decode(&bytes, 0, 1 << 20).unwrap().0.durable_end, 4136);
+        encode(&mut bytes, RecordKind::Put, 7, 4096 + 41, b"k", b"1");
+        let record = decode(&bytes, 0, 1 << 20).unwrap().0;
+        assert_eq!(record.durable_prefix(), Some(4136));
+        encode(&mut bytes, RecordKind::Put, 7, 0, b"k", b"1");
+        assert_eq!(decode(&bytes, 0, 1 << 20).unwrap().0.durable_prefix(), None);
         bytes[16] ^= 1;
         assert!(
             decode(&bytes, 0, 1 << 20).is_err(),

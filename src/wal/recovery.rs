@@ -95,10 +95,10 @@ pub async fn recover<F: FileSystem>(
         for (found_in, found) in &later_records {
             // A claim in this segment covers the stop only if it reaches past it; any claim in a
             // later segment covers all of this one.
-            let covers_stop = if *found_in == path {
-                found.durable_end as usize > offset
-            } else {
-                found.durable_end > 0
+            let covers_stop = match found.durable_prefix {
+                Some(prefix) if *found_in == path => prefix > offset as u64,
+                Some(_) => true,
+                None => false,
             };
             if covers_stop {
                 return Err(corruption(&path, offset, &reason, found_in, found));
@@ -122,7 +122,7 @@ pub async fn recover<F: FileSystem>(
 /// A valid record found after the place where reading stopped.
 struct LaterRecord {
     seq: u64,
-    durable_end: u32,
+    durable_prefix: Option<u64>,
     offset: usize,
 }
 
@@ -131,11 +131,11 @@ fn corruption(path: &Path, offset: usize, reason: &str, found_in: &Path, found: 
         path: path.to_path_buf(),
         offset: offset as u64,
         reason: format!(
-            "{reason}, but record seq {} at offset {} of {} was appended when its segment was durable up to offset {} (and every earlier segment in full), so these bytes were once a complete record",
+            "{reason}, but record seq {} at offset {} of {} was written when its segment was durable up to offset {} and every earlier segment in full, so these bytes were once a complete record",
             found.seq,
             found.offset,
             found_in.display(),
-            found.durable_end
+            found.durable_prefix.unwrap_or_default()
         ),
     }
 }
@@ -152,7 +152,7 @@ fn valid_records_after(
         match record::decode(bytes, at, max_payload_bytes) {
             Ok((record, _)) if record.seq > above_seq => Some(LaterRecord {
                 seq: record.seq,
-                durable_end: record.durable_end,
+                durable_prefix: record.durable_prefix(),
                 offset: at,
             }),
             _ => None,

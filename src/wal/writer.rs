@@ -130,9 +130,8 @@ pub struct WalWriter<F: FileSystem> {
     syncs: Cell<u64>,
     /// Everything before this (segment, offset) has been written.
     written_end: Cell<(u64, u64)>,
-    /// Everything before this (segment, offset) is durable. Each record appended carries the
-    /// offset when it is in the record's own segment, so that recovery can tell bytes that were
-    /// once durable (damage) from an unsynced tail (a crash); see `docs/format.md`.
+    /// Everything before this (segment, offset) is known durable (drives the claims of
+    /// `periodic` and `never`; see [`WalWriter::durable_claim`]).
     durable_end: Cell<(u64, u64)>,
 }
 
@@ -275,7 +274,7 @@ impl<F: FileSystem> WalWriter<F> {
             &mut batch.buf.as_mut_slice()[at..at + len],
             kind,
             seq,
-            self.claimed_durable_end(state.position.segment_number),
+            self.durable_claim(state.position.segment_number, batch.start_offset),
             key,
             value,
         );
@@ -285,13 +284,32 @@ impl<F: FileSystem> WalWriter<F> {
         batch.ticket.clone()
     }
 
-    /// How much of segment `number` a record appended now can claim durable (0 while the durable
-    /// end is in an earlier segment, or past what the field holds).
-    fn claimed_durable_end(&self, number: u64) -> u32 {
-        match self.durable_end.get() {
-            (segment, offset) if segment == number => u32::try_from(offset).unwrap_or(0),
-            _ => 0,
-        }
+    /// What a record appended now to the batch starting at `batch_start` of segment `number` can
+    /// claim was durable when it reaches the disk (the record field's encoding: 0 for nothing,
+    /// else one more than the durable bytes of its segment, earlier segments being durable).
+    /// - Each batch written only once every earlier one is durable (`always`, `group`, and any
+    ///   strategy with `O_DSYNC` writes): everything before its batch.
+    /// - `periodic`: a segment is synced before the writer leaves it, so every earlier segment,
+    ///   and of this one what the last completed sync covered.
+    /// - `never`: only what a sync covered, which is what recovery synced at start.
+    fn durable_claim(&self, number: u64, batch_start: u64) -> u32 {
+        let ordered = self.options.fsync.syncs_before_ack() || self.options.sync_call == SyncCall::Dsync;
+        let prefix = match self.durable_end.get() {
+            _ if ordered => Some(batch_start),
+            (segment, offset) if segment == number => Some(offset),
+            (segment, _) if segment < number && self.leaves_segments_durable() => Some(0),
+            _ => None,
+        };
+        prefix
+            .and_then(|prefix| u32::try_from(prefix + 1).ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether every segment is durable before a record of the next one is written.
+    fn leaves_segments_durable(&self) -> bool {
+        matches!(self.options.fsync, FsyncStrategy::Periodic { .. })
+            || self.options.fsync.syncs_before_ack()
+            || self.options.sync_call == SyncCall::Dsync
     }
 
     /// A batch starting at the current position, its buffer holding the partial block before it.
