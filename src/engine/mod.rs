@@ -12,7 +12,7 @@ mod memtables;
 mod open;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -89,8 +89,8 @@ pub struct Engine<F: FileSystem> {
     /// Tables that left the live set, by the install (`version_changes` value) that removed
     /// them. A read that holds an older version may still need them.
     retiring: RefCell<Vec<(u64, Vec<u64>)>>,
-    /// How many reads in flight hold the version of each install.
-    reads_by_install: RefCell<BTreeMap<u64, usize>>,
+    /// How many reads in flight hold the version of each install, oldest install first.
+    reads_by_install: RefCell<ReadsByInstall>,
     background: RefCell<Background>,
     background_status: Arc<BackgroundStatus>,
     /// Woken when a frozen memtable is flushed or the background fails.
@@ -118,16 +118,32 @@ fn take_releasable(retiring: &mut Vec<(u64, Vec<u64>)>, oldest_read: Option<u64>
     released
 }
 
+/// Reads in flight counted by the install whose version they hold. A read always takes the
+/// newest install, so entries stay in install order; emptied ones are dropped from the front.
+/// No allocation per read once the deque has grown to the number of installs a read can span.
+#[derive(Default)]
+struct ReadsByInstall(VecDeque<(u64, usize)>);
+
+impl ReadsByInstall {
+    fn oldest(&self) -> Option<u64> {
+        self.0.front().map(|&(install, _)| install)
+    }
+}
+
 /// Counts a read as holding the version of one install until dropped (also when the read fails
 /// or its future is dropped mid-way).
 struct ReadPin<'a> {
-    reads: &'a RefCell<BTreeMap<u64, usize>>,
+    reads: &'a RefCell<ReadsByInstall>,
     install: u64,
 }
 
 impl<'a> ReadPin<'a> {
-    fn new(reads: &'a RefCell<BTreeMap<u64, usize>>, install: u64) -> Self {
-        *reads.borrow_mut().entry(install).or_insert(0) += 1;
+    fn new(reads: &'a RefCell<ReadsByInstall>, install: u64) -> Self {
+        let mut reads_mut = reads.borrow_mut();
+        match reads_mut.0.back_mut() {
+            Some((newest, count)) if *newest == install => *count += 1,
+            _ => reads_mut.0.push_back((install, 1)),
+        }
         ReadPin { reads, install }
     }
 }
@@ -135,11 +151,11 @@ impl<'a> ReadPin<'a> {
 impl Drop for ReadPin<'_> {
     fn drop(&mut self) {
         let mut reads = self.reads.borrow_mut();
-        if let Some(count) = reads.get_mut(&self.install) {
+        if let Some((_, count)) = reads.0.iter_mut().find(|(install, _)| *install == self.install) {
             *count -= 1;
-            if *count == 0 {
-                reads.remove(&self.install);
-            }
+        }
+        while reads.0.front().is_some_and(|&(_, count)| count == 0) {
+            reads.0.pop_front();
         }
     }
 }
@@ -179,7 +195,7 @@ impl<F: FileSystem> Engine<F> {
             if retiring.is_empty() {
                 return;
             }
-            let oldest_read = self.reads_by_install.borrow().keys().next().copied();
+            let oldest_read = self.reads_by_install.borrow().oldest();
             take_releasable(&mut retiring, oldest_read)
         };
         if released.is_empty() {

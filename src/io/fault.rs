@@ -243,16 +243,14 @@ impl FaultFs {
     /// random part of the unsynced writes and a random prefix of the unsynced directory changes.
     /// The running store is not disturbed. Files this layer never saw are copied as they are.
     pub fn crash_image(&self, dir: &Path, to_dir: &Path, rng: &mut impl Rng) -> io::Result<CrashStats> {
-        let (image, stats) = {
+        // One lock: the image and the names it accounts for are taken at the same instant.
+        let (image, stats, known) = {
             let files = self.state.files();
-            let pending = files.pending.len();
-            let kept = rng.gen_range(0..=pending);
-            crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len))
-        };
-        let known: Vec<PathBuf> = {
-            let files = self.state.files();
+            let kept = rng.gen_range(0..=files.pending.len());
+            let (image, stats) = crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len));
             let names = files.names.keys().chain(files.durable_names.keys());
-            names.chain(&files.creating).cloned().collect()
+            let known: Vec<PathBuf> = names.chain(&files.creating).cloned().collect();
+            (image, stats, known)
         };
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();

@@ -297,7 +297,7 @@ impl<F: FileSystem> WalWriter<F> {
         let prefix = match self.durable_end.get() {
             _ if ordered => Some(batch_start),
             (segment, offset) if segment == number => Some(offset),
-            (segment, _) if segment < number && self.leaves_segments_durable() => Some(0),
+            (segment, _) if segment < number && self.syncs_segments_before_leaving() => Some(0),
             _ => None,
         };
         prefix
@@ -305,11 +305,10 @@ impl<F: FileSystem> WalWriter<F> {
             .unwrap_or(0)
     }
 
-    /// Whether every segment is durable before a record of the next one is written.
-    fn leaves_segments_durable(&self) -> bool {
+    /// `periodic` syncs a segment before writing to the next (the ordered strategies need no
+    /// such sync: every batch already is durable before the next is written).
+    fn syncs_segments_before_leaving(&self) -> bool {
         matches!(self.options.fsync, FsyncStrategy::Periodic { .. })
-            || self.options.fsync.syncs_before_ack()
-            || self.options.sync_call == SyncCall::Dsync
     }
 
     /// A batch starting at the current position, its buffer holding the partial block before it.
@@ -381,7 +380,7 @@ impl<F: FileSystem> WalWriter<F> {
             }
         };
         // Leaving a segment under `periodic`: sync it now, or its tail would wait for no timer.
-        if let (Some((file, path)), FsyncStrategy::Periodic { .. }) = (previous, self.options.fsync) {
+        if let Some((file, path)) = previous.filter(|_| self.syncs_segments_before_leaving()) {
             self.sync_file(&file, &path).await?;
         }
         let spare = {
