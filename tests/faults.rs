@@ -33,6 +33,7 @@ fn failed_sync_poisons_writes_but_not_reads_and_is_not_retried() {
     tokio_uring::start(async {
         let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
         engine.set(b"kept", b"1").await.unwrap();
+        spare_segment_prepared(dir.path()).await;
         fs.set_fail_syncs(true);
         let failed = engine.set(b"lost", b"2").await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
@@ -85,10 +86,7 @@ fn no_space_for_a_new_segment_is_507_then_recovers_with_nothing_lost() {
         let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
         // Let the spare segment be prepared, then fill the disk.
         engine.set(b"first", &value).await.unwrap();
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        spare_segment_prepared(dir.path()).await;
         fs.set_no_space(true);
         let mut acknowledged = Vec::new();
         let mut no_space = 0;
@@ -182,10 +180,11 @@ fn failed_sync_is_503_for_writes_and_reads_go_on() {
     let fs = FaultFs::new();
     tokio_uring::start(async {
         let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        engine.set(b"kept", b"1").await.unwrap();
+        spare_segment_prepared(dir.path()).await;
         let faults = fs.clone();
         serve_http_while(engine, move |addr| {
             let mut client = common::Client::connect(addr);
-            assert_eq!(client.set("kept", &json!(1)).status, 200);
             faults.set_fail_syncs(true);
             let failed = client.set("lost", &json!(2));
             assert_eq!(failed.status, 503);
@@ -202,6 +201,21 @@ fn failed_sync_is_503_for_writes_and_reads_go_on() {
         })
         .await;
     });
+}
+
+/// Waits until the writer's spare segment (the second) has been pre-written, synced and renamed
+/// into place. It is prepared in the background after the first write, and its sync would
+/// otherwise land at a random point of a test that counts syncs or injects faults.
+async fn spare_segment_prepared(dir: &Path) {
+    let spare = dir.join("wal-0000000000000002.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !spare.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare segment after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Serves `engine` with the real HTTP loop on an ephemeral loopback port while `client` runs on
