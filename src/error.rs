@@ -56,6 +56,11 @@ pub enum Error {
     /// The store is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     ShuttingDown,
+
+    /// A delete could not read the value it would remove. Nothing was written and the store is
+    /// not poisoned: only this request failed.
+    #[error("reading the value to delete failed: {0}")]
+    ReadBeforeDelete(Box<Error>),
 }
 
 /// The crate's result type.
@@ -135,6 +140,7 @@ impl Error {
                 segment_bytes: *segment_bytes,
             },
             Error::ShuttingDown => Error::ShuttingDown,
+            Error::ReadBeforeDelete(cause) => Error::ReadBeforeDelete(Box::new(cause.duplicate())),
         }
     }
 }

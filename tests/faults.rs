@@ -159,6 +159,11 @@ fn eio_on_a_read_is_500_for_that_request_only() {
             assert!(message.contains(".sst"), "the error names the file: {message}");
             let failed_delete = client.del("old3");
             assert_eq!(failed_delete.status, 500, "{:?}", failed_delete.json());
+            let message = failed_delete.json()["error"].as_str().unwrap().to_string();
+            assert!(
+                message.contains("reading the value to delete failed") && message.contains(".sst"),
+                "{message}"
+            );
             // The same connection goes on: memory reads and writes are unaffected.
             assert_eq!(client.get("new").json()["value"], json!("in memory"));
             assert_eq!(client.set("during", &json!(1)).status, 200);

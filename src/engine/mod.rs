@@ -234,7 +234,10 @@ impl<F: FileSystem> Engine<F> {
                 break (visible(entry), None);
             }
             let changes = self.version_changes.get();
-            let from_tables = self.table_lookup(key).await?;
+            let from_tables = self
+                .table_lookup(key)
+                .await
+                .map_err(|error| Error::ReadBeforeDelete(Box::new(error)))?;
             // The lookup awaited I/O: a write to the key, or a flush that moved memtable data to a
             // table this lookup did not see, may have happened meanwhile. Look again.
             let raced = self.pending.borrow().contains_key(key)

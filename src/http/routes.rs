@@ -175,12 +175,10 @@ fn read_error(error: Error) -> Response {
 fn store_error(error: Error) -> Response {
     let status = match error {
         Error::NoSpace { .. } => Status::InsufficientStorage,
-        Error::WalCorruption { .. } | Error::Corruption { .. } => Status::InternalServerError,
-        // A delete reads the value it removes; a failed read fails this request only (nothing
-        // was written, the store is not poisoned).
-        Error::Io {
-            op: "read" | "open", ..
-        } => Status::InternalServerError,
+        // A failed read before a delete fails that request only, as a failed get does.
+        Error::WalCorruption { .. } | Error::Corruption { .. } | Error::ReadBeforeDelete(_) => {
+            Status::InternalServerError
+        }
         _ => Status::ServiceUnavailable,
     };
     Response::error(status, &format!("the write was not stored: {error}"))
