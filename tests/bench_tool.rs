@@ -100,8 +100,82 @@ fn an_open_loop_sends_on_its_schedule() {
         ],
     );
     assert_eq!(report["mode"], "open");
-    let requests = report["total"]["requests"].as_u64().unwrap();
+    // A stall longer than the catch-up limit leaves some never sent; they are reported as such.
+    let requests = report["total"]["requests"].as_u64().unwrap() + report["unsent"].as_u64().unwrap();
     assert!((396..=404).contains(&requests), "{requests} requests: {report}");
+}
+
+/// Runs a 400 requests/s open loop (1 s after a 250 ms warm-up) while the server is stopped with
+/// SIGSTOP from about 0.9 s after the start, for `stall`: across the end of the measured window.
+fn open_loop_with_a_stall_at_the_end(stall: std::time::Duration) -> Value {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]);
+    let target = server.addr.to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringkv-bench"))
+        .args([
+            "run",
+            "--target",
+            &target,
+            "--json",
+            "-",
+            "--quiet",
+            "-c",
+            "4",
+            "--rate",
+            "400",
+            "-d",
+            "1s",
+            "--warmup",
+            "250ms",
+            "--mix",
+            "set:1,get:1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ringkv-bench");
+    std::thread::sleep(Duration::from_millis(900));
+    let pid = server.pid() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(stall);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+#[test]
+fn an_open_loop_sends_late_what_a_stall_at_the_end_delayed() {
+    // The stall covers the last ~350 ms of the window and ends ~450 ms after it: the ~140
+    // requests due meanwhile go out late, are counted, and are charged from their due time.
+    let report = open_loop_with_a_stall_at_the_end(std::time::Duration::from_millis(800));
+    let total = &report["total"];
+    let requests = total["requests"].as_u64().unwrap();
+    assert!((396..=404).contains(&requests), "{requests} requests: {report}");
+    assert_eq!(report["unsent"], 0, "{report}");
+    assert!(total["max_us"].as_u64().unwrap() >= 300_000, "{report}");
+    // Throughput runs to the last answer, after the stall: below the schedule's 400/s.
+    assert!(total["ops_per_sec"].as_f64().unwrap() < 380.0, "{report}");
+}
+
+#[test]
+fn an_open_loop_far_behind_at_the_end_counts_what_it_never_sent() {
+    // A stall 2.5 s long: past the end of the window plus the 1 s catch-up limit. The loop stops
+    // and reports the requests due in the window it never sent; with those answered, all 400.
+    let report = open_loop_with_a_stall_at_the_end(std::time::Duration::from_millis(2500));
+    let requests = report["total"]["requests"].as_u64().unwrap();
+    let unsent = report["unsent"].as_u64().unwrap();
+    assert!(unsent >= 50, "{unsent} unsent: {report}");
+    assert!(
+        (396..=404).contains(&(requests + unsent)),
+        "{requests} answered + {unsent} unsent: {report}"
+    );
 }
 
 #[test]

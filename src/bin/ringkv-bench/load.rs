@@ -39,6 +39,9 @@ pub struct LoadResult {
     pub recorder: Recorder,
     pub elapsed: Duration,
     pub connection_errors: u64,
+    /// Open loop: requests due in the measured window that were never sent, because the server
+    /// was still more than [`catch_up_limit`] behind the schedule when the window closed.
+    pub unsent: u64,
 }
 
 struct Shared {
@@ -52,11 +55,15 @@ struct Shared {
     /// Since the last progress line.
     interval: RefCell<Recorder>,
     connection_errors: Cell<u64>,
+    unsent: Cell<u64>,
 }
 
 impl Shared {
-    fn stopping(&self, now: Instant) -> bool {
-        now >= self.stop_at.get()
+    /// Whether a request that began (closed loop) or was due (open loop) at `began` is past the
+    /// end. An open loop behind its schedule still sends, late, every request due before the end:
+    /// stopping at the clock would drop exactly the requests a stall at the end delayed.
+    fn stopping(&self, began: Instant) -> bool {
+        began >= self.stop_at.get()
             || self
                 .spec
                 .max_requests
@@ -86,6 +93,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult, String> {
         measured: RefCell::new(Recorder::default()),
         interval: RefCell::new(Recorder::default()),
         connection_errors: Cell::new(0),
+        unsent: Cell::new(0),
     });
     let progress = shared
         .spec
@@ -105,12 +113,17 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult, String> {
     }
     let measure_from = shared.measure_from.get();
     let recorder = shared.measured.borrow().clone();
+    // A closed loop's figures end with the window; an open loop's end when the last request due
+    // in it was answered, so a server that fell behind does not get the schedule's throughput.
+    let measured_until = match shared.spec.rate {
+        None => finished.min(shared.stop_at.get()),
+        Some(_) => finished.max(shared.stop_at.get()),
+    };
     Ok(LoadResult {
         recorder,
-        elapsed: finished
-            .min(shared.stop_at.get())
-            .saturating_duration_since(measure_from),
+        elapsed: measured_until.saturating_duration_since(measure_from),
         connection_errors: shared.connection_errors.get(),
+        unsent: shared.unsent.get(),
     })
 }
 
@@ -130,11 +143,21 @@ async fn drive(shared: Rc<Shared>, index: usize, mut connection: Connection, sta
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     tokio::time::sleep(wait).await;
                 }
+                let stop_at = shared.stop_at.get();
+                if due < stop_at && Instant::now() >= stop_at + catch_up_limit(spec.duration) {
+                    // Bounded: count what is still due in the window instead of sending it.
+                    let unsent = (k - 1..)
+                        .take_while(|&later| schedule.due(later) < stop_at)
+                        .filter(|&later| schedule.due(later) >= shared.measure_from.get())
+                        .count();
+                    shared.unsent.set(shared.unsent.get() + unsent as u64);
+                    return;
+                }
                 due
             }
             None => Instant::now(),
         };
-        if shared.stopping(began.max(Instant::now())) {
+        if shared.stopping(began) {
             return;
         }
         let op = spec.mix.pick(&mut rng);
@@ -170,6 +193,12 @@ async fn drive(shared: Rc<Shared>, index: usize, mut connection: Connection, sta
             }
         }
     }
+}
+
+/// How long after the end of the window an open loop that fell behind its schedule goes on
+/// sending the requests due in the window: the window's own length, at least 1 s.
+pub fn catch_up_limit(duration: Duration) -> Duration {
+    duration.max(Duration::from_secs(1))
 }
 
 async fn report_progress(shared: Rc<Shared>, start: Instant) {

@@ -20,6 +20,9 @@ pub struct Report {
     pub key_dist: String,
     pub value_bytes: usize,
     pub connection_errors: u64,
+    /// Open loop: requests due in the window never sent, the server being too far behind.
+    #[serde(default)]
+    pub unsent: u64,
     pub total: Summary,
     /// Per operation: `set`, `get`, `del`.
     pub ops: Vec<(String, Summary)>,
@@ -39,6 +42,7 @@ impl Report {
             key_dist: spec.key_dist.to_string(),
             value_bytes: spec.value_bytes,
             connection_errors: result.connection_errors,
+            unsent: result.unsent,
             total: result.recorder.total().summary(result.elapsed),
             ops: result
                 .recorder
@@ -68,6 +72,14 @@ impl Report {
         }
         if self.ops.len() > 1 {
             out += &table_row("all", &self.total);
+        }
+        if self.unsent > 0 {
+            out += &format!(
+                "{} requests due in the window were never sent: the server was still behind the \
+                 schedule when the catch-up time after the window (its length, at least 1 s) ran \
+                 out\n",
+                self.unsent
+            );
         }
         out
     }
