@@ -83,7 +83,9 @@ struct RunArgs {
     connections: u32,
 
     /// Open loop: total requests per second, spread evenly over the connections, latency measured
-    /// from when each request was due. Without it: closed loop, as fast as answers come.
+    /// from when each request was due. Every request due in the window is sent, late if the
+    /// server fell behind, for up to the window's length again (at least 1 s) after it; the rest
+    /// are reported as unsent. Without it: closed loop, as fast as answers come.
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
 
