@@ -64,3 +64,33 @@ fn writes_go_on_during_a_flush_and_pause_only_when_the_next_memtable_fills() {
         engine.close().await.unwrap();
     });
 }
+
+/// Freeing a flushed memtable walks every entry (about 100 ms for a 64 MiB one of small values):
+/// it must happen on the background thread, never on the serving ring, where it stalled every
+/// request in flight.
+#[test]
+fn flushed_memtables_are_freed_on_the_background_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("\"{}\"", "v".repeat(100)).into_bytes();
+    tokio_uring::start(async {
+        let config = StoreConfig {
+            memtable_bytes: 64 << 10,
+            ..StoreConfig::for_dir(dir.path())
+        };
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        for i in 0..5000 {
+            engine.set(&key(i % 2000), &value).await.unwrap();
+        }
+        engine.settle_background().await.unwrap();
+        // The hand-over is a job after the install: give the background thread a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut stats = engine.stats();
+        while stats.memtables_freed_in_background < stats.flushes && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            stats = engine.stats();
+        }
+        assert!(stats.flushes >= 5, "{stats:?}");
+        assert_eq!(stats.memtables_freed_in_background, stats.flushes, "{stats:?}");
+        engine.close().await.unwrap();
+    });
+}

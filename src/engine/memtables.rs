@@ -113,9 +113,17 @@ impl Memtables {
         ready
     }
 
-    /// A flushed memtable's data is now in a table of the live version.
-    pub fn remove_flushed(&mut self, id: u64) {
-        self.frozen.retain(|slot| slot.id != id);
+    /// A flushed memtable's data is now in a table of the live version. Returns the memtable so
+    /// that the caller decides which thread frees it.
+    pub fn remove_flushed(&mut self, id: u64) -> Option<Arc<Memtable>> {
+        let at = self.frozen.iter().position(|slot| slot.id == id)?;
+        let slot = self.frozen.remove(at)?;
+        Some(match Rc::try_unwrap(slot) {
+            Ok(slot) => slot.table,
+            // Not expected (a flushed memtable has no write in flight), but then the last
+            // holder of the slot frees it.
+            Err(shared) => shared.table.clone(),
+        })
     }
 
     pub fn frozen_count(&self) -> usize {
@@ -167,7 +175,15 @@ mod tests {
         assert_eq!(ready, vec![0, 1]);
         assert!(memtables.take_ready_flushes().is_empty(), "sent only once");
         assert_eq!(memtables.get(b"k").map(|e| e.version), Some(1));
-        memtables.remove_flushed(0);
+        // Writers hold their slot only until their write settles.
+        drop((first, second));
+        let flushed = memtables.remove_flushed(0).expect("memtable 0 was frozen");
+        assert_eq!(
+            Arc::strong_count(&flushed),
+            1,
+            "the caller gets the only reference, and with it the choice of the thread that frees it"
+        );
+        assert!(memtables.remove_flushed(0).is_none());
         assert_eq!(memtables.get(b"k"), None);
         assert_eq!(memtables.frozen_count(), 1);
     }

@@ -65,6 +65,8 @@ pub struct EngineStats {
     pub flushes: u64,
     pub compactions: u64,
     pub table_bytes_written: u64,
+    /// Flushed memtables freed on the background thread, off the serving ring.
+    pub memtables_freed_in_background: u64,
     pub compacting: bool,
 }
 
@@ -381,7 +383,10 @@ impl<F: FileSystem> Engine<F> {
                 let previous = std::mem::replace(&mut *self.version.borrow_mut(), version);
                 self.version_changes.set(self.version_changes.get() + 1);
                 if let Some(id) = flushed_memtable {
-                    self.memtables.borrow_mut().remove_flushed(id);
+                    let flushed = self.memtables.borrow_mut().remove_flushed(id);
+                    if let Some(memtable) = flushed {
+                        self.background.borrow().send(Job::Free(memtable));
+                    }
                 }
                 drop(previous);
                 if !obsolete.is_empty() {
@@ -433,6 +438,7 @@ impl<F: FileSystem> Engine<F> {
             flushes: status.flushes.load(Relaxed),
             compactions: status.compactions.load(Relaxed),
             table_bytes_written: status.table_bytes_written.load(Relaxed),
+            memtables_freed_in_background: status.memtables_freed.load(Relaxed),
             compacting: status.compacting.load(Relaxed),
         }
     }
