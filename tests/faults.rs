@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
@@ -205,6 +206,74 @@ fn failed_sync_is_503_for_writes_and_reads_go_on() {
             assert_eq!(client.get("lost").status, 404);
         })
         .await;
+    });
+}
+
+/// A flush that fails (`EIO` writing its table) through the real HTTP loop. Writes are refused
+/// with 503 from then on, naming the failure, and no retry is made. Every acknowledged write is
+/// still read, from the memtable that could not be flushed. After a restart on a healthy disk
+/// every acknowledged write is there: the WAL kept them.
+#[test]
+fn failed_flush_is_503_for_writes_reads_go_on_and_a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = StoreConfig {
+        memtable_bytes: 64 << 10,
+        ..config(dir.path())
+    };
+    let value = json!("v".repeat(500));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+        let (faults, acknowledged, value) = (fs.clone(), acknowledged.clone(), value.clone());
+        serve_http_while(engine, move |addr| {
+            let mut client = common::Client::connect(addr);
+            faults.set_fail_table_writes(true);
+            let mut refused = None;
+            // About 110 writes fill a memtable; its flush fails, and the writes after are refused.
+            for i in 0..5000 {
+                let key = format!("k{i:04}");
+                let response = client.set(&key, &value);
+                match response.status {
+                    200 => acknowledged.lock().unwrap().push(key),
+                    503 => {
+                        refused = Some(response);
+                        break;
+                    }
+                    status => panic!("{key}: {status} {:?}", response.json()),
+                }
+            }
+            let refused = refused.expect("every write was accepted after the flush failed");
+            let message = refused.json()["error"].as_str().unwrap().to_string();
+            assert!(
+                message.contains("read-only") && message.contains(".sst"),
+                "the answer names the failed table write: {message}"
+            );
+            assert_eq!(client.set("after", &json!(1)).status, 503);
+            assert_eq!(client.del("k0000").status, 503);
+            let acknowledged = acknowledged.lock().unwrap();
+            eprintln!("{} writes acknowledged, then: {message}", acknowledged.len());
+            assert!(acknowledged.len() >= 100, "only {} writes", acknowledged.len());
+            for key in acknowledged.iter() {
+                assert_eq!(client.get(key).json()["value"], value, "{key}");
+            }
+        })
+        .await;
+    });
+    fs.set_fail_table_writes(false);
+    tokio_uring::start(async {
+        let (engine, report) = Engine::open(fs.clone(), &store).await.unwrap();
+        let acknowledged = acknowledged.lock().unwrap();
+        // No flush ever succeeded: every acknowledged write comes back from the WAL.
+        assert_eq!(report.tables, 0, "{report:?}");
+        assert!(report.records >= acknowledged.len() as u64, "{report:?}");
+        for key in acknowledged.iter() {
+            let found = engine.get(key.as_bytes()).await.unwrap();
+            let found = found.unwrap_or_else(|| panic!("{key} lost after the restart"));
+            assert_eq!(found.value.as_ref(), value.to_string().as_bytes());
+        }
+        assert!(engine.get(b"after").await.unwrap().is_none());
+        engine.close().await.unwrap();
     });
 }
 

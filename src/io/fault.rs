@@ -24,6 +24,8 @@ use super::{AlignedBuf, DataFile, FileSystem, OpenMode, UringFile, UringFs, BLOC
 struct Faults {
     fail_syncs: AtomicBool,
     fail_writes: AtomicBool,
+    /// Only writes to table files (`.sst`, `.sst.tmp`): a failing flush or compaction.
+    fail_table_writes: AtomicBool,
     fail_reads: AtomicBool,
     /// Writes that would grow a file fail with `ENOSPC`, as on a full disk; overwrites of
     /// existing bytes still succeed, as they do on ext4.
@@ -143,6 +145,8 @@ pub struct FaultFile {
     id: u64,
     /// Opened `O_DSYNC`: a completed write is durable at once.
     dsync: bool,
+    /// A table file, by its name when opened.
+    table: bool,
     state: Arc<State>,
 }
 
@@ -185,6 +189,12 @@ impl FaultFs {
     /// Every write fails with `EIO` while set.
     pub fn set_fail_writes(&self, on: bool) {
         self.state.faults.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Every write to a table file fails with `EIO` while set; the WAL and the manifest are
+    /// written as usual.
+    pub fn set_fail_table_writes(&self, on: bool) {
+        self.state.faults.fail_table_writes.store(on, Ordering::SeqCst);
     }
 
     /// Every read fails with `EIO` while set.
@@ -411,7 +421,9 @@ impl FaultFile {
 impl DataFile for FaultFile {
     async fn write_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<()>, AlignedBuf) {
         let faults = &self.state.faults;
-        if faults.fail_writes.load(Ordering::SeqCst) {
+        if faults.fail_writes.load(Ordering::SeqCst)
+            || (self.table && faults.fail_table_writes.load(Ordering::SeqCst))
+        {
             return (Err(injected(libc::EIO)), buf);
         }
         let end = offset + buf.len() as u64;
@@ -476,10 +488,12 @@ impl FileSystem for FaultFs {
         } else {
             self.track_existing(path)?
         };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         Ok(FaultFile {
             inner,
             id,
             dsync: mode.dsync,
+            table: name.ends_with(".sst") || name.ends_with(".sst.tmp"),
             state: self.state.clone(),
         })
     }
