@@ -15,17 +15,39 @@ fn bench(args: &[&str]) -> std::process::Output {
         .expect("run ringkv-bench")
 }
 
-fn run_json(server: &TestServer, args: &[&str]) -> Value {
-    let target = server.addr.to_string();
-    let mut all = vec!["run", "--target", &target, "--json", "-", "--quiet"];
-    all.extend_from_slice(args);
-    let output = bench(&all);
+/// 400 requests/s over 4 connections for 1 s after a 250 ms warm-up.
+#[rustfmt::skip]
+const OPEN_LOOP_AT_400: [&str; 10] = [
+    "-c", "4", "--rate", "400", "-d", "1s", "--warmup", "250ms", "--mix", "set:1,get:1",
+];
+
+/// `ringkv-bench run` against `server`, with a JSON report on stdout.
+fn run_command(server: &TestServer, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv-bench"));
+    command
+        .args([
+            "run",
+            "--target",
+            &server.addr.to_string(),
+            "--json",
+            "-",
+            "--quiet",
+        ])
+        .args(args);
+    command
+}
+
+fn report_of(output: std::process::Output) -> Value {
     assert!(
         output.status.success(),
-        "{args:?}: {}",
+        "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+fn run_json(server: &TestServer, args: &[&str]) -> Value {
+    report_of(run_command(server, args).output().expect("run ringkv-bench"))
 }
 
 #[test]
@@ -82,23 +104,9 @@ fn a_closed_loop_reports_what_the_server_stored() {
 fn an_open_loop_sends_on_its_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
-    // 400 requests/s over 4 connections for 1 s after a 250 ms warm-up: exactly the requests due
-    // in the measured second are counted, however fast the server answers.
-    let report = run_json(
-        &server,
-        &[
-            "-c",
-            "4",
-            "--rate",
-            "400",
-            "-d",
-            "1s",
-            "--warmup",
-            "250ms",
-            "--mix",
-            "set:1,get:1",
-        ],
-    );
+    // Exactly the requests due in the measured second are counted, however fast the server
+    // answers.
+    let report = run_json(&server, &OPEN_LOOP_AT_400);
     assert_eq!(report["mode"], "open");
     // A stall longer than the catch-up limit leaves some never sent; they are reported as such.
     let requests = report["total"]["requests"].as_u64().unwrap() + report["unsent"].as_u64().unwrap();
@@ -111,26 +119,7 @@ fn open_loop_with_a_stall_at_the_end(stall: std::time::Duration) -> Value {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &[]);
-    let target = server.addr.to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_ringkv-bench"))
-        .args([
-            "run",
-            "--target",
-            &target,
-            "--json",
-            "-",
-            "--quiet",
-            "-c",
-            "4",
-            "--rate",
-            "400",
-            "-d",
-            "1s",
-            "--warmup",
-            "250ms",
-            "--mix",
-            "set:1,get:1",
-        ])
+    let child = run_command(&server, &OPEN_LOOP_AT_400)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -141,13 +130,7 @@ fn open_loop_with_a_stall_at_the_end(stall: std::time::Duration) -> Value {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     std::thread::sleep(stall);
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON report")
+    report_of(child.wait_with_output().unwrap())
 }
 
 #[test]

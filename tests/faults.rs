@@ -32,9 +32,7 @@ fn failed_sync_poisons_writes_but_not_reads_and_is_not_retried() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     tokio_uring::start(async {
-        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
-        engine.set(b"kept", b"1").await.unwrap();
-        spare_segment_prepared(dir.path()).await;
+        let engine = open_with_kept_written(&fs, dir.path()).await;
         fs.set_fail_syncs(true);
         let failed = engine.set(b"lost", b"2").await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
@@ -185,9 +183,7 @@ fn failed_sync_is_503_for_writes_and_reads_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     tokio_uring::start(async {
-        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
-        engine.set(b"kept", b"1").await.unwrap();
-        spare_segment_prepared(dir.path()).await;
+        let engine = open_with_kept_written(&fs, dir.path()).await;
         let faults = fs.clone();
         serve_http_while(engine, move |addr| {
             let mut client = common::Client::connect(addr);
@@ -275,6 +271,14 @@ fn failed_flush_is_503_for_writes_reads_go_on_and_a_restart_loses_nothing() {
         assert!(engine.get(b"after").await.unwrap().is_none());
         engine.close().await.unwrap();
     });
+}
+
+/// A store with `kept` = 1 written, and its spare WAL segment ready (see below).
+async fn open_with_kept_written(fs: &FaultFs, dir: &Path) -> Rc<Engine<FaultFs>> {
+    let (engine, _) = Engine::open(fs.clone(), &config(dir)).await.unwrap();
+    engine.set(b"kept", b"1").await.unwrap();
+    spare_segment_prepared(dir).await;
+    engine
 }
 
 /// Waits until the writer's spare segment (the second) has been pre-written, synced and renamed

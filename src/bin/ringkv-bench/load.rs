@@ -39,8 +39,8 @@ pub struct LoadResult {
     pub recorder: Recorder,
     pub elapsed: Duration,
     pub connection_errors: u64,
-    /// Open loop: requests due in the measured window that were never sent, because the server
-    /// was still more than [`catch_up_limit`] behind the schedule when the window closed.
+    /// Open loop: requests due in the measured window that were never sent, because the loop was
+    /// still behind the schedule when [`catch_up_limit`] after the window had passed.
     pub unsent: u64,
 }
 
@@ -117,7 +117,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult, String> {
     // in it was answered, so a server that fell behind does not get the schedule's throughput.
     let measured_until = match shared.spec.rate {
         None => finished.min(shared.stop_at.get()),
-        Some(_) => finished.max(shared.stop_at.get()),
+        Some(_) => finished,
     };
     Ok(LoadResult {
         recorder,
@@ -197,7 +197,7 @@ async fn drive(shared: Rc<Shared>, index: usize, mut connection: Connection, sta
 
 /// How long after the end of the window an open loop that fell behind its schedule goes on
 /// sending the requests due in the window: the window's own length, at least 1 s.
-pub fn catch_up_limit(duration: Duration) -> Duration {
+fn catch_up_limit(duration: Duration) -> Duration {
     duration.max(Duration::from_secs(1))
 }
 
