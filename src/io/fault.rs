@@ -488,12 +488,11 @@ impl FileSystem for FaultFs {
         } else {
             self.track_existing(path)?
         };
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
         Ok(FaultFile {
             inner,
             id,
             dsync: mode.dsync,
-            table: name.ends_with(".sst") || name.ends_with(".sst.tmp"),
+            table: crate::sst::table_number(path).is_some() || crate::sst::is_unfinished_table(path),
             state: self.state.clone(),
         })
     }
