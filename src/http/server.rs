@@ -253,8 +253,9 @@ impl<F: FileSystem> Server<F> {
                 }
             }
             input.drain(..start);
-            if start > 0 {
-                // What is left, if anything, is the start of the next request.
+            if start > 0 && !input.is_empty() {
+                // What is left is the start of the next request. (With nothing left, the next
+                // read stamps it: one clock read per request saved.)
                 request_started = Instant::now();
             }
             if !output.is_empty() {
