@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use tokio::sync::Notify;
 
 use crate::compaction::{self, Policy, Task};
 use crate::error::{Error, Result};
-use crate::io::FileSystem;
+use crate::io::{FileSystem, ThreadHandle};
 use crate::manifest::ManifestWriter;
 use crate::memtable::Memtable;
 use crate::rate_limit::RateLimiter;
@@ -98,7 +97,7 @@ pub struct Background {
     jobs: Option<UnboundedSender<Job>>,
     stop: Arc<AtomicBool>,
     status: Arc<BackgroundStatus>,
-    thread: Option<thread::JoinHandle<()>>,
+    thread: Option<ThreadHandle>,
 }
 
 impl Background {
@@ -113,21 +112,21 @@ impl Background {
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(BackgroundStatus::default());
         let (thread_stop, thread_status) = (stop.clone(), status.clone());
-        let thread = thread::Builder::new()
-            .name("ringkv-background".to_string())
-            .spawn(move || {
-                tokio_uring::builder().entries(256).start(async move {
-                    let worker =
-                        Worker::start(fs, options, version, events.clone(), thread_stop, thread_status);
-                    match worker.await {
-                        Ok(worker) => worker.run(receiver).await,
-                        Err(error) => {
-                            eprintln!("ringkv: background ring failed to start: {error}");
-                            let _ = events.send(Event::Failed(error.to_string()));
-                        }
+        let starter = fs.clone();
+        let body = move || {
+            Box::pin(async move {
+                let worker = Worker::start(fs, options, version, events.clone(), thread_stop, thread_status);
+                match worker.await {
+                    Ok(worker) => worker.run(receiver).await,
+                    Err(error) => {
+                        eprintln!("ringkv: background ring failed to start: {error}");
+                        let _ = events.send(Event::Failed(error.to_string()));
                     }
-                })
-            })
+                }
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        };
+        let thread = starter
+            .start_thread("ringkv-background", Box::new(body))
             .map_err(|error| Error::io("spawn background thread", "ringkv-background", error))?;
         Ok(Background {
             jobs: Some(jobs),
@@ -135,6 +134,16 @@ impl Background {
             status,
             thread: Some(thread),
         })
+    }
+
+    /// A handle with no thread behind it, as a stopped one is.
+    pub fn stopped() -> Self {
+        Background {
+            jobs: None,
+            stop: Arc::new(AtomicBool::new(true)),
+            status: Arc::default(),
+            thread: None,
+        }
     }
 
     /// Queues a job (ignored once the worker has stopped; its failure was already reported).
@@ -148,12 +157,17 @@ impl Background {
         &self.status
     }
 
-    /// Stops the worker and waits for its thread.
-    pub fn shutdown(&mut self) {
+    /// Tells the worker to stop; returns its thread, to wait for (once only).
+    fn stop(&mut self) -> Option<ThreadHandle> {
         self.stop.store(true, Ordering::SeqCst);
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
+        self.thread.take()
+    }
+
+    /// Stops the worker and waits for its thread without blocking the caller's ring.
+    pub async fn shutdown(&mut self) {
+        if let Some(thread) = self.stop() {
+            if !thread.join().await {
                 eprintln!("ringkv: background thread panicked");
             }
         }
@@ -162,7 +176,11 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.shutdown();
+        if let Some(mut thread) = self.stop() {
+            if !thread.join_blocking() {
+                eprintln!("ringkv: background thread panicked");
+            }
+        }
     }
 }
 
@@ -291,7 +309,7 @@ impl<F: FileSystem> Worker<F> {
                     path.display()
                 );
                 let _ = self.events.send(Event::NoSpace { op, path });
-                tokio::time::sleep(NO_SPACE_RETRY).await;
+                self.fs.sleep(NO_SPACE_RETRY).await;
                 !self.halted()
             }
             error => {

@@ -31,21 +31,8 @@ pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
 /// as servers meant for many connections do. Failing to is not fatal; accept backs off at the
 /// limit and the clients already connected keep being served.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                eprintln!(
-                    "ringkv: could not raise the open-file limit: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+    if let Err(error) = crate::sys::raise_open_file_limit() {
+        eprintln!("ringkv: could not raise the open-file limit: {error}");
     }
 }
 

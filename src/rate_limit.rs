@@ -8,6 +8,8 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use crate::io::FileSystem;
+
 /// Paces writes at `bytes_per_sec` with no burst: each write may start only once the previous
 /// ones have "paid" for their bytes.
 pub struct RateLimiter {
@@ -42,11 +44,11 @@ impl RateLimiter {
         start - now
     }
 
-    /// Waits until a write of `bytes` may start.
-    pub async fn acquire(&self, bytes: usize) {
-        let wait = self.reserve(bytes, Instant::now());
+    /// Waits, on `fs`'s clock, until a write of `bytes` may start.
+    pub async fn acquire<F: FileSystem>(&self, fs: &F, bytes: usize) {
+        let wait = self.reserve(bytes, fs.now());
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            fs.sleep(wait).await;
         }
     }
 }

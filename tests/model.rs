@@ -93,10 +93,19 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                     let removed = engine.delete(&key).await.unwrap();
                     let expected = model.remove(&key);
                     assert_eq!(
-                        removed.map(|r| (r.value.to_vec(), r.version)),
+                        removed
+                            .as_ref()
+                            .map(|r| (r.removed.value.to_vec(), r.removed.version)),
                         expected,
                         "step {step}: delete"
                     );
+                    if let Some(deletion) = removed {
+                        assert_eq!(
+                            deletion.seq,
+                            engine.next_version() - 1,
+                            "step {step}: the delete's seq"
+                        );
+                    }
                     last_version = engine.next_version() - 1;
                 }
                 650..=969 => {

@@ -41,6 +41,13 @@ pub struct VersionedValue {
     pub value: Bytes,
 }
 
+/// What a delete removed, and the sequence number of the delete itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub removed: VersionedValue,
+    pub seq: u64,
+}
+
 /// What opening the store found, for the start-up log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -68,6 +75,8 @@ pub struct EngineStats {
     /// Flushed memtables freed on the background thread, off the serving ring.
     pub memtables_freed_in_background: u64,
     pub compacting: bool,
+    /// Every write with a sequence number up to this is in a table the manifest names.
+    pub flushed_seq: u64,
 }
 
 /// A write appended to the WAL but not yet applied to a memtable.
@@ -79,6 +88,7 @@ struct Pending {
 
 /// See the module documentation.
 pub struct Engine<F: FileSystem> {
+    fs: F,
     config: StoreConfig,
     wal: Rc<WalWriter<F>>,
     /// The newest unapplied write of each key, for read-modify-write.
@@ -221,8 +231,9 @@ impl<F: FileSystem> Engine<F> {
         Ok(version)
     }
 
-    /// Deletes `key`; returns the value it removed, or `None` if there was none.
-    pub async fn delete(&self, key: &[u8]) -> Result<Option<VersionedValue>> {
+    /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
+    /// written).
+    pub async fn delete(&self, key: &[u8]) -> Result<Option<Deletion>> {
         self.admit().await?;
         let (current, unacknowledged) = loop {
             if let Some(pending) = self.pending.borrow().get(key) {
@@ -257,11 +268,11 @@ impl<F: FileSystem> Engine<F> {
             }
             return Ok(None);
         };
-        let (version, ticket) = self.wal.append(RecordKind::Delete, key, b"")?;
+        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"")?;
         let slot = self.note_append(key, b"");
-        self.settle(slot, Bytes::copy_from_slice(key), version, None, ticket)
+        self.settle(slot, Bytes::copy_from_slice(key), seq, None, ticket)
             .await?;
-        Ok(Some(removed))
+        Ok(Some(Deletion { removed, seq }))
     }
 
     /// Waits while too many memtables wait for their flush; refuses writes after a background
@@ -440,6 +451,7 @@ impl<F: FileSystem> Engine<F> {
             table_bytes_written: status.table_bytes_written.load(Relaxed),
             memtables_freed_in_background: status.memtables_freed.load(Relaxed),
             compacting: status.compacting.load(Relaxed),
+            flushed_seq: version.flushed_seq,
         }
     }
 
@@ -485,7 +497,7 @@ impl<F: FileSystem> Engine<F> {
                     .compacting
                     .load(std::sync::atomic::Ordering::SeqCst);
             idle_checks = if busy { 0 } else { idle_checks + 1 };
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.fs.sleep(std::time::Duration::from_millis(20)).await;
             if let Some(cause) = &*self.background_failure.borrow() {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
@@ -501,7 +513,9 @@ impl<F: FileSystem> Engine<F> {
     /// background ring (a compaction in progress is abandoned; its inputs stay live).
     pub async fn close(&self) -> Result<()> {
         let outcome = self.wal.close().await;
-        self.background.borrow_mut().shutdown();
+        // Taken out of its cell: the wait below must not hold a borrow across the await.
+        let mut background = std::mem::replace(&mut *self.background.borrow_mut(), Background::stopped());
+        background.shutdown().await;
         outcome
     }
 }

@@ -41,8 +41,10 @@ impl<F: FileSystem> Engine<F> {
     /// run inside a tokio-uring runtime.
     pub async fn open(fs: F, config: &StoreConfig) -> Result<(Rc<Self>, RecoveryReport)> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|error| Error::io("create directory", dir, error))?;
-        let lock = DirLock::acquire(dir)?;
+        fs.create_dir_all(dir)
+            .await
+            .map_err(|error| Error::io("create directory", dir, error))?;
+        let lock = DirLock::acquire(&fs, dir)?;
         let manifest = manifest::recover(&fs, dir).await?;
         let mut version = load_tables(&fs, config, &manifest).await?;
 
@@ -103,7 +105,7 @@ impl<F: FileSystem> Engine<F> {
         let version = Arc::new(version);
         let (events, receiver) = mpsc::unbounded_channel();
         let background = Background::spawn(
-            fs,
+            fs.clone(),
             BackgroundOptions {
                 dir: dir.clone(),
                 policy: policy(config),
@@ -115,6 +117,7 @@ impl<F: FileSystem> Engine<F> {
             events,
         )?;
         let engine = Rc::new(Engine {
+            fs: fs.clone(),
             config: config.clone(),
             wal,
             pending: RefCell::new(HashMap::new()),
@@ -131,7 +134,7 @@ impl<F: FileSystem> Engine<F> {
             background_no_space: RefCell::new(None),
             _lock: lock,
         });
-        tokio_uring::spawn(run_events(Rc::downgrade(&engine), receiver));
+        drop(fs.spawn(run_events(Rc::downgrade(&engine), receiver)));
         // A replay larger than a memtable goes straight to a table.
         if engine.memtables.borrow().active_bytes() >= config.memtable_bytes {
             engine.freeze();

@@ -60,7 +60,7 @@ async fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str
 async fn delete<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
     let key = key_from_query(query, limits)?;
     match engine.delete(key.as_bytes()).await.map_err(store_error)? {
-        Some(removed) => Ok(value_response(&key, &removed)),
+        Some(deletion) => Ok(value_response(&key, &deletion.removed)),
         None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
     }
 }

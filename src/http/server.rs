@@ -118,13 +118,13 @@ impl<F: FileSystem> Server<F> {
         self.stopping.set(true);
         if let Some(fd) = self.listener_fd.get() {
             // Wakes the pending accept with an error (Linux), ending the accept loop.
-            // SAFETY: `fd` is the listener's descriptor, open while the accept loop runs.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            // `fd` is the listener's descriptor, open while the accept loop runs.
+            crate::sys::shutdown_socket(fd);
         }
         for connection in self.connections.borrow().values() {
             if connection.phase.get() == Phase::Idle {
-                // SAFETY: the descriptor stays open until its task removes it from this map.
-                unsafe { libc::shutdown(connection.fd, libc::SHUT_RDWR) };
+                // The descriptor stays open until its task removes it from this map.
+                crate::sys::shutdown_socket(connection.fd);
             }
         }
     }
@@ -170,19 +170,13 @@ impl<F: FileSystem> Server<F> {
                     continue;
                 }
                 connection.deadline.set(None);
-                // SAFETY: the descriptor stays open until its task removes it from this map, and
-                // while a connection is reading, its task writes nothing.
-                unsafe {
-                    if connection.phase.get() == Phase::Reading {
-                        libc::send(
-                            connection.fd,
-                            timeout_answer.as_ptr().cast(),
-                            timeout_answer.len(),
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                        );
-                    }
-                    libc::shutdown(connection.fd, libc::SHUT_RDWR);
+                // The descriptor stays open until its task removes it from this map, and while a
+                // connection is reading, its task writes nothing. The 408 is a courtesy: a full
+                // socket buffer drops it, and the shutdown closes the connection either way.
+                if connection.phase.get() == Phase::Reading {
+                    let _ = crate::sys::send_nonblocking(connection.fd, &timeout_answer);
                 }
+                crate::sys::shutdown_socket(connection.fd);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Heap buffers aligned for `O_DIRECT`: the address, the length of every write and the file offset
 //! must all be multiples of the logical block size, or ext4 answers `EINVAL`. This file and
-//! `uring.rs` are the only places with `unsafe`.
+//! `crate::sys` are the only places with `unsafe` (the crate denies it elsewhere).
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;

@@ -10,14 +10,19 @@
 //! It wraps [`UringFs`]; it must not be used by the server itself.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{AlignedBuf, DataFile, FileSystem, OpenMode, UringFile, UringFs, BLOCK_BYTES};
+use super::{
+    AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, UringFile, UringFs,
+    BLOCK_BYTES,
+};
 
 /// Which faults are armed. Shared by every clone of a [`FaultFs`].
 #[derive(Default)]
@@ -151,7 +156,7 @@ pub struct FaultFile {
 }
 
 /// Writes `bytes` into a file image at `offset`, growing it as a write past the end would.
-fn patch(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+pub(super) fn patch(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     let end = offset as usize + bytes.len();
     if image.len() < end {
         image.resize(end, 0);
@@ -471,6 +476,7 @@ impl DataFile for FaultFile {
 
 impl FileSystem for FaultFs {
     type File = FaultFile;
+    type DirLock = <UringFs as FileSystem>::DirLock;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
         if mode.create_new {
@@ -542,5 +548,29 @@ impl FileSystem for FaultFs {
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.inner.list_dir(dir)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir).await
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Self::DirLock> {
+        self.inner.lock_dir(dir)
+    }
+
+    fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Task<T> {
+        self.inner.spawn(future)
+    }
+
+    fn start_thread(&self, name: &str, body: ThreadBody) -> io::Result<ThreadHandle> {
+        self.inner.start_thread(name, body)
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.inner.sleep(duration).await;
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
     }
 }

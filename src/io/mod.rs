@@ -1,18 +1,29 @@
-//! The file-system interface every piece of storage code is generic over, so that the same WAL
-//! and engine run on io_uring in production and on a fault-injecting layer in tests.
+//! The boundary between the storage engine and the outside world (leveldb's `Env`): files,
+//! directories, the data-directory lock, tasks, threads and the clock. Every piece of storage
+//! code is generic over [`FileSystem`], so that the same WAL, engine and background ring run on
+//! io_uring in production, on a fault-injecting layer in tests, and in the deterministic
+//! simulator ([`sim`]), where one seed fixes every latency, fault and interleaving.
 //!
-//! Only this folder imports `tokio_uring::fs`. Calls here return plain `io::Result`; callers add
-//! the context (which file, which operation) when they turn it into [`crate::Error`].
+//! Only this folder imports `tokio_uring::fs` or spawns on a runtime, and storage code reads no
+//! clock but [`FileSystem::now`]. Calls here return plain `io::Result`; callers add the context
+//! (which file, which operation) when they turn it into [`crate::Error`].
 
+#[expect(unsafe_code, reason = "the aligned allocation and its hand-over to the ring")]
 mod aligned;
 pub mod fault;
+pub mod sim;
+mod task;
 mod uring;
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES};
 pub use fault::FaultFs;
+pub use sim::SimFs;
+pub use task::{Task, ThreadBody, ThreadHandle};
 pub use uring::{UringFile, UringFs};
 
 /// How a file is opened. Files are opened for `O_DIRECT` unless `buffered` is set (only the WAL
@@ -78,10 +89,13 @@ pub trait DataFile: 'static {
     async fn size(&self) -> io::Result<u64>;
 }
 
-/// Directory-level operations and the way files are opened.
+/// Directory-level operations, the way files are opened, and the runtime the storage code runs
+/// on (tasks, threads, the clock).
 #[allow(async_fn_in_trait)]
 pub trait FileSystem: Clone + Send + Sync + 'static {
     type File: DataFile;
+    /// Holds the data directory's lock until dropped.
+    type DirLock: Send + 'static;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
 
@@ -92,6 +106,26 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
     /// Makes the directory's entries (creations, renames, removals) durable.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 
-    /// The names of the entries of `dir`. Used only while opening the store, before serving.
+    /// The names of the entries of `dir`, in name order. Used only while opening the store,
+    /// before serving.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+
+    /// Creates `dir` and its missing parents.
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes the exclusive lock of the data directory `dir` (a `LOCK` file in it), or fails at
+    /// once with [`io::ErrorKind::WouldBlock`] if another store holds it; never waits.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Self::DirLock>;
+
+    /// Runs `future` as a task on the caller's ring.
+    fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Task<T>;
+
+    /// Starts a thread with a ring of its own, running `body` (the background ring).
+    fn start_thread(&self, name: &str, body: ThreadBody) -> io::Result<ThreadHandle>;
+
+    /// Completes once `duration` has passed on this file system's clock.
+    async fn sleep(&self, duration: Duration);
+
+    /// This file system's clock.
+    fn now(&self) -> Instant;
 }

@@ -2,13 +2,20 @@
 //! opened with `O_DIRECT` so that what a sync makes durable is exactly what the store wrote, with
 //! no page-cache copy in between.
 
-use std::io;
+use std::fs::{File, TryLockError};
+use std::future::Future;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio_uring::buf::BoundedBuf;
 
-use super::{AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES};
+use super::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, BLOCK_BYTES};
+
+/// Submission-queue entries of a thread's own ring (the background ring's).
+const THREAD_RING_ENTRIES: u32 = 256;
 
 /// The io_uring + `O_DIRECT` (unless [`OpenMode::buffered`]) file system. Must be used from inside a tokio-uring runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +87,7 @@ impl DataFile for UringFile {
 
 impl FileSystem for UringFs {
     type File = UringFile;
+    type DirLock = File;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<UringFile> {
         let mut flags = libc::O_CLOEXEC;
@@ -119,8 +127,65 @@ impl FileSystem for UringFs {
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        std::fs::read_dir(dir)?
+        let mut paths = std::fs::read_dir(dir)?
             .map(|entry| entry.map(|entry| entry.path()))
-            .collect()
+            .collect::<io::Result<Vec<_>>>()?;
+        paths.sort();
+        Ok(paths)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        // Once per start, before serving: not worth a round through the ring (which has no
+        // recursive mkdir).
+        std::fs::create_dir_all(dir)
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<File> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux: released by the kernel when the
+        // process dies, however it dies.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(TryLockError::Error(error)) => return Err(error),
+        }
+        // The pid is for an operator wondering who holds the directory; the lock is the flock.
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(file)
+    }
+
+    fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Task<T> {
+        let (wrapper, task) = Task::wrap(future);
+        tokio_uring::spawn(wrapper);
+        task
+    }
+
+    fn start_thread(&self, name: &str, body: ThreadBody) -> io::Result<ThreadHandle> {
+        let (finished, finished_receiver) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                tokio_uring::builder()
+                    .entries(THREAD_RING_ENTRIES)
+                    .start(async move {
+                        body().await;
+                        let _ = finished.send(());
+                    });
+            })?;
+        Ok(ThreadHandle::new(finished_receiver, Some(thread)))
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 }

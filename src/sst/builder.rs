@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use super::block::BlockBuilder;
 use super::bloom::{key_hash, BloomFilter};
@@ -18,7 +17,7 @@ use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
 use super::table::TableMeta;
 use super::{table_path, tmp_path};
 use crate::error::{Error, Result};
-use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
+use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task};
 use crate::rate_limit::RateLimiter;
 
 /// See the module documentation.
@@ -28,7 +27,7 @@ pub struct TableBuilder<'a, F: FileSystem> {
     number: u64,
     file: Rc<F::File>,
     /// The write in flight, if any; it hands its buffer back for the next chunk.
-    in_flight: Option<JoinHandle<(io::Result<()>, AlignedBuf)>>,
+    in_flight: Option<Task<(io::Result<()>, AlignedBuf)>>,
     tmp_path: PathBuf,
     limiter: &'a RateLimiter,
     /// Bytes not yet written; `chunk_offset` is their file offset.
@@ -138,12 +137,10 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             Some(buf) => buf,
             None => AlignedBuf::zeroed(self.limiter.request_bytes()),
         };
-        self.limiter.acquire(len).await;
+        self.limiter.acquire(&self.fs, len).await;
         let chunk = std::mem::replace(&mut self.chunk, next);
         let (file, offset) = (self.file.clone(), self.chunk_offset);
-        self.in_flight = Some(tokio_uring::spawn(
-            async move { file.write_at(chunk, offset).await },
-        ));
+        self.in_flight = Some(self.fs.spawn(async move { file.write_at(chunk, offset).await }));
         self.chunk_offset += len as u64;
         Ok(())
     }
@@ -153,10 +150,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         let Some(write) = self.in_flight.take() else {
             return Ok(None);
         };
-        let (result, mut buf) = match write.await {
-            Ok(outcome) => outcome,
-            Err(join_error) => panic!("table write task panicked: {join_error}"),
-        };
+        let (result, mut buf) = write.await;
         result.map_err(|error| Error::io("write", &self.tmp_path, error))?;
         buf.set_len(0);
         Ok(Some(buf))

@@ -11,23 +11,23 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use super::block::{self, Entry, EntryIter};
 use super::table::TableMeta;
 use crate::error::{Error, Result};
-use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
+use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task};
 use crate::rate_limit::RateLimiter;
 
 /// A read in flight: where it starts and the task doing it.
 struct ReadAhead {
     start: u64,
     len: usize,
-    read: JoinHandle<(io::Result<usize>, AlignedBuf)>,
+    read: Task<(io::Result<usize>, AlignedBuf)>,
 }
 
 /// See the module documentation.
 pub struct TableScanner<'a, F: FileSystem> {
+    fs: F,
     file: Rc<F::File>,
     limiter: &'a RateLimiter,
     meta: Arc<TableMeta>,
@@ -46,6 +46,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
             .await
             .map_err(|error| Error::io("open", &meta.path, error))?;
         Ok(TableScanner {
+            fs: fs.clone(),
             file: Rc::new(file),
             limiter,
             meta,
@@ -99,9 +100,11 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
     }
 
     async fn start_read(&self, start: u64, len: usize) -> ReadAhead {
-        self.limiter.acquire(len).await;
+        self.limiter.acquire(&self.fs, len).await;
         let file = self.file.clone();
-        let read = tokio_uring::spawn(async move { file.read_at(AlignedBuf::zeroed(len), start).await });
+        let read = self
+            .fs
+            .spawn(async move { file.read_at(AlignedBuf::zeroed(len), start).await });
         ReadAhead { start, len, read }
     }
 
@@ -127,10 +130,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
                     self.start_read(start, read_len).await
                 }
             };
-            let (result, buf) = match ahead.read.await {
-                Ok(outcome) => outcome,
-                Err(join_error) => panic!("table read task panicked: {join_error}"),
-            };
+            let (result, buf) = ahead.read.await;
             let read = result.map_err(|error| Error::io("read", &self.meta.path, error))?;
             if (read as u64) < end - start {
                 return Err(Error::sst_corruption(

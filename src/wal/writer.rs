@@ -13,13 +13,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
 use super::segment;
 use crate::config::{FsyncStrategy, SyncCall, WalIo};
 use crate::error::{Error, Result};
-use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES};
+use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
 
 /// How the writer is set up.
 #[derive(Debug, Clone)]
@@ -110,7 +109,7 @@ struct State<F: FileSystem> {
     poisoned: Option<String>,
     closing: bool,
     current: Option<OpenSegment<F>>,
-    spare: Option<(u64, JoinHandle<Result<F::File>>)>,
+    spare: Option<(u64, Task<Result<F::File>>)>,
     /// Written but not yet synced (drives `periodic`).
     unsynced: bool,
     free_buffers: Vec<AlignedBuf>,
@@ -125,8 +124,7 @@ pub struct WalWriter<F: FileSystem> {
     options: WalOptions,
     state: RefCell<State<F>>,
     work: Notify,
-    committer: RefCell<Option<JoinHandle<()>>>,
-    sync_timer: RefCell<Option<JoinHandle<()>>>,
+    committer: RefCell<Option<Task<()>>>,
     syncs: Cell<u64>,
     /// Everything before this (segment, offset) has been written.
     written_end: Cell<(u64, u64)>,
@@ -162,15 +160,18 @@ impl<F: FileSystem> WalWriter<F> {
             }),
             work: Notify::new(),
             committer: RefCell::new(None),
-            sync_timer: RefCell::new(None),
             syncs: Cell::new(0),
             written_end: Cell::new(start),
             durable_end: Cell::new(start),
         });
-        *writer.committer.borrow_mut() = Some(tokio_uring::spawn(run_committer(writer.clone())));
+        *writer.committer.borrow_mut() = Some(writer.fs.spawn(run_committer(writer.clone())));
         if let Some(interval) = interval {
-            let timer = tokio_uring::spawn(run_periodic_sync(Rc::downgrade(&writer), interval));
-            *writer.sync_timer.borrow_mut() = Some(timer);
+            // Ends by itself at its first tick after the writer closes or is dropped.
+            drop(writer.fs.spawn(run_periodic_sync(
+                writer.fs.clone(),
+                Rc::downgrade(&writer),
+                interval,
+            )));
         }
         writer
     }
@@ -394,10 +395,7 @@ impl<F: FileSystem> WalWriter<F> {
             }
         };
         let file = match spare {
-            Some(handle) => match handle.await {
-                Ok(result) => result?,
-                Err(join_error) => panic!("segment preparation task panicked: {join_error}"),
-            },
+            Some(handle) => handle.await?,
             None => {
                 segment::open_or_create(
                     &self.fs,
@@ -425,10 +423,9 @@ impl<F: FileSystem> WalWriter<F> {
                 self.options.open_mode(),
             );
             let next = number + 1;
-            let handle =
-                tokio_uring::spawn(
-                    async move { segment::open_or_create(&fs, &dir, next, bytes, mode).await },
-                );
+            let handle = self
+                .fs
+                .spawn(async move { segment::open_or_create(&fs, &dir, next, bytes, mode).await });
             state.spare = Some((next, handle));
         }
         Ok((file, path))
@@ -437,8 +434,9 @@ impl<F: FileSystem> WalWriter<F> {
     /// Makes what was written to `file` durable with the configured call; a no-op under `dsync`,
     /// where every completed write already is.
     ///
-    /// Only the current segment is ever synced: the writer leaves a segment only once it is
-    /// durable (under `periodic`), or never claims it durable (under `never`).
+    /// While the writer runs, only the current segment is synced: it leaves a segment only once
+    /// it is durable (under `periodic`), or never claims it durable (under `never`, until a clean
+    /// close syncs the segments it left: [`WalWriter::sync_earlier_segments`]).
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
         // What was written before the sync started is what it covers: this segment, and the
         // earlier ones, which were durable before the writer left them (or are never claimed).
@@ -505,11 +503,7 @@ impl<F: FileSystem> WalWriter<F> {
         // waiters); it returns by itself once the queue is drained.
         let committer = self.committer.borrow_mut().take();
         if let Some(committer) = committer {
-            let _ = committer.await;
-        }
-        let timer = self.sync_timer.borrow_mut().take();
-        if let Some(timer) = timer {
-            timer.abort();
+            committer.await;
         }
         let (current, spare, poisoned) = {
             let mut state = self.state.borrow_mut();
@@ -527,7 +521,35 @@ impl<F: FileSystem> WalWriter<F> {
             return Err(Error::Poisoned { cause });
         }
         if let Some((file, path)) = current {
+            self.sync_earlier_segments().await?;
             self.sync_file(&file, &path).await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the segments before the current one that no sync has covered: under `never` the
+    /// writer leaves segments unsynced, and a clean close promises that everything written is
+    /// durable (found by the simulator: a power failure after a clean close lost the writes of
+    /// every segment but the last).
+    async fn sync_earlier_segments(&self) -> Result<()> {
+        let Some(current) = self.state.borrow().current.as_ref().map(|c| c.number) else {
+            return Ok(());
+        };
+        let (durable_segment, _) = self.durable_end.get();
+        for number in durable_segment..current {
+            let path = segment::segment_path(&self.options.dir, number);
+            let file = match self.fs.open(&path, self.options.open_mode()).await {
+                Ok(file) => file,
+                // Retired: everything in it is in a table already.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(Error::io("open", path, error)),
+            };
+            // Not `sync_file`: the durable end moves only with the current segment's sync, which
+            // the caller makes next and which covers everything written.
+            file.sync_data()
+                .await
+                .map_err(|error| Error::io("sync", &path, error))?;
+            self.syncs.set(self.syncs.get() + 1);
         }
         Ok(())
     }
@@ -555,15 +577,21 @@ async fn run_committer<F: FileSystem>(writer: Rc<WalWriter<F>>) {
     }
 }
 
-async fn run_periodic_sync<F: FileSystem>(writer: std::rc::Weak<WalWriter<F>>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Syncs the current segment every `interval` while anything written is unsynced.
+async fn run_periodic_sync<F: FileSystem>(fs: F, writer: std::rc::Weak<WalWriter<F>>, interval: Duration) {
+    let mut next_tick = fs.now() + interval;
     loop {
-        ticks.tick().await;
+        fs.sleep(next_tick.saturating_duration_since(fs.now())).await;
+        // As tokio's `MissedTickBehavior::Delay`: the next tick is an interval after this one
+        // was taken, however late, and the sync's own time does not stretch the interval.
+        next_tick = fs.now() + interval;
         let Some(writer) = writer.upgrade() else { return };
         let current = {
             let mut state = writer.state.borrow_mut();
-            if state.closing || state.poisoned.is_some() || !state.unsynced {
+            if state.closing {
+                return;
+            }
+            if state.poisoned.is_some() || !state.unsynced {
                 continue;
             }
             state.unsynced = false;

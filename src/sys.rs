@@ -1,0 +1,49 @@
+//! The few raw system calls made outside `io/`, each behind a safe function with its `SAFETY`
+//! argument: socket shutdown and a non-blocking send on descriptors the HTTP loop owns, and the
+//! open-file limit. Owns no policy: callers decide when and why.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Shuts both directions of socket `fd` down, waking any read or accept pending on it (Linux).
+/// Errors are ignored: the socket is being given up on either way.
+pub fn shutdown_socket(fd: RawFd) {
+    // SAFETY: `shutdown` takes no pointers; on a descriptor that is closed or not a socket it
+    // fails with EBADF/ENOTSOCK and changes nothing. Callers pass descriptors they keep open.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Sends `bytes` on socket `fd` without blocking and without SIGPIPE, as far as the socket
+/// buffer takes them; returns how many were sent.
+pub fn send_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length come from one live slice, read only for the call's length.
+    let sent = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Raises the soft open-file limit to the hard one; returns the new soft limit, or the error.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes into the local struct it is given a valid pointer to.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `setrlimit` reads the local struct it is given a valid pointer to.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
