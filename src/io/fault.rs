@@ -43,7 +43,8 @@ struct Faults {
 struct Shadow {
     /// `None`: never synced since it was created.
     durable: Option<Vec<u8>>,
-    unsynced: Vec<(u64, Vec<u8>)>,
+    /// (completion number, offset, bytes), oldest first.
+    unsynced: Vec<(u64, u64, Vec<u8>)>,
     size: u64,
 }
 
@@ -89,13 +90,25 @@ struct Files {
     /// The entries as of the last directory sync.
     durable_names: HashMap<PathBuf, u64>,
     /// Changes since, oldest first.
-    pending: Vec<DirOp>,
+    /// With their completion numbers (see `completions`).
+    pending: Vec<(u64, DirOp)>,
     /// Files being created right now: on disk already, not yet tracked.
     creating: Vec<PathBuf>,
     next_id: u64,
+    /// Every completed write gets the next number; a sync covers those below the value it saw
+    /// when it was called.
+    completions: u64,
 }
 
 impl Files {
+    /// Applies a directory change to the live names and queues it until a directory sync.
+    fn record(&mut self, op: DirOp) {
+        op.apply(&mut self.names);
+        let number = self.completions;
+        self.completions += 1;
+        self.pending.push((number, op));
+    }
+
     /// Drops shadows no name points at any more (a handle still open on one writes to nothing).
     fn collect_garbage(&mut self) {
         let (names, durable) = (&self.names, &self.durable_names);
@@ -322,15 +335,13 @@ impl FaultFs {
             path: path.to_path_buf(),
             id,
         };
-        op.apply(&mut files.names);
-        files.pending.push(op);
+        files.record(op);
         id
     }
 
     fn record_dir_op(&self, op: DirOp) {
         let mut files = self.state.files();
-        op.apply(&mut files.names);
-        files.pending.push(op);
+        files.record(op);
     }
 }
 
@@ -350,7 +361,7 @@ fn crash_image(
     persisted: &mut dyn FnMut(&Path, u64, usize) -> Persisted,
 ) -> (HashMap<PathBuf, (u64, Vec<u8>)>, CrashStats) {
     let mut names = files.durable_names.clone();
-    for op in &files.pending[..dir_ops_kept] {
+    for (_, op) in &files.pending[..dir_ops_kept] {
         op.apply(&mut names);
     }
     let mut stats = CrashStats {
@@ -365,7 +376,7 @@ fn crash_image(
             continue;
         };
         let mut bytes = shadow.durable.clone().unwrap_or_default();
-        for (offset, write) in &shadow.unsynced {
+        for (_, offset, write) in &shadow.unsynced {
             stats.unsynced_writes += 1;
             match persisted(path, *offset, write.len()) {
                 Persisted::All => {
@@ -389,12 +400,20 @@ fn crash_image(
 }
 
 impl Shadow {
-    /// Folds the unsynced writes into the durable image.
-    fn make_durable(&mut self) {
+    /// Folds the unsynced writes completed before `covered` into the durable image: a real
+    /// `fdatasync` covers the writes that had completed when it was called, not those that
+    /// complete while it runs.
+    fn make_durable(&mut self, covered: u64) {
         let mut image = self.durable.take().unwrap_or_default();
-        for (offset, bytes) in self.unsynced.drain(..) {
-            patch(&mut image, offset, &bytes);
+        let mut later = Vec::new();
+        for (number, offset, bytes) in self.unsynced.drain(..) {
+            if number < covered {
+                patch(&mut image, offset, &bytes);
+            } else {
+                later.push((number, offset, bytes));
+            }
         }
+        self.unsynced = later;
         self.durable = Some(image);
     }
 }
@@ -412,13 +431,14 @@ impl FaultFile {
             self.with_shadow(|shadow| shadow.unsynced.clear());
             return Err(injected(libc::EIO));
         }
+        let covered = self.state.files().completions;
         if all {
             self.inner.sync_all().await?;
         } else {
             self.inner.sync_data().await?;
         }
         self.state.faults.syncs_ok.fetch_add(1, Ordering::SeqCst);
-        self.with_shadow(Shadow::make_durable);
+        self.with_shadow(|shadow| shadow.make_durable(covered));
         Ok(())
     }
 }
@@ -443,13 +463,16 @@ impl DataFile for FaultFile {
         }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
-            self.with_shadow(|shadow| {
-                shadow.unsynced.push((offset, buf.as_slice().to_vec()));
+            let mut files = self.state.files();
+            let number = files.completions;
+            files.completions += 1;
+            if let Some(shadow) = files.shadows.get_mut(&self.id) {
+                shadow.unsynced.push((number, offset, buf.as_slice().to_vec()));
                 shadow.size = shadow.size.max(end);
                 if self.dsync {
-                    shadow.make_durable();
+                    shadow.make_durable(number + 1);
                 }
-            });
+            }
         }
         (result, buf)
     }
@@ -533,12 +556,15 @@ impl FileSystem for FaultFs {
         if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
             return Err(injected(libc::EIO));
         }
+        // As with data: the sync covers the changes made before it was called.
+        let covered = self.state.files().completions;
         self.inner.sync_dir(dir).await?;
         let mut files = self.state.files();
         let pending = std::mem::take(&mut files.pending);
-        let (synced, later): (Vec<DirOp>, Vec<DirOp>) =
-            pending.into_iter().partition(|op| op.dir() == Some(dir));
-        for op in &synced {
+        let (synced, later): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(number, op)| *number < covered && op.dir() == Some(dir));
+        for (_, op) in &synced {
             op.apply(&mut files.durable_names);
         }
         files.pending = later;

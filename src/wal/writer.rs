@@ -107,6 +107,10 @@ struct State<F: FileSystem> {
     position: LogPosition,
     next_seq: u64,
     poisoned: Option<String>,
+    /// A sync failed: none is tried again (after a failed fsync a retry can report success for
+    /// data the kernel dropped). A failed *write* poisons the writer but leaves syncs allowed, so
+    /// that what was acknowledged before it still becomes durable as promised.
+    sync_failed: bool,
     closing: bool,
     current: Option<OpenSegment<F>>,
     spare: Option<(u64, Task<Result<F::File>>)>,
@@ -152,6 +156,7 @@ impl<F: FileSystem> WalWriter<F> {
                 position,
                 next_seq,
                 poisoned: None,
+                sync_failed: false,
                 closing: false,
                 current: None,
                 spare: None,
@@ -441,12 +446,20 @@ impl<F: FileSystem> WalWriter<F> {
         // What was written before the sync started is what it covers: this segment, and the
         // earlier ones, which were durable before the writer left them (or are never claimed).
         let covered = self.written_end.get();
+        if self.state.borrow().sync_failed {
+            return Err(Error::Poisoned {
+                cause: "an earlier WAL sync failed".to_string(),
+            });
+        }
         let result = match self.options.sync_call {
             SyncCall::Fdatasync => file.sync_data().await,
             SyncCall::Fsync => file.sync_all().await,
             SyncCall::Dsync => return Ok(()),
         };
-        result.map_err(|error| Error::io("sync", path, error))?;
+        if let Err(error) = result {
+            self.state.borrow_mut().sync_failed = true;
+            return Err(Error::io("sync", path, error));
+        }
         self.syncs.set(self.syncs.get() + 1);
         self.durable_end.set(self.durable_end.get().max(covered));
         Ok(())
@@ -517,14 +530,16 @@ impl<F: FileSystem> WalWriter<F> {
             // Let a segment being pre-written finish, so no half-written file is left behind.
             let _ = handle.await;
         }
-        if let Some(cause) = poisoned {
-            return Err(Error::Poisoned { cause });
-        }
+        // After a failed write, what was written before it is still synced (unless a sync
+        // failed): its writers were acknowledged under `periodic` and `never`.
         if let Some((file, path)) = current {
             self.sync_earlier_segments().await?;
             self.sync_file(&file, &path).await?;
         }
-        Ok(())
+        match poisoned {
+            Some(cause) => Err(Error::Poisoned { cause }),
+            None => Ok(()),
+        }
     }
 
     /// Syncs the segments before the current one that no sync has covered: under `never` the
@@ -546,9 +561,10 @@ impl<F: FileSystem> WalWriter<F> {
             };
             // Not `sync_file`: the durable end moves only with the current segment's sync, which
             // the caller makes next and which covers everything written.
-            file.sync_data()
-                .await
-                .map_err(|error| Error::io("sync", &path, error))?;
+            if let Err(error) = file.sync_data().await {
+                self.state.borrow_mut().sync_failed = true;
+                return Err(Error::io("sync", &path, error));
+            }
             self.syncs.set(self.syncs.get() + 1);
         }
         Ok(())
@@ -591,7 +607,7 @@ async fn run_periodic_sync<F: FileSystem>(fs: F, writer: std::rc::Weak<WalWriter
             if state.closing {
                 return;
             }
-            if state.poisoned.is_some() || !state.unsynced {
+            if state.sync_failed || !state.unsynced {
                 continue;
             }
             state.unsynced = false;
