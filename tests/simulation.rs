@@ -674,6 +674,14 @@ fn pinned_seeds_stay_fixed() {
             3190,
             "after a failed manifest sync, the other background loop appended and synced an edit",
         ),
+        (
+            4676,
+            "under `periodic`, a failed WAL write stopped the periodic sync of acknowledged writes",
+        ),
+        (
+            5977,
+            "under `periodic`, a sync succeeded while a concurrent one of the same segment failed",
+        ),
     ] {
         if let Err(message) = run_seed(seed) {
             panic!("seed {seed} ({bug}) fails again: {message}");

@@ -129,6 +129,11 @@ pub struct WalWriter<F: FileSystem> {
     state: RefCell<State<F>>,
     work: Notify,
     committer: RefCell<Option<Task<()>>>,
+    /// Held across every sync: one at a time, so that a sync never starts while another that may
+    /// fail is in flight (found by the simulator: the periodic sync failed and dropped the
+    /// segment's unsynced pages while the committer's sync before leaving the segment succeeded,
+    /// and the next segment's records claimed the lost bytes durable).
+    sync_lock: tokio::sync::Mutex<()>,
     syncs: Cell<u64>,
     /// Everything before this (segment, offset) has been written.
     written_end: Cell<(u64, u64)>,
@@ -165,6 +170,7 @@ impl<F: FileSystem> WalWriter<F> {
             }),
             work: Notify::new(),
             committer: RefCell::new(None),
+            sync_lock: tokio::sync::Mutex::new(()),
             syncs: Cell::new(0),
             written_end: Cell::new(start),
             durable_end: Cell::new(start),
@@ -443,6 +449,10 @@ impl<F: FileSystem> WalWriter<F> {
     /// it is durable (under `periodic`), or never claims it durable (under `never`, until a clean
     /// close syncs the segments it left: [`WalWriter::sync_earlier_segments`]).
     async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
+        if self.options.sync_call == SyncCall::Dsync {
+            return Ok(());
+        }
+        let _one_at_a_time = self.sync_lock.lock().await;
         // What was written before the sync started is what it covers: this segment, and the
         // earlier ones, which were durable before the writer left them (or are never claimed).
         let covered = self.written_end.get();
@@ -452,9 +462,8 @@ impl<F: FileSystem> WalWriter<F> {
             });
         }
         let result = match self.options.sync_call {
-            SyncCall::Fdatasync => file.sync_data().await,
             SyncCall::Fsync => file.sync_all().await,
-            SyncCall::Dsync => return Ok(()),
+            SyncCall::Fdatasync | SyncCall::Dsync => file.sync_data().await,
         };
         if let Err(error) = result {
             self.state.borrow_mut().sync_failed = true;
@@ -560,7 +569,8 @@ impl<F: FileSystem> WalWriter<F> {
                 Err(error) => return Err(Error::io("open", path, error)),
             };
             // Not `sync_file`: the durable end moves only with the current segment's sync, which
-            // the caller makes next and which covers everything written.
+            // the caller makes next and which covers everything written. Nothing else syncs
+            // now: the committer has stopped and `closing` stops the periodic timer.
             if let Err(error) = file.sync_data().await {
                 self.state.borrow_mut().sync_failed = true;
                 return Err(Error::io("sync", &path, error));
