@@ -634,7 +634,9 @@ fn random_seeds_keep_every_promise() {
                 total.world.writes_torn += w.writes_torn;
             }
             Err(message) => panic!(
-                "seed {seed} failed: {message}\nreplay: RINGKV_SIM_SEED={seed} cargo test --release --test simulation -- --nocapture"
+                "seed {seed} failed (after {} passing seeds, {} steps): {message}\nreplay: RINGKV_SIM_SEED={seed} cargo test --release --test simulation -- --nocapture",
+                seed - seeds[0],
+                total.steps
             ),
         }
     }
