@@ -1,0 +1,70 @@
+//! The serving ring's side of the background protocol (see `background::protocol`): opening the
+//! tables of a newly installed version before any read can pick them, handing flushed memtables
+//! back to be freed off this ring, queueing obsolete tables for release, and turning a background
+//! failure into refused writes.
+
+use std::rc::Weak;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::Engine;
+use crate::background::{Event, Job};
+use crate::io::FileSystem;
+
+impl<F: FileSystem> Engine<F> {
+    /// Applies what the background ring reports.
+    pub(super) async fn on_event(&self, event: Event) {
+        match event {
+            Event::Installed {
+                version,
+                flushed_memtable,
+                obsolete,
+            } => {
+                // Open new tables before any read can pick them from the version.
+                for table in version.tables() {
+                    if let Err(error) = self.readers.open(table).await {
+                        self.fail(format!("cannot open new table: {error}"));
+                        return;
+                    }
+                }
+                self.background_no_space.borrow_mut().take();
+                let previous = std::mem::replace(&mut *self.version.borrow_mut(), version);
+                self.version_changes.set(self.version_changes.get() + 1);
+                if let Some(id) = flushed_memtable {
+                    let flushed = self.memtables.borrow_mut().remove_flushed(id);
+                    if let Some(memtable) = flushed {
+                        self.background.borrow().send(Job::Free(memtable));
+                    }
+                }
+                drop(previous);
+                if !obsolete.is_empty() {
+                    self.retiring
+                        .borrow_mut()
+                        .push((self.version_changes.get(), obsolete));
+                }
+                self.release_unused_tables();
+                self.progress.notify_waiters();
+            }
+            Event::Failed(cause) => self.fail(cause),
+            Event::NoSpace { op, path } => {
+                *self.background_no_space.borrow_mut() = Some((op, path));
+                self.progress.notify_waiters();
+            }
+        }
+    }
+
+    pub(super) fn fail(&self, cause: String) {
+        eprintln!("ringkv: refusing writes until restart: {cause}");
+        self.background_failure.borrow_mut().get_or_insert(cause);
+        self.progress.notify_waiters();
+    }
+}
+
+
+/// Forwards background events to the engine for as long as it lives.
+pub(super) async fn run_events<F: FileSystem>(engine: Weak<Engine<F>>, mut events: UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let Some(engine) = engine.upgrade() else { return };
+        engine.on_event(event).await;
+    }
+}

@@ -1,0 +1,177 @@
+//! The write path, as leveldb's `DBImpl::Write`: admit (wait while memtables are full, refuse
+//! after a background failure), append to the WAL (which fixes the sequence number), note the
+//! append against the active memtable (freezing it when full), and settle: wait for the WAL
+//! batch, then apply to the memtable. A write becomes visible no earlier than it is acknowledged.
+//! Read-modify-write (`delete`) reads the newest *appended* state of a key, acknowledged or not,
+//! so that it serialises with writes in sequence order.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::memtables::{FrozenAt, Slot};
+use super::read::visible;
+use super::{Deletion, Engine, Pending, VersionedValue, FROZEN_MEMTABLES_MAX};
+use crate::background::{FlushJob, Job};
+use crate::error::{Error, Result};
+use crate::io::FileSystem;
+use crate::memtable::Memtable;
+use crate::wal::{RecordKind, Ticket};
+
+impl<F: FileSystem> Engine<F> {
+    /// Stores `value` (JSON text) under `key`; returns its version once durable per the fsync
+    /// strategy.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.admit().await?;
+        let (version, ticket) = self.wal.append(RecordKind::Put, key, value)?;
+        let slot = self.note_append(key, value);
+        let key = Bytes::copy_from_slice(key);
+        let value = Bytes::copy_from_slice(value);
+        self.settle(slot, key, version, Some(value), ticket).await?;
+        Ok(version)
+    }
+
+    /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
+    /// written).
+    pub async fn delete(&self, key: &[u8]) -> Result<Option<Deletion>> {
+        self.admit().await?;
+        let (current, unacknowledged) = loop {
+            if let Some(pending) = self.pending.borrow().get(key) {
+                let value = pending.value.clone().map(|value| VersionedValue {
+                    version: pending.version,
+                    value,
+                });
+                break (value, Some(pending.ticket.clone()));
+            }
+            if let Some(entry) = self.memtables.borrow().get(key) {
+                break (visible(entry), None);
+            }
+            let changes = self.version_changes.get();
+            let from_tables = self
+                .table_lookup(key)
+                .await
+                .map_err(|error| Error::ReadBeforeDelete(Box::new(error)))?;
+            // The lookup awaited I/O: a write to the key, or a flush that moved memtable data to a
+            // table this lookup did not see, may have happened meanwhile. Look again.
+            let raced = self.pending.borrow().contains_key(key)
+                || self.memtables.borrow().get(key).is_some()
+                || self.version_changes.get() != changes;
+            if !raced {
+                break (from_tables.and_then(visible), None);
+            }
+        };
+        let Some(removed) = current else {
+            // Absent only because of a delete not yet durable: answer once it is, so that a 404
+            // never reports a state a crash could take back.
+            if let Some(ticket) = unacknowledged {
+                ticket.wait().await?;
+            }
+            return Ok(None);
+        };
+        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"")?;
+        let slot = self.note_append(key, b"");
+        self.settle(slot, Bytes::copy_from_slice(key), seq, None, ticket)
+            .await?;
+        Ok(Some(Deletion { removed, seq }))
+    }
+
+    /// Waits while too many memtables wait for their flush; refuses writes after a background
+    /// failure.
+    pub(super) async fn admit(&self) -> Result<()> {
+        loop {
+            // Created before the checks so that a wake-up in between is not missed.
+            let progress = self.progress.notified();
+            if let Some(cause) = &*self.background_failure.borrow() {
+                return Err(Error::Poisoned { cause: cause.clone() });
+            }
+            if !self.memtables_full() {
+                return Ok(());
+            }
+            if let Some((op, path)) = &*self.background_no_space.borrow() {
+                return Err(Error::NoSpace {
+                    op,
+                    path: path.clone(),
+                });
+            }
+            progress.await;
+        }
+    }
+
+    /// Accounts a write just appended and freezes the active memtable once it is full. Runs in
+    /// the same synchronous step as the append, so every write below a freeze's `end_seq`
+    /// belongs to the frozen memtable.
+    pub(super) fn note_append(&self, key: &[u8], value: &[u8]) -> Rc<Slot> {
+        let bytes = Memtable::entry_bytes(key.len(), value.len());
+        let slot = self.memtables.borrow_mut().note_append(bytes);
+        let can_freeze = self.memtables.borrow().frozen_count() < FROZEN_MEMTABLES_MAX;
+        if can_freeze && self.memtables.borrow().active_bytes() >= self.config.memtable_bytes {
+            self.freeze();
+        }
+        slot
+    }
+
+    /// Whether writes must pause: the active memtable is full and cannot be frozen, because as
+    /// many frozen ones as allowed still wait for their flush. (Pausing while any memtable was
+    /// frozen stalled every write for the whole of each flush: 200 ms at 64 connections.)
+    pub(super) fn memtables_full(&self) -> bool {
+        let memtables = self.memtables.borrow();
+        memtables.frozen_count() >= FROZEN_MEMTABLES_MAX
+            && memtables.active_bytes() >= self.config.memtable_bytes
+    }
+
+    pub(super) fn freeze(&self) {
+        let at = FrozenAt {
+            end_seq: self.wal.next_seq(),
+            first_live_wal_segment: self.wal.live_segment_floor(),
+        };
+        self.memtables.borrow_mut().freeze(at);
+        self.request_ready_flushes();
+    }
+
+    pub(super) fn request_ready_flushes(&self) {
+        let ready = self.memtables.borrow_mut().take_ready_flushes();
+        for slot in ready {
+            let at = slot.frozen_at().expect("only frozen memtables are flushed");
+            self.background.borrow().send(Job::Flush(FlushJob {
+                memtable_id: slot.id,
+                memtable: slot.table.clone(),
+                flushed_seq: at.end_seq - 1,
+                first_live_wal_segment: at.first_live_wal_segment,
+            }));
+        }
+    }
+
+    /// Records a write as pending, waits for its batch, then applies it (or forgets it on failure).
+    pub(super) async fn settle(
+        &self,
+        slot: Rc<Slot>,
+        key: Bytes,
+        version: u64,
+        value: Option<Bytes>,
+        ticket: Ticket,
+    ) -> Result<()> {
+        self.pending.borrow_mut().insert(
+            key.clone(),
+            Pending {
+                version,
+                value: value.clone(),
+                ticket: ticket.clone(),
+            },
+        );
+        let outcome = ticket.wait().await;
+        if outcome.is_ok() {
+            slot.table.insert(key.clone(), version, value);
+        }
+        {
+            let mut pending = self.pending.borrow_mut();
+            if pending.get(&key).is_some_and(|p| p.version == version) {
+                pending.remove(&key);
+            }
+        }
+        slot.settled();
+        if slot.frozen_at().is_some() {
+            self.request_ready_flushes();
+        }
+        outcome
+    }
+}
