@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod dir_lock;
 pub mod engine;
 pub mod error;
+pub mod filename;
 pub mod http;
 pub mod io;
 pub mod manifest;

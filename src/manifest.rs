@@ -9,11 +9,10 @@ use bytes::Bytes;
 
 use crate::checksum::masked_crc32c;
 use crate::error::{Error, Result};
+use crate::filename::FileKind;
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::version::{VersionEdit, LEVELS};
 
-pub const MANIFEST_NAME: &str = "MANIFEST";
-const TMP_NAME: &str = "MANIFEST.tmp";
 /// `masked_crc:u32 payload_len:u32`.
 const FRAME_HEADER_BYTES: usize = 8;
 /// Rewrite once the log is this much larger than its last snapshot.
@@ -48,13 +47,9 @@ pub struct ManifestState {
     pub edits: u64,
 }
 
+/// The manifest's path in `dir`.
 pub fn manifest_path(dir: &Path) -> PathBuf {
-    dir.join(MANIFEST_NAME)
-}
-
-/// Whether a file is a manifest rewrite that did not finish.
-pub fn is_unfinished_manifest(path: &Path) -> bool {
-    path.file_name().is_some_and(|name| name == TMP_NAME)
+    FileKind::Manifest.path(dir)
 }
 
 fn encode_edit(edit: &VersionEdit) -> Vec<u8> {
@@ -237,7 +232,7 @@ pub struct ManifestWriter<F: FileSystem> {
 impl<F: FileSystem> ManifestWriter<F> {
     /// Writes a new manifest holding `snapshot` alone and makes it the manifest.
     pub async fn create(fs: &F, dir: &Path, snapshot: &VersionEdit) -> Result<Self> {
-        let tmp = dir.join(TMP_NAME);
+        let tmp = FileKind::ManifestTmp.path(dir);
         match fs.remove(&tmp).await {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io("remove", &tmp, error))

@@ -5,8 +5,19 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::compaction::TableSummary;
+use bytes::Bytes;
+
 use crate::sst::TableMeta;
+
+/// What the compaction choice needs to know about a table: a version's view of it without its
+/// index and filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSummary {
+    pub number: u64,
+    pub file_bytes: u64,
+    pub smallest: Bytes,
+    pub largest: Bytes,
+}
 
 /// Levels L0 to L6.
 pub const LEVELS: usize = 7;

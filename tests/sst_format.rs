@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ringkv::error::Error;
+use ringkv::filename::FileKind;
 use ringkv::io::UringFs;
 use ringkv::manifest;
 use ringkv::rate_limit::RateLimiter;
-use ringkv::sst::{format::FOOTER_BYTES, table_path, TableBuilder, TableMeta, TableReaders, TableScanner};
+use ringkv::sst::{format::FOOTER_BYTES, TableBuilder, TableMeta, TableReaders, TableScanner};
 
 /// Key `i` and its value; every 7th key is a tombstone, every 50th value is 10 KiB (a block of
 /// its own), so blocks of every shape appear.
@@ -61,7 +62,7 @@ fn table_round_trips_through_point_reads_and_scans() {
     let dir = tempfile::tempdir().unwrap();
     tokio_uring::start(async {
         let written = write_table(dir.path()).await;
-        assert_eq!(written.path, table_path(dir.path(), 7));
+        assert_eq!(written.path, FileKind::Table(7).path(dir.path()));
         assert!(!dir.path().join("0000000000000007.sst.tmp").exists());
         assert_eq!(written.file_bytes % 4096, 0);
         let meta = TableMeta::load(&UringFs, &written.path, 7).await.unwrap();

@@ -11,14 +11,8 @@
 
 use bytes::Bytes;
 
-/// What the choice needs to know about a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSummary {
-    pub number: u64,
-    pub file_bytes: u64,
-    pub smallest: Bytes,
-    pub largest: Bytes,
-}
+use crate::config::{StoreConfig, LEVEL_RATIO};
+pub use crate::version::TableSummary;
 
 /// Shape of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +48,15 @@ impl Task {
 }
 
 impl Policy {
+    /// The policy a store's configuration asks for (the one place it is built).
+    pub fn for_config(config: &StoreConfig) -> Self {
+        Policy {
+            l0_trigger: config.compaction_trigger,
+            level1_bytes: config.level1_bytes(),
+            level_ratio: LEVEL_RATIO,
+        }
+    }
+
     pub fn target_bytes(&self, level: usize) -> u64 {
         debug_assert!(level >= 1);
         let exponent = u32::try_from(level - 1).unwrap_or(u32::MAX);

@@ -60,7 +60,6 @@ impl<F: FileSystem> Engine<F> {
     }
 }
 
-
 /// Forwards background events to the engine for as long as it lives.
 pub(super) async fn run_events<F: FileSystem>(engine: Weak<Engine<F>>, mut events: UnboundedReceiver<Event>) {
     while let Some(event) = events.recv().await {

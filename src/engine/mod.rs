@@ -189,25 +189,19 @@ impl<F: FileSystem> Engine<F> {
     pub async fn settle_background(&self) -> Result<()> {
         self.flush().await?;
         let mut idle_checks = 0;
+        // The background says when it is idle: the engine never runs the chooser itself.
         while idle_checks < 3 {
-            let version = self.version.borrow().clone();
-            let due = crate::compaction::choose(&version.summaries(), &[], &self.policy()).is_some();
-            let busy = due
-                || self
-                    .background_status
-                    .compacting
-                    .load(std::sync::atomic::Ordering::SeqCst);
-            idle_checks = if busy { 0 } else { idle_checks + 1 };
+            let idle = self
+                .background_status
+                .compaction_idle
+                .load(std::sync::atomic::Ordering::SeqCst);
+            idle_checks = if idle { idle_checks + 1 } else { 0 };
             self.fs.sleep(std::time::Duration::from_millis(20)).await;
             if let Some(cause) = &*self.background_failure.borrow() {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
         }
         Ok(())
-    }
-
-    fn policy(&self) -> crate::compaction::Policy {
-        open::policy(&self.config)
     }
 
     /// Stops taking writes, makes everything written durable, and stops the WAL tasks and the

@@ -17,23 +17,16 @@ use super::memtables::Memtables;
 use super::{run_events, Engine, RecoveryReport};
 use crate::background::{Background, BackgroundOptions};
 use crate::compaction::Policy;
-use crate::config::{StoreConfig, LEVEL_RATIO};
+use crate::config::StoreConfig;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
+use crate::filename::FileKind;
 use crate::io::FileSystem;
 use crate::manifest::{self, ManifestState};
 use crate::memtable::Memtable;
-use crate::sst::{self, TableMeta, TableReaders};
+use crate::sst::{TableMeta, TableReaders};
 use crate::version::{Version, VersionEdit};
 use crate::wal::{self, RecordKind, WalOptions, WalWriter};
-
-pub(super) fn policy(config: &StoreConfig) -> Policy {
-    Policy {
-        l0_trigger: config.compaction_trigger,
-        level1_bytes: config.level1_bytes(),
-        level_ratio: LEVEL_RATIO,
-    }
-}
 
 impl<F: FileSystem> Engine<F> {
     /// Opens (or creates) the store in `config.data_dir`: takes the directory lock, recovers
@@ -108,7 +101,7 @@ impl<F: FileSystem> Engine<F> {
             fs.clone(),
             BackgroundOptions {
                 dir: dir.clone(),
-                policy: policy(config),
+                policy: Policy::for_config(config),
                 target_file_bytes: config.target_file_bytes(),
                 write_bytes_per_sec: config.background_write_bytes_per_sec,
                 io_bytes: config.background_io_bytes,
@@ -156,7 +149,7 @@ async fn load_tables<F: FileSystem>(
         ..VersionEdit::default()
     };
     for record in &manifest.tables {
-        let path = sst::table_path(&config.data_dir, record.number);
+        let path = FileKind::Table(record.number).path(&config.data_dir);
         let table = TableMeta::load(fs, &path, record.number).await?;
         let matches = table.file_bytes == record.file_bytes
             && table.entry_count() == record.entry_count
@@ -200,7 +193,7 @@ async fn remove_unnamed_files<F: FileSystem>(
     let paths = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
     let tables = paths
         .iter()
-        .filter(|path| sst::table_number(path).is_some())
+        .filter(|path| matches!(FileKind::of_path(path), Some(FileKind::Table(_))))
         .count();
     if manifest.edits == 0 && tables > 0 {
         // Tables are only ever written after the manifest exists: a missing manifest with tables
@@ -212,12 +205,20 @@ async fn remove_unnamed_files<F: FileSystem>(
         ));
     }
     for path in paths {
-        let number = sst::table_number(&path);
-        if let Some(number) = number {
-            version.next_file_number = version.next_file_number.max(number + 1);
-        }
-        let unnamed = number.is_some_and(|number| !live.contains(&number));
-        if unnamed || sst::is_unfinished_table(&path) || manifest::is_unfinished_manifest(&path) {
+        let leftover = match FileKind::of_path(&path) {
+            Some(FileKind::Table(number) | FileKind::TableTmp(number)) => {
+                version.next_file_number = version.next_file_number.max(number + 1);
+                !live.contains(&number)
+            }
+            Some(FileKind::ManifestTmp) => true,
+            // The manifest, the lock, and WAL segments (recovery already removed the retired
+            // ones and unfinished pre-writes); files the store never writes are left alone.
+            Some(
+                FileKind::Manifest | FileKind::Lock | FileKind::WalSegment(_) | FileKind::WalSegmentTmp(_),
+            )
+            | None => false,
+        };
+        if leftover {
             fs.remove(&path)
                 .await
                 .map_err(|error| Error::io("remove", &path, error))?;

@@ -57,7 +57,6 @@ impl<F: FileSystem> Engine<F> {
     }
 }
 
-
 /// A memtable or table entry as a reader sees it: tombstones are absent.
 pub(super) fn visible(entry: Entry) -> Option<VersionedValue> {
     entry.value.map(|value| VersionedValue {

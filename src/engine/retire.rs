@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-
 /// Takes the tables no read can need any more out of `retiring` (tables, by the install that
 /// removed them): those removed at or before `oldest_read`, the install whose version the oldest
 /// read in flight holds (all of them when no read is in flight).

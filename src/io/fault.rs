@@ -521,7 +521,10 @@ impl FileSystem for FaultFs {
             inner,
             id,
             dsync: mode.dsync,
-            table: crate::sst::table_number(path).is_some() || crate::sst::is_unfinished_table(path),
+            table: matches!(
+                crate::filename::FileKind::of_path(path),
+                Some(crate::filename::FileKind::Table(_) | crate::filename::FileKind::TableTmp(_))
+            ),
             state: self.state.clone(),
         })
     }

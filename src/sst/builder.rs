@@ -15,8 +15,8 @@ use super::block::BlockBuilder;
 use super::bloom::{key_hash, BloomFilter};
 use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
 use super::table::TableMeta;
-use super::{table_path, tmp_path};
 use crate::error::{Error, Result};
+use crate::filename::FileKind;
 use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task};
 use crate::rate_limit::RateLimiter;
 
@@ -47,7 +47,7 @@ pub struct TableBuilder<'a, F: FileSystem> {
 impl<'a, F: FileSystem> TableBuilder<'a, F> {
     /// Creates `<number>.sst.tmp` in `dir`.
     pub async fn create(fs: &F, dir: PathBuf, number: u64, limiter: &'a RateLimiter) -> Result<Self> {
-        let tmp_path = tmp_path(&dir, number);
+        let tmp_path = FileKind::TableTmp(number).path(&dir);
         let file = fs
             .open(&tmp_path, OpenMode::CREATE_NEW)
             .await
@@ -190,7 +190,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         }
         self.complete_write().await?;
         debug_assert_eq!(self.chunk_offset, file_bytes as u64);
-        let path = table_path(&self.dir, self.number);
+        let path = FileKind::Table(self.number).path(&self.dir);
         self.file
             .sync_data()
             .await

@@ -11,7 +11,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FOOTER_BYTES: usize = 64;
 
 /// The fixed-size record at the end of every SST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Footer {
     pub block_count: u32,
     pub entry_count: u64,

@@ -9,5 +9,5 @@ pub mod writer;
 
 pub use record::{Record, RecordKind};
 pub use recovery::{recover, RecoveredLog};
-pub use segment::segment_path;
+pub use segment::{retire_segments, segment_path};
 pub use writer::{LogPosition, Ticket, WalOptions, WalWriter};

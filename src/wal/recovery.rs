@@ -8,6 +8,7 @@ use super::record::{self, Invalid, Record, RecordKind, RECORD_ALIGN};
 use super::segment;
 use super::writer::LogPosition;
 use crate::error::{Error, Result};
+use crate::filename::FileKind;
 use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 
 /// What recovery found.
@@ -166,15 +167,15 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u6
     let mut numbers = Vec::new();
     let entries = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
     for path in entries {
-        if let Some(number) = segment::segment_number(&path) {
-            if number >= first_live_segment {
+        let retired_or_unfinished = match FileKind::of_path(&path) {
+            Some(FileKind::WalSegment(number)) if number >= first_live_segment => {
                 numbers.push(number);
-            } else {
-                fs.remove(&path)
-                    .await
-                    .map_err(|error| Error::io("remove", &path, error))?;
+                false
             }
-        } else if segment::is_unfinished_segment(&path) {
+            Some(FileKind::WalSegment(_) | FileKind::WalSegmentTmp(_)) => true,
+            _ => false,
+        };
+        if retired_or_unfinished {
             fs.remove(&path)
                 .await
                 .map_err(|error| Error::io("remove", &path, error))?;

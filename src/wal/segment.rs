@@ -1,41 +1,19 @@
-//! WAL segment files: their names, and creating one pre-written with zeros (see
-//! `docs/format.md`). Knows files, not records.
+//! WAL segment files: creating one pre-written with zeros (see `docs/format.md`), and deleting
+//! retired ones. Names are `filename`'s. Knows files, not records.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::filename::FileKind;
 use crate::io::{AlignedBuf, DataFile, FileSystem, OpenMode};
 
-const PREFIX: &str = "wal-";
-const SUFFIX: &str = ".log";
-const TMP_SUFFIX: &str = ".log.tmp";
 /// Zeros are written in chunks of this size, one in flight, to leave room for WAL syncs.
 const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
 
+/// The path of segment `number` in `dir`.
 pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{PREFIX}{number:016}{SUFFIX}"))
-}
-
-fn tmp_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{PREFIX}{number:016}{TMP_SUFFIX}"))
-}
-
-/// The segment number of a file name, if it names a segment.
-pub fn segment_number(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Whether a file name is a segment that was being pre-written when the server stopped.
-pub fn is_unfinished_segment(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX))
+    FileKind::WalSegment(number).path(dir)
 }
 
 /// Opens segment `number` for writing with `mode`'s mechanism (buffered, dsync), creating it
@@ -58,7 +36,7 @@ pub async fn open_or_create<F: FileSystem>(
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(Error::io("open", path, error)),
     }
-    let tmp = tmp_path(dir, number);
+    let tmp = FileKind::WalSegmentTmp(number).path(dir);
     match fs.remove(&tmp).await {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -96,17 +74,19 @@ pub async fn open_or_create<F: FileSystem>(
     Ok(file)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        let path = segment_path(Path::new("/d"), 42);
-        assert_eq!(path, Path::new("/d/wal-0000000000000042.log"));
-        assert_eq!(segment_number(&path), Some(42));
-        assert_eq!(segment_number(Path::new("/d/wal-42.log")), None);
-        assert!(is_unfinished_segment(&tmp_path(Path::new("/d"), 3)));
-        assert!(!is_unfinished_segment(&path));
+/// Deletes segments `from..to`, which the manifest now says hold only flushed records: WAL
+/// retirement. A segment already gone is fine; another failure is logged and the segment left
+/// (recovery skips segments below the manifest's first live one).
+pub async fn retire_segments<F: FileSystem>(fs: &F, dir: &Path, from: u64, to: u64) {
+    for number in from..to {
+        let path = segment_path(dir, number);
+        if let Err(error) = fs.remove(&path).await {
+            if error.kind() != io::ErrorKind::NotFound {
+                eprintln!(
+                    "ringkv: could not delete retired WAL segment {}: {error}",
+                    path.display()
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,60 @@
+//! Flushing one frozen memtable: its newest entries into one L0 table, then the edit that names
+//! the table and moves the flushed seq and the first live WAL segment, then the WAL segments that
+//! edit retired.
+
+use std::sync::atomic::Ordering;
+
+use super::protocol::FlushJob;
+use super::worker::Worker;
+use crate::error::Result;
+use crate::io::FileSystem;
+use crate::sst::TableBuilder;
+use crate::version::VersionEdit;
+use crate::wal;
+
+impl<F: FileSystem> Worker<F> {
+    pub(super) async fn flush(&self, job: &FlushJob) -> Result<()> {
+        let mut edit = VersionEdit {
+            flushed_seq: Some(job.flushed_seq),
+            first_live_wal_segment: Some(job.first_live_wal_segment),
+            ..VersionEdit::default()
+        };
+        if !job.memtable.is_empty() {
+            let number = self.allocate();
+            let mut builder =
+                TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.flush_limiter).await?;
+            let mut written = Ok(());
+            for (key, entry) in job.memtable.newest_entries() {
+                written = builder.add(&key, entry.version, entry.value.as_deref()).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            let table = match written {
+                Ok(()) => builder.finish().await?,
+                Err(error) => {
+                    builder.abandon().await;
+                    return Err(error);
+                }
+            };
+            self.status
+                .table_bytes_written
+                .fetch_add(table.file_bytes, Ordering::Relaxed);
+            edit.added.push((0, table));
+        }
+        self.publish(edit, Some(job.memtable_id), Vec::new()).await?;
+        self.status.flushes.fetch_add(1, Ordering::Relaxed);
+        let retired_below = self.wal_deleted_below.get();
+        if retired_below < job.first_live_wal_segment {
+            wal::retire_segments(
+                &self.fs,
+                &self.options.dir,
+                retired_below,
+                job.first_live_wal_segment,
+            )
+            .await;
+            self.wal_deleted_below.set(job.first_live_wal_segment);
+        }
+        Ok(())
+    }
+}

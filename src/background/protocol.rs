@@ -1,0 +1,69 @@
+//! The messages between the serving ring and the background ring, and the order they come in.
+//! The serving ring sends [`Job`]s; the background ring answers with [`Event`]s.
+//!
+//! ```text
+//!  serving ring                                 background ring
+//!  ────────────                                 ───────────────
+//!  memtable full: freeze it
+//!  every write to it settled ── Job::Flush ──▶  write an L0 table, sync, rename
+//!                                               append the edit to the manifest (synced)
+//!  open the new tables,      ◀── Event::Installed { flushed_memtable: Some(id) } ──
+//!  install the version, drop the frozen memtable from reads
+//!  hand it back              ── Job::Free ───▶  free it here (a walk over every entry)
+//!                                               delete the WAL segments it retired
+//!
+//!                                               compaction due: choose a task, merge
+//!                                               append the edit to the manifest (synced)
+//!  open the new tables,      ◀── Event::Installed { obsolete: [tables] } ──
+//!  install the version; once no read holds
+//!  a version naming them     ── Job::Release ─▶  delete their files
+//! ```
+//!
+//! Flushes are published in freeze order (each claims every seq below its freeze point); an
+//! `Installed` is sent only after its edit is durable. `Event::NoSpace` says a flush or
+//! compaction is waiting for space; `Event::Failed` that the worker stopped: the serving ring
+//! then refuses writes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::memtable::Memtable;
+use crate::version::Version;
+
+/// A frozen memtable to write out. Every WAL record up to `flushed_seq` is in it (or failed).
+pub struct FlushJob {
+    pub memtable_id: u64,
+    pub memtable: Arc<Memtable>,
+    pub flushed_seq: u64,
+    /// WAL segments below this hold no record above `flushed_seq`.
+    pub first_live_wal_segment: u64,
+}
+
+/// Work sent by the serving ring.
+pub enum Job {
+    Flush(FlushJob),
+    /// The serving ring no longer reads these tables: their files can go.
+    Release(Vec<u64>),
+    /// Look for compaction work again (after compactions were resumed).
+    Wake,
+    /// A flushed memtable the serving ring has let go of. Freeing one is a walk over every entry
+    /// (about 100 ms for a 64 MiB memtable of small values here), so it is done on this thread:
+    /// on the serving ring it stalled every request in flight.
+    Free(Arc<Memtable>),
+}
+
+/// News for the serving ring.
+pub enum Event {
+    /// A new version is durable in the manifest. `flushed_memtable` is now in a table;
+    /// `obsolete` tables are out of the version (release them once no read uses them).
+    Installed {
+        version: Arc<Version>,
+        flushed_memtable: Option<u64>,
+        obsolete: Vec<u64>,
+    },
+    /// The worker stopped on an error; the store must refuse writes.
+    Failed(String),
+    /// A flush or compaction ran out of space and will retry. Writes that would have to wait for
+    /// a flush are refused with `NoSpace` until the next `Installed`.
+    NoSpace { op: &'static str, path: PathBuf },
+}

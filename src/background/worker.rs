@@ -1,0 +1,225 @@
+//! The background worker: its state, the flush and compaction loops, what a failure does to
+//! them, and publishing a version (manifest first, then the serving ring). The work itself is in
+//! `flush.rs` and `compaction.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
+
+use super::protocol::{Event, FlushJob, Job};
+use super::{BackgroundOptions, BackgroundStatus};
+use crate::error::{Error, Result};
+use crate::filename::FileKind;
+use crate::io::FileSystem;
+use crate::manifest::ManifestWriter;
+use crate::rate_limit::RateLimiter;
+use crate::version::{Version, VersionEdit, LEVELS};
+
+pub(super) struct Worker<F: FileSystem> {
+    pub(super) fs: F,
+    pub(super) options: BackgroundOptions,
+    pub(super) version: RefCell<Arc<Version>>,
+    /// Held across a manifest append and the version change it makes, so that edits and
+    /// versions are published in the same order by the flush and the compaction loops.
+    pub(super) manifest: tokio::sync::Mutex<ManifestWriter<F>>,
+    pub(super) events: UnboundedSender<Event>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) status: Arc<BackgroundStatus>,
+    /// Flushes and compactions are paced separately, each at the configured rate: a flush (what
+    /// writers may be waiting for) never waits for budget a compaction used.
+    pub(super) flush_limiter: RateLimiter,
+    pub(super) compaction_limiter: RateLimiter,
+    pub(super) pointers: RefCell<Vec<Option<Bytes>>>,
+    pub(super) next_file_number: Cell<u64>,
+    pub(super) wal_deleted_below: Cell<u64>,
+    /// Wakes the compaction loop: a new version, compactions resumed, or the worker stopping.
+    pub(super) compaction_wake: Notify,
+    pub(super) failed: Cell<bool>,
+}
+
+/// How long to wait before retrying work that hit `ENOSPC`.
+const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
+
+impl<F: FileSystem> Worker<F> {
+    pub(super) async fn start(
+        fs: F,
+        options: BackgroundOptions,
+        version: Arc<Version>,
+        events: UnboundedSender<Event>,
+        stop: Arc<AtomicBool>,
+        status: Arc<BackgroundStatus>,
+    ) -> Result<Self> {
+        let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
+        Ok(Worker {
+            flush_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
+            compaction_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
+            next_file_number: Cell::new(version.next_file_number),
+            wal_deleted_below: Cell::new(version.first_live_wal_segment),
+            fs,
+            options,
+            version: RefCell::new(version),
+            manifest: tokio::sync::Mutex::new(manifest),
+            events,
+            stop,
+            status,
+            pointers: RefCell::new(vec![None; LEVELS]),
+            compaction_wake: Notify::new(),
+            failed: Cell::new(false),
+        })
+    }
+
+    /// Flushes and compactions run side by side on this ring, so that a long compaction never
+    /// holds back a flush that writers may be waiting for.
+    pub(super) async fn run(self, jobs: UnboundedReceiver<Job>) {
+        tokio::join!(self.flush_loop(jobs), self.compaction_loop());
+    }
+
+    pub(super) fn halted(&self) -> bool {
+        self.failed.get() || self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(super) async fn flush_loop(&self, mut jobs: UnboundedReceiver<Job>) {
+        let mut flushes: VecDeque<FlushJob> = VecDeque::new();
+        loop {
+            if flushes.is_empty() {
+                match jobs.recv().await {
+                    Some(job) => self.take(job, &mut flushes).await,
+                    None => break,
+                }
+            }
+            while let Ok(job) = jobs.try_recv() {
+                self.take(job, &mut flushes).await;
+            }
+            if self.halted() {
+                break;
+            }
+            let Some(job) = flushes.front() else { continue };
+            match self.flush(job).await {
+                Ok(()) => {
+                    flushes.pop_front();
+                }
+                // Retried after ENOSPC; dropped with the worker otherwise (the WAL still has it).
+                Err(error) => {
+                    if !self.recover_from(error).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.compaction_wake.notify_one();
+    }
+
+    pub(super) async fn compaction_loop(&self) {
+        loop {
+            let woken = self.compaction_wake.notified();
+            if self.halted() {
+                return;
+            }
+            match self.choose() {
+                Some(task) => {
+                    self.status.compaction_idle.store(false, Ordering::SeqCst);
+                    if let Err(error) = self.compact(task).await {
+                        if !self.recover_from(error).await {
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    self.status.compaction_idle.store(true, Ordering::SeqCst);
+                    woken.await;
+                }
+            }
+        }
+    }
+
+    /// Whether the loop that hit `error` should go on: after `ENOSPC`, yes, once a pause has
+    /// passed; after anything else the worker stops and the engine is told to refuse writes.
+    pub(super) async fn recover_from(&self, error: Error) -> bool {
+        match error {
+            Error::ShuttingDown => false,
+            Error::NoSpace { op, path } => {
+                eprintln!(
+                    "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
+                    path.display()
+                );
+                let _ = self.events.send(Event::NoSpace { op, path });
+                self.fs.sleep(NO_SPACE_RETRY).await;
+                !self.halted()
+            }
+            error => {
+                if !self.failed.replace(true) {
+                    eprintln!("ringkv: background failure, refusing writes until restart: {error}");
+                    let _ = self.events.send(Event::Failed(error.to_string()));
+                }
+                self.compaction_wake.notify_one();
+                false
+            }
+        }
+    }
+
+    pub(super) async fn take(&self, job: Job, flushes: &mut VecDeque<FlushJob>) {
+        match job {
+            Job::Flush(flush) => flushes.push_back(flush),
+            Job::Wake => self.compaction_wake.notify_one(),
+            Job::Free(memtable) => {
+                // The flush job's own reference is gone by now: this thread dropped it as the
+                // flush returned, before it could take any further job. So this is the last one.
+                if Arc::into_inner(memtable).is_some() {
+                    self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Job::Release(numbers) => {
+                for number in numbers {
+                    let path = FileKind::Table(number).path(&self.options.dir);
+                    if let Err(error) = self.fs.remove(&path).await {
+                        eprintln!(
+                            "ringkv: could not delete obsolete table {}: {error}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn allocate(&self) -> u64 {
+        let number = self.next_file_number.get();
+        self.next_file_number.set(number + 1);
+        number
+    }
+
+    /// Makes `edit` durable in the manifest, then announces the new version.
+    pub(super) async fn publish(
+        &self,
+        mut edit: VersionEdit,
+        flushed_memtable: Option<u64>,
+        obsolete: Vec<u64>,
+    ) -> Result<()> {
+        let mut manifest = self.manifest.lock().await;
+        edit.next_file_number = Some(self.next_file_number.get());
+        manifest.append(&edit).await?;
+        // `apply` takes the edit's next file number, recorded just above.
+        let version = Arc::new(self.version.borrow().apply(&edit));
+        *self.version.borrow_mut() = version.clone();
+        let _ = self.events.send(Event::Installed {
+            version: version.clone(),
+            flushed_memtable,
+            obsolete,
+        });
+        if manifest.wants_rewrite() {
+            *manifest = ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await?;
+        }
+        drop(manifest);
+        // Not idle until the loop has looked at the new version.
+        self.status.compaction_idle.store(false, Ordering::SeqCst);
+        self.compaction_wake.notify_one();
+        Ok(())
+    }
+}
