@@ -250,15 +250,10 @@ impl<F: FileSystem> ManifestWriter<F> {
             snapshot_bytes: 0,
             failed: None,
         };
-        writer.append(snapshot).await?;
+        writer.write(snapshot).await?;
         writer.snapshot_bytes = writer.bytes.len();
         let path = manifest_path(dir);
-        fs.rename(&tmp, &path)
-            .await
-            .map_err(|error| Error::io("rename", &tmp, error))?;
-        fs.sync_dir(dir)
-            .await
-            .map_err(|error| Error::io("sync directory", dir, error))?;
+        crate::io::publish(fs, &writer.file, &tmp, &path).await?;
         writer.path = path;
         Ok(writer)
     }
@@ -269,6 +264,18 @@ impl<F: FileSystem> ManifestWriter<F> {
         if let Some(cause) = &self.failed {
             return Err(Error::Poisoned { cause: cause.clone() });
         }
+        self.write(edit).await?;
+        // A failed sync is not retried (see the crate's fault rules), by this caller or another.
+        if let Err(error) = self.file.sync_data().await {
+            let error = Error::io("sync", &self.path, error);
+            self.failed = Some(error.to_string());
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Writes `edit` after the others (rewriting the last partial block), without a sync.
+    async fn write(&mut self, edit: &VersionEdit) -> Result<()> {
         let record = frame(&encode_edit(edit));
         let old_len = self.bytes.len();
         let start = round_down_to_block(old_len as u64) as usize;
@@ -283,12 +290,6 @@ impl<F: FileSystem> ManifestWriter<F> {
             // Not written: the next append rewrites the same block without this edit.
             self.bytes.truncate(old_len);
             return Err(Error::io("write", &self.path, error));
-        }
-        // A failed sync is not retried (see the crate's fault rules), by this caller or another.
-        if let Err(error) = self.file.sync_data().await {
-            let error = Error::io("sync", &self.path, error);
-            self.failed = Some(error.to_string());
-            return Err(error);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 #[expect(unsafe_code, reason = "the aligned allocation and its hand-over to the ring")]
 mod aligned;
 pub mod fault;
+mod publish;
 pub mod sim;
 mod task;
 mod uring;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES};
 pub use fault::FaultFs;
+pub use publish::publish;
 pub use sim::SimFs;
 pub use task::{Task, ThreadBody, ThreadHandle};
 pub use uring::{UringFile, UringFs};

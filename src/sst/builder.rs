@@ -191,18 +191,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         self.complete_write().await?;
         debug_assert_eq!(self.chunk_offset, file_bytes as u64);
         let path = FileKind::Table(self.number).path(&self.dir);
-        self.file
-            .sync_data()
-            .await
-            .map_err(|error| Error::io("sync", &self.tmp_path, error))?;
-        self.fs
-            .rename(&self.tmp_path, &path)
-            .await
-            .map_err(|error| Error::io("rename", &self.tmp_path, error))?;
-        self.fs
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|error| Error::io("sync directory", &self.dir, error))?;
+        crate::io::publish(&self.fs, &self.file, &self.tmp_path, &path).await?;
         let largest = self.index.last().expect("at least one block").last_key.clone();
         Ok(Arc::new(TableMeta {
             number: self.number,

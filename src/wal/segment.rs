@@ -62,15 +62,7 @@ pub async fn open_or_create<F: FileSystem>(
         result.map_err(|error| Error::io("pre-write", &tmp, error))?;
         offset += chunk as u64;
     }
-    file.sync_data()
-        .await
-        .map_err(|error| Error::io("sync", &tmp, error))?;
-    fs.rename(&tmp, &path)
-        .await
-        .map_err(|error| Error::io("rename", &tmp, error))?;
-    fs.sync_dir(dir)
-        .await
-        .map_err(|error| Error::io("sync directory", dir, error))?;
+    crate::io::publish(fs, &file, &tmp, &path).await?;
     Ok(file)
 }
 

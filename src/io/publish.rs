@@ -1,0 +1,28 @@
+//! Publishing a file written under a temporary name: sync its data, rename it to its final name,
+//! sync the directory. After a crash the file is then complete under its final name or not there
+//! at all. The one copy of this sequence, used by the WAL segment pre-write, the table builder
+//! and the manifest rewrite.
+
+use std::path::Path;
+
+use super::{DataFile, FileSystem};
+use crate::error::{Error, Result};
+
+/// See the module documentation. `tmp` and `path` must be in the same directory.
+pub async fn publish<F: FileSystem>(fs: &F, file: &F::File, tmp: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().expect("a data file's path has a directory");
+    assert_eq!(
+        tmp.parent(),
+        Some(dir),
+        "a rename across directories is not atomic"
+    );
+    file.sync_data()
+        .await
+        .map_err(|error| Error::io("sync", tmp, error))?;
+    fs.rename(tmp, path)
+        .await
+        .map_err(|error| Error::io("rename", tmp, error))?;
+    fs.sync_dir(dir)
+        .await
+        .map_err(|error| Error::io("sync directory", dir, error))
+}
