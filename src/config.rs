@@ -180,6 +180,49 @@ impl StoreConfig {
 }
 
 impl StoreConfig {
+    /// Checks that the options can work together; [`crate::engine::Engine::open`] calls it, so
+    /// every user of the library gets the same checks as the command line.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let invalid = |reason: String| Err(crate::Error::InvalidConfig { reason });
+        const BLOCK: u64 = crate::io::BLOCK_BYTES as u64;
+        if self.wal_segment_bytes == 0 || !self.wal_segment_bytes.is_multiple_of(BLOCK) {
+            return invalid(format!(
+                "WAL segment size {} is not a positive multiple of 4096",
+                self.wal_segment_bytes
+            ));
+        }
+        // Every record must fit in a segment with room to spare.
+        let largest_record = (self.max_key_bytes + self.max_value_bytes + 64) as u64;
+        if self.wal_segment_bytes < 2 * largest_record {
+            return invalid(format!(
+                "WAL segment size {} is too small for keys of {} and values of {} bytes: it must be at least {}",
+                self.wal_segment_bytes,
+                self.max_key_bytes,
+                self.max_value_bytes,
+                (2 * largest_record).next_multiple_of(BLOCK)
+            ));
+        }
+        if self.wal_batch_bytes == 0 {
+            return invalid("the WAL batch size is 0".to_string());
+        }
+        if self.memtable_bytes < BLOCK {
+            return invalid(format!("memtable size {} is below 4096", self.memtable_bytes));
+        }
+        if !(2..=64).contains(&self.compaction_trigger) {
+            return invalid(format!(
+                "compaction trigger {} is outside 2 to 64",
+                self.compaction_trigger
+            ));
+        }
+        let io_bytes = self.background_io_bytes as u64;
+        if !(BLOCK..=(8 << 20)).contains(&io_bytes) || !io_bytes.is_multiple_of(BLOCK) {
+            return invalid(format!(
+                "background I/O size {io_bytes} is not a multiple of 4096 between 4 KiB and 8 MiB"
+            ));
+        }
+        Ok(())
+    }
+
     /// Target size of level 1: what `compaction_trigger` full L0 files hold, so that an L0
     /// compaction rewrites about as much L1 data as it brings in.
     pub fn level1_bytes(&self) -> u64 {

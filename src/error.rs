@@ -4,9 +4,11 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// Everything that can go wrong below the HTTP layer.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong below the HTTP layer. `Clone`, so that one failed WAL batch can
+/// hand the same error to every request in it (the `io::Error` inside is shared).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O call failed. `op` says which call, `path` which file.
@@ -15,7 +17,7 @@ pub enum Error {
         op: &'static str,
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 
     /// The file system is full. Nothing acknowledged before is lost; writes work again once space
@@ -44,6 +46,10 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+
+    /// The store's configuration cannot work; `reason` says which option and why.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig { reason: String },
 
     /// Another process holds the data directory.
     #[error("data directory {path} is in use by another ringkv process (lock file {lock} is held)")]
@@ -94,53 +100,23 @@ impl Error {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             Error::NoSpace { op, path }
         } else {
-            Error::Io { op, path, source }
+            Error::Io {
+                op,
+                path,
+                source: Arc::new(source),
+            }
         }
     }
+}
 
-    /// A copy of this error to hand to every request of a failed batch (`io::Error` is not
-    /// `Clone`, so the copy keeps the kind and the message).
-    pub fn duplicate(&self) -> Self {
-        match self {
-            Error::Io { op, path, source } => Error::Io {
-                op,
-                path: path.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
-            },
-            Error::NoSpace { op, path } => Error::NoSpace {
-                op,
-                path: path.clone(),
-            },
-            Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
-            Error::WalCorruption { path, offset, reason } => Error::WalCorruption {
-                path: path.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            Error::Corruption {
-                kind,
-                path,
-                offset,
-                reason,
-            } => Error::Corruption {
-                kind,
-                path: path.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            Error::DataDirLocked { path, lock } => Error::DataDirLocked {
-                path: path.clone(),
-                lock: lock.clone(),
-            },
-            Error::RecordTooLarge {
-                record_bytes,
-                segment_bytes,
-            } => Error::RecordTooLarge {
-                record_bytes: *record_bytes,
-                segment_bytes: *segment_bytes,
-            },
-            Error::ShuttingDown => Error::ShuttingDown,
-            Error::ReadBeforeDelete(cause) => Error::ReadBeforeDelete(Box::new(cause.duplicate())),
-        }
+/// Adds the operation and the file to an `io::Result`, as [`Error::io`] does:
+/// `file.sync_data().await.context("sync", &path)?`.
+pub trait IoContext<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|error| Error::io(op, path, error))
     }
 }

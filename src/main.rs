@@ -140,18 +140,6 @@ fn parse_io_bytes(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Every record must fit in a segment with room to spare.
-    let largest_record = cli.max_key_bytes + cli.max_value_bytes + 64;
-    if (cli.wal_segment_bytes as usize) < 2 * largest_record {
-        eprintln!(
-            "ringkv: --wal-segment-bytes {} is too small for --max-key-bytes {} and --max-value-bytes {}: it must be at least {}",
-            cli.wal_segment_bytes,
-            cli.max_key_bytes,
-            cli.max_value_bytes,
-            (2 * largest_record).next_multiple_of(4096)
-        );
-        return ExitCode::FAILURE;
-    }
     let store = StoreConfig {
         data_dir: cli.data_dir,
         fsync: cli.fsync,
@@ -167,6 +155,11 @@ fn main() -> ExitCode {
         max_key_bytes: cli.max_key_bytes,
         max_value_bytes: cli.max_value_bytes,
     };
+    // Checked again by `Engine::open`; here it fails before the port is taken.
+    if let Err(error) = store.validate() {
+        eprintln!("ringkv: {error}");
+        return ExitCode::FAILURE;
+    }
     let http = HttpConfig {
         listen: cli.listen,
         max_head_bytes: cli.max_head_bytes,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::checksum::masked_crc32c;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 use crate::version::{VersionEdit, LEVELS};
@@ -176,12 +176,9 @@ pub async fn recover<F: FileSystem>(fs: &F, dir: &Path) -> Result<ManifestState>
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(ManifestState::default()),
         Err(error) => return Err(Error::io("open", &path, error)),
     };
-    let size = file
-        .size()
-        .await
-        .map_err(|error| Error::io("stat", &path, error))? as usize;
+    let size = file.size().await.context("stat", &path)? as usize;
     let (result, buf) = file.read_at(AlignedBuf::zeroed(size), 0).await;
-    let read = result.map_err(|error| Error::io("read", &path, error))?;
+    let read = result.context("read", &path)?;
     let bytes = &buf.as_slice()[..read];
     let mut state = ManifestState::default();
     let mut at = 0;
@@ -242,7 +239,7 @@ impl<F: FileSystem> ManifestWriter<F> {
         let file = fs
             .open(&tmp, OpenMode::CREATE_NEW)
             .await
-            .map_err(|error| Error::io("create", &tmp, error))?;
+            .context("create", &tmp)?;
         let mut writer = ManifestWriter {
             path: tmp.clone(),
             file,

@@ -342,13 +342,13 @@ fn a_clean_close_under_never_makes_every_segment_durable() {
         fsync: FsyncStrategy::Never,
         sync_call: ringkv::config::SyncCall::Fdatasync,
         // Several segments, no flush: the WAL is the only copy.
-        wal_segment_bytes: 16 << 10,
+        wal_segment_bytes: 20 << 10,
         ..config(dir.path())
     };
     let value = format!("\"{}\"", "v".repeat(1000));
     tokio_uring::start(async {
         let (engine, _) = Engine::open(fs.clone(), &config).await.unwrap();
-        for n in 0..60 {
+        for n in 0..120 {
             engine
                 .set(format!("k{n}").as_bytes(), value.as_bytes())
                 .await
@@ -372,7 +372,7 @@ fn a_clean_close_under_never_makes_every_segment_durable() {
     fs.crash(|_, _, _| false).unwrap();
     tokio_uring::start(async {
         let (engine, _) = Engine::open(ringkv::io::UringFs, &config).await.unwrap();
-        for n in 0..60 {
+        for n in 0..120 {
             let found = engine.get(format!("k{n}").as_bytes()).await.unwrap();
             assert!(
                 found.is_some(),

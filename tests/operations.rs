@@ -101,6 +101,22 @@ fn bad_flags_are_refused_with_help() {
             .unwrap();
         assert!(!output.status.success(), "{args:?}");
     }
+    // Options that parse but cannot work together: refused before anything is opened.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args([
+            "--wal-segment-bytes",
+            "4096",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WAL segment size 4096 is too small"), "{stderr}");
     let help = Command::new(env!("CARGO_BIN_EXE_ringkv"))
         .arg("--help")
         .output()

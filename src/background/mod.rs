@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::compaction::Policy;
-use crate::error::{Error, Result};
+use crate::error::{IoContext, Result};
 use crate::io::{FileSystem, ThreadHandle};
 use crate::version::Version;
 pub use protocol::{Event, FlushJob, Job};
@@ -95,7 +95,7 @@ impl Background {
         };
         let thread = starter
             .start_thread("ringkv-background", Box::new(body))
-            .map_err(|error| Error::io("spawn background thread", "ringkv-background", error))?;
+            .context("spawn background thread", "ringkv-background")?;
         Ok(Background {
             jobs: Some(jobs),
             stop,

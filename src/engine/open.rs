@@ -19,7 +19,7 @@ use crate::background::{Background, BackgroundOptions};
 use crate::compaction::Policy;
 use crate::config::StoreConfig;
 use crate::dir_lock::DirLock;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::FileSystem;
 use crate::manifest::{self, ManifestState};
@@ -33,10 +33,9 @@ impl<F: FileSystem> Engine<F> {
     /// (see the module documentation), and starts the WAL writer and the background ring. Must
     /// run inside a tokio-uring runtime.
     pub async fn open(fs: F, config: &StoreConfig) -> Result<(Rc<Self>, RecoveryReport)> {
+        config.validate()?;
         let dir = &config.data_dir;
-        fs.create_dir_all(dir)
-            .await
-            .map_err(|error| Error::io("create directory", dir, error))?;
+        fs.create_dir_all(dir).await.context("create directory", dir)?;
         let lock = DirLock::acquire(&fs, dir)?;
         let manifest = manifest::recover(&fs, dir).await?;
         let mut version = load_tables(&fs, config, &manifest).await?;
@@ -190,7 +189,7 @@ async fn remove_unnamed_files<F: FileSystem>(
 ) -> Result<()> {
     let dir = &config.data_dir;
     let live: HashSet<u64> = version.tables().map(|table| table.number).collect();
-    let paths = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
+    let paths = fs.list_dir(dir).context("list", dir)?;
     let tables = paths
         .iter()
         .filter(|path| matches!(FileKind::of_path(path), Some(FileKind::Table(_))))
@@ -219,9 +218,7 @@ async fn remove_unnamed_files<F: FileSystem>(
             | None => false,
         };
         if leftover {
-            fs.remove(&path)
-                .await
-                .map_err(|error| Error::io("remove", &path, error))?;
+            fs.remove(&path).await.context("remove", &path)?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::{DataFile, FileSystem};
-use crate::error::{Error, Result};
+use crate::error::{IoContext, Result};
 
 /// See the module documentation. `tmp` and `path` must be in the same directory.
 pub async fn publish<F: FileSystem>(fs: &F, file: &F::File, tmp: &Path, path: &Path) -> Result<()> {
@@ -16,13 +16,7 @@ pub async fn publish<F: FileSystem>(fs: &F, file: &F::File, tmp: &Path, path: &P
         Some(dir),
         "a rename across directories is not atomic"
     );
-    file.sync_data()
-        .await
-        .map_err(|error| Error::io("sync", tmp, error))?;
-    fs.rename(tmp, path)
-        .await
-        .map_err(|error| Error::io("rename", tmp, error))?;
-    fs.sync_dir(dir)
-        .await
-        .map_err(|error| Error::io("sync directory", dir, error))
+    file.sync_data().await.context("sync", tmp)?;
+    fs.rename(tmp, path).await.context("rename", tmp)?;
+    fs.sync_dir(dir).await.context("sync directory", dir)
 }

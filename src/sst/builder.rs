@@ -15,7 +15,7 @@ use super::block::BlockBuilder;
 use super::bloom::{key_hash, BloomFilter};
 use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
 use super::table::TableMeta;
-use crate::error::{Error, Result};
+use crate::error::{IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::{round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task};
 use crate::rate_limit::RateLimiter;
@@ -51,7 +51,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         let file = fs
             .open(&tmp_path, OpenMode::CREATE_NEW)
             .await
-            .map_err(|error| Error::io("create", &tmp_path, error))?;
+            .context("create", &tmp_path)?;
         Ok(TableBuilder {
             fs: fs.clone(),
             dir,
@@ -151,7 +151,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             return Ok(None);
         };
         let (result, mut buf) = write.await;
-        result.map_err(|error| Error::io("write", &self.tmp_path, error))?;
+        result.context("write", &self.tmp_path)?;
         buf.set_len(0);
         Ok(Some(buf))
     }

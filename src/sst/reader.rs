@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::block::EntryIter;
 use super::cache::BlockCache;
 use super::table::{read_block, TableMeta};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::io::{FileSystem, OpenMode};
 
 /// See the module documentation.
@@ -43,7 +43,7 @@ impl<F: FileSystem> TableReaders<F> {
             .fs
             .open(&meta.path, OpenMode::READ)
             .await
-            .map_err(|error| Error::io("open", &meta.path, error))?;
+            .context("open", &meta.path)?;
         self.files.borrow_mut().insert(meta.number, Rc::new(file));
         Ok(())
     }
@@ -74,7 +74,7 @@ impl<F: FileSystem> TableReaders<F> {
                         self.fs
                             .open(&meta.path, OpenMode::READ)
                             .await
-                            .map_err(|error| Error::io("open", &meta.path, error))?,
+                            .context("open", &meta.path)?,
                     ),
                 };
                 let (bytes, count) = read_block(&*file, meta, block).await?;

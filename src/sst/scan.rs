@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::block::{self, Entry, EntryIter};
 use super::table::TableMeta;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task};
 use crate::rate_limit::RateLimiter;
 
@@ -44,7 +44,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
         let file = fs
             .open(&meta.path, OpenMode::READ)
             .await
-            .map_err(|error| Error::io("open", &meta.path, error))?;
+            .context("open", &meta.path)?;
         Ok(TableScanner {
             fs: fs.clone(),
             file: Rc::new(file),
@@ -131,7 +131,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
                 }
             };
             let (result, buf) = ahead.read.await;
-            let read = result.map_err(|error| Error::io("read", &self.meta.path, error))?;
+            let read = result.context("read", &self.meta.path)?;
             if (read as u64) < end - start {
                 return Err(Error::sst_corruption(
                     &self.meta.path,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::bloom::BloomFilter;
 use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::io::{
     round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES,
 };
@@ -30,14 +30,8 @@ pub struct TableMeta {
 impl TableMeta {
     /// Opens the table at `path` and reads its footer, filter and index, checking each.
     pub async fn load<F: FileSystem>(fs: &F, path: &Path, number: u64) -> Result<Arc<Self>> {
-        let file = fs
-            .open(path, OpenMode::READ)
-            .await
-            .map_err(|error| Error::io("open", path, error))?;
-        let file_bytes = file
-            .size()
-            .await
-            .map_err(|error| Error::io("stat", path, error))?;
+        let file = fs.open(path, OpenMode::READ).await.context("open", path)?;
+        let file_bytes = file.size().await.context("stat", path)?;
         if file_bytes < BLOCK_BYTES as u64 || file_bytes % BLOCK_BYTES as u64 != 0 {
             return Err(Error::sst_corruption(
                 path,
@@ -103,7 +97,7 @@ impl TableMeta {
 async fn read_exact<D: DataFile>(file: &D, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let buf = AlignedBuf::zeroed(len);
     let (result, buf) = file.read_at(buf, offset).await;
-    let read = result.map_err(|error| Error::io("read", path, error))?;
+    let read = result.context("read", path)?;
     if read < len {
         return Err(Error::sst_corruption(
             path,
@@ -122,7 +116,7 @@ pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -
     let end = round_up_to_block((entry.offset + u64::from(entry.len)) as usize) as u64;
     let len = (end - start) as usize;
     let (result, buf) = file.read_at(AlignedBuf::zeroed(len), start).await;
-    let read = result.map_err(|error| Error::io("read", &meta.path, error))?;
+    let read = result.context("read", &meta.path)?;
     if read < len {
         return Err(Error::sst_corruption(
             &meta.path,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::record::{self, Invalid, Record, RecordKind, RECORD_ALIGN};
 use super::segment;
 use super::writer::LogPosition;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
 
@@ -165,7 +165,7 @@ fn valid_records_after(
 /// unfinished pre-write are removed.
 async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u64) -> Result<Vec<u64>> {
     let mut numbers = Vec::new();
-    let entries = fs.list_dir(dir).map_err(|error| Error::io("list", dir, error))?;
+    let entries = fs.list_dir(dir).context("list", dir)?;
     for path in entries {
         let retired_or_unfinished = match FileKind::of_path(&path) {
             Some(FileKind::WalSegment(number)) if number >= first_live_segment => {
@@ -176,9 +176,7 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u6
             _ => false,
         };
         if retired_or_unfinished {
-            fs.remove(&path)
-                .await
-                .map_err(|error| Error::io("remove", &path, error))?;
+            fs.remove(&path).await.context("remove", &path)?;
         }
     }
     numbers.sort_unstable();
@@ -212,17 +210,11 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u6
 }
 
 async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> {
-    let file = fs
-        .open(path, OpenMode::READ)
-        .await
-        .map_err(|error| Error::io("open", path, error))?;
-    let size = file
-        .size()
-        .await
-        .map_err(|error| Error::io("stat", path, error))?;
+    let file = fs.open(path, OpenMode::READ).await.context("open", path)?;
+    let size = file.size().await.context("stat", path)?;
     let buf = AlignedBuf::zeroed(size as usize);
     let (result, buf) = file.read_at(buf, 0).await;
-    let read = result.map_err(|error| Error::io("read", path, error))?;
+    let read = result.context("read", path)?;
     if (read as u64) < size {
         return Err(Error::io(
             "read",
@@ -235,8 +227,6 @@ async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> 
     }
     // A killed process under `never` or `periodic` leaves written but unsynced records. Making
     // them durable now lets every record appended from here on claim all of the log before it.
-    file.sync_data()
-        .await
-        .map_err(|error| Error::io("sync", path, error))?;
+    file.sync_data().await.context("sync", path)?;
     Ok(buf)
 }

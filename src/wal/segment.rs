@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::{AlignedBuf, DataFile, FileSystem, OpenMode};
 
@@ -51,7 +51,7 @@ pub async fn open_or_create<F: FileSystem>(
             },
         )
         .await
-        .map_err(|error| Error::io("create", &tmp, error))?;
+        .context("create", &tmp)?;
     let mut zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES);
     let mut offset = 0;
     while offset < segment_bytes {
@@ -59,7 +59,7 @@ pub async fn open_or_create<F: FileSystem>(
         zeros.set_len(chunk);
         let (result, returned) = file.write_at(zeros, offset).await;
         zeros = returned;
-        result.map_err(|error| Error::io("pre-write", &tmp, error))?;
+        result.context("pre-write", &tmp)?;
         offset += chunk as u64;
     }
     crate::io::publish(fs, &file, &tmp, &path).await?;

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
 use super::segment;
 use crate::config::{FsyncStrategy, SyncCall, WalIo};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
 
 /// How the writer is set up.
@@ -66,7 +66,7 @@ impl Ticket {
             // Created before the check so that a completion in between is not missed.
             let notified = self.0.done.notified();
             if let Some(outcome) = &*self.0.outcome.borrow() {
-                return outcome.as_ref().map(|_| ()).map_err(Error::duplicate);
+                return outcome.clone();
             }
             notified.await;
         }
@@ -481,7 +481,7 @@ impl<F: FileSystem> WalWriter<F> {
         buf.pad_to_block();
         let (result, buf) = file.write_at(buf, batch.block_offset).await;
         batch.buf = buf;
-        result.map_err(|error| Error::io("write", &path, error))?;
+        result.context("write", &path)?;
         self.written_end.set((batch.segment_number, batch.end_offset));
         if self.options.sync_call == SyncCall::Dsync {
             self.durable_end.set(self.written_end.get());
@@ -511,9 +511,9 @@ impl<F: FileSystem> WalWriter<F> {
         };
         let later: Vec<Batch> = state.queue.drain(..).collect();
         drop(state);
-        batch.ticket.complete(Err(error.duplicate()));
+        batch.ticket.complete(Err(error.clone()));
         for failed in later {
-            failed.ticket.complete(Err(error.duplicate()));
+            failed.ticket.complete(Err(error.clone()));
         }
     }
 
