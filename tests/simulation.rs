@@ -20,7 +20,8 @@
 //!
 //! One seed fixes a whole run. A failure prints the seed and the command that replays it:
 //! `RINGKV_SIM_SEED=N cargo test --release --test simulation -- --nocapture`.
-//! `RINGKV_SIM_SEEDS=N` sets how many seeds the campaign runs (CI: 200, about a minute).
+//! `RINGKV_SIM_SEEDS=N` sets how many seeds the campaign runs (CI: 1,000, under a minute);
+//! `RINGKV_SIM_FIRST_SEED=N` where it starts.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -599,7 +600,7 @@ fn seeds() -> Vec<u64> {
     let count: u64 = std::env::var("RINGKV_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(1000);
     let first: u64 = std::env::var("RINGKV_SIM_FIRST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
