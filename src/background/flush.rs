@@ -14,6 +14,15 @@ use crate::wal;
 
 impl<F: FileSystem> Worker<F> {
     pub(super) async fn flush(&self, job: &FlushJob) -> Result<()> {
+        // Flushes come in freeze order, each claiming every seq below its freeze point, so the
+        // flushed seq never goes back.
+        let flushed_before = self.version.borrow().flushed_seq;
+        assert!(
+            job.flushed_seq >= flushed_before,
+            "flush of memtable {} claims seq {} after a flush claimed {flushed_before}",
+            job.memtable_id,
+            job.flushed_seq
+        );
         let mut edit = VersionEdit {
             flushed_seq: Some(job.flushed_seq),
             first_live_wal_segment: Some(job.first_live_wal_segment),

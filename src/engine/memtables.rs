@@ -45,7 +45,13 @@ impl Slot {
 
     /// A write for this memtable settled.
     pub fn settled(&self) {
-        self.unsettled.set(self.unsettled.get() - 1);
+        let unsettled = self.unsettled.get();
+        assert!(
+            unsettled > 0,
+            "memtable {}: more writes settled than were appended",
+            self.id
+        );
+        self.unsettled.set(unsettled - 1);
     }
 
     pub fn frozen_at(&self) -> Option<FrozenAt> {

@@ -9,7 +9,7 @@
 //!
 //! It wraps [`UringFs`]; it must not be used by the server itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::dir_op::DirOp;
 use super::{
     AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, UringFile, UringFs,
     BLOCK_BYTES,
@@ -48,47 +49,14 @@ struct Shadow {
     size: u64,
 }
 
-/// A change to a directory's entries.
-#[derive(Clone)]
-enum DirOp {
-    Create { path: PathBuf, id: u64 },
-    Rename { from: PathBuf, to: PathBuf },
-    Remove { path: PathBuf },
-}
-
-impl DirOp {
-    fn dir(&self) -> Option<&Path> {
-        match self {
-            DirOp::Create { path, .. } | DirOp::Remove { path } => path.parent(),
-            DirOp::Rename { to, .. } => to.parent(),
-        }
-    }
-
-    fn apply(&self, names: &mut HashMap<PathBuf, u64>) {
-        match self {
-            DirOp::Create { path, id } => {
-                names.insert(path.clone(), *id);
-            }
-            DirOp::Rename { from, to } => {
-                if let Some(id) = names.remove(from) {
-                    names.insert(to.clone(), id);
-                }
-            }
-            DirOp::Remove { path } => {
-                names.remove(path);
-            }
-        }
-    }
-}
-
 /// Every file this layer has seen, by identity, and the names pointing at them.
 #[derive(Default)]
 struct Files {
     shadows: HashMap<u64, Shadow>,
     /// The entries as the running store sees them.
-    names: HashMap<PathBuf, u64>,
+    names: BTreeMap<PathBuf, u64>,
     /// The entries as of the last directory sync.
-    durable_names: HashMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
     /// Changes since, oldest first.
     /// With their completion numbers (see `completions`).
     pending: Vec<(u64, DirOp)>,

@@ -10,6 +10,7 @@
 
 #[expect(unsafe_code, reason = "the aligned allocation and its hand-over to the ring")]
 mod aligned;
+mod dir_op;
 pub mod fault;
 mod publish;
 pub mod sim;

@@ -37,6 +37,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 
+use super::dir_op::DirOp;
 use super::fault::{patch, random_persisted, Persisted};
 use super::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, BLOCK_BYTES};
 
@@ -73,38 +74,6 @@ struct Inode {
     unsynced: Vec<(u64, u64, Vec<u8>)>,
     /// What a read sees: `durable` with every completed write applied.
     current: Vec<u8>,
-}
-
-#[derive(Clone, Debug)]
-enum DirOp {
-    Link { path: PathBuf, inode: u64 },
-    Rename { from: PathBuf, to: PathBuf },
-    Unlink { path: PathBuf },
-}
-
-impl DirOp {
-    fn dir(&self) -> Option<&Path> {
-        match self {
-            DirOp::Link { path, .. } | DirOp::Unlink { path } => path.parent(),
-            DirOp::Rename { to, .. } => to.parent(),
-        }
-    }
-
-    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
-        match self {
-            DirOp::Link { path, inode } => {
-                names.insert(path.clone(), *inode);
-            }
-            DirOp::Rename { from, to } => {
-                if let Some(inode) = names.remove(from) {
-                    names.insert(to.clone(), inode);
-                }
-            }
-            DirOp::Unlink { path } => {
-                names.remove(path);
-            }
-        }
-    }
 }
 
 struct World {
@@ -184,7 +153,7 @@ impl World {
             .pending
             .iter()
             .filter_map(|(_, op)| match op {
-                DirOp::Link { inode, .. } => Some(*inode),
+                DirOp::Create { id, .. } => Some(*id),
                 _ => None,
             })
             .collect();
@@ -522,9 +491,9 @@ impl FileSystem for SimFs {
                 let inode = world.next_inode;
                 world.next_inode += 1;
                 world.inodes.insert(inode, Inode::default());
-                world.dir_op(DirOp::Link {
+                world.dir_op(DirOp::Create {
                     path: path.to_path_buf(),
-                    inode,
+                    id: inode,
                 });
                 inode
             }
@@ -561,7 +530,7 @@ impl FileSystem for SimFs {
             return Err(io::ErrorKind::NotFound.into());
         }
         world.event("remove", path, 0, 0);
-        world.dir_op(DirOp::Unlink {
+        world.dir_op(DirOp::Remove {
             path: path.to_path_buf(),
         });
         Ok(())

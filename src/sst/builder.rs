@@ -75,9 +75,13 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
 
     /// Adds an entry; keys must come in strictly ascending order.
     pub async fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) -> Result<()> {
-        debug_assert!(
-            self.smallest.is_none() || key > self.block_last_key.as_slice() || !self.index.is_empty(),
-            "keys out of order"
+        // `block_last_key` is the last key added, across blocks (it used to be checked within
+        // the first block only).
+        assert!(
+            self.smallest.is_none() || key > self.block_last_key.as_slice(),
+            "table {}: key {key:?} added after {:?}",
+            self.number,
+            self.block_last_key
         );
         if self.smallest.is_none() {
             self.smallest = Some(Bytes::copy_from_slice(key));
