@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::checksum::masked_crc32c;
+use crate::coding;
 use crate::error::{Error, IoContext, Result};
 use crate::filename::FileKind;
 use crate::io::{round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode};
@@ -15,6 +16,7 @@ use crate::version::{VersionEdit, LEVELS};
 
 /// `masked_crc:u32 payload_len:u32`.
 const FRAME_HEADER_BYTES: usize = 8;
+const _: () = assert!(FRAME_HEADER_BYTES == 4 + 4, "masked crc, then payload length");
 /// Rewrite once the log is this much larger than its last snapshot.
 const REWRITE_GROWTH_BYTES: usize = 1 << 20;
 
@@ -96,13 +98,13 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// The payload of a valid frame at `at`, and where the next frame starts.
 fn unframe(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(at..at + FRAME_HEADER_BYTES)?;
-    let len = u32::from_le_bytes(header[4..8].try_into().ok()?) as usize;
+    let len = coding::get_u32(header, 4) as usize;
     if len == 0 {
         return None;
     }
     let end = (at + FRAME_HEADER_BYTES).checked_add(len)?;
     let body = bytes.get(at + 4..end)?;
-    let stored = u32::from_le_bytes(header[..4].try_into().ok()?);
+    let stored = coding::get_u32(header, 0);
     (masked_crc32c(body) == stored).then(|| (&bytes[at + FRAME_HEADER_BYTES..end], end))
 }
 
@@ -116,7 +118,7 @@ fn apply_payload(state: &mut ManifestState, payload: &[u8]) -> Result<(), String
         *at += len;
         Ok(field)
     };
-    let u64_of = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+    let u64_of = |bytes: &[u8]| coding::get_u64(bytes, 0);
     while at < payload.len() {
         let tag = take(&mut at, 1)?[0];
         match tag {
@@ -144,7 +146,7 @@ fn apply_payload(state: &mut ManifestState, payload: &[u8]) -> Result<(), String
                 let entry_count = u64_of(take(&mut at, 8)?);
                 let mut keys = [Bytes::new(), Bytes::new()];
                 for key in &mut keys {
-                    let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+                    let len = coding::get_u32(take(&mut at, 4)?, 0) as usize;
                     *key = Bytes::copy_from_slice(take(&mut at, len)?);
                 }
                 let [smallest, largest] = keys;

@@ -4,11 +4,13 @@
 use bytes::Bytes;
 
 use crate::checksum::masked_crc32c;
+use crate::coding;
 
 /// `kind:u8 key_len:u32 value_len:u32 version:u64`.
 pub const ENTRY_HEADER_BYTES: usize = 17;
 /// `entry_count:u32 masked_crc:u32`.
 pub const BLOCK_TRAILER_BYTES: usize = 8;
+const _: () = assert!(ENTRY_HEADER_BYTES == 1 + 4 + 4 + 8 && BLOCK_TRAILER_BYTES == 4 + 4);
 /// A block is closed once it holds at least this many bytes (one large entry makes a large block).
 pub const TARGET_BLOCK_BYTES: usize = 4096;
 
@@ -72,16 +74,14 @@ pub fn verify(block: &[u8]) -> Result<u32, String> {
         ));
     }
     let crc_at = block.len() - 4;
-    let stored = u32::from_le_bytes(block[crc_at..].try_into().expect("4 bytes"));
+    let stored = coding::get_u32(block, crc_at);
     let actual = masked_crc32c(&block[..crc_at]);
     if stored != actual {
         return Err(format!(
             "block checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
         ));
     }
-    Ok(u32::from_le_bytes(
-        block[crc_at - 4..crc_at].try_into().expect("4 bytes"),
-    ))
+    Ok(coding::get_u32(block, crc_at - 4))
 }
 
 /// An entry decoded in place: key, version, value (`None`: tombstone), and where the next starts.
@@ -115,9 +115,9 @@ impl EntryIter {
             .get(at..at + ENTRY_HEADER_BYTES)
             .ok_or_else(|| format!("entry header at block offset {at} runs past the block"))?;
         let kind = header[0];
-        let key_len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-        let value_len = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes")) as usize;
-        let version = u64::from_le_bytes(header[9..17].try_into().expect("8 bytes"));
+        let key_len = coding::get_u32(header, 1) as usize;
+        let value_len = coding::get_u32(header, 5) as usize;
+        let version = coding::get_u64(header, 9);
         let key_at = at + ENTRY_HEADER_BYTES;
         let next = key_at
             .checked_add(key_len)

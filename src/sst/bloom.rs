@@ -1,6 +1,7 @@
 //! The bloom filter of one SST: a `bitvec` bitset probed by double hashing (Kirsch–Mitzenmacher),
 //! about 10 bits per key and 7 probes, about 1% false positives. Knows keys and bits, not files.
 
+use crate::coding;
 use bitvec::prelude::{BitVec, Lsb0};
 
 pub const BITS_PER_KEY: usize = 10;
@@ -76,7 +77,7 @@ impl BloomFilter {
             ));
         }
         let hash_count = bytes[0];
-        let bit_count = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+        let bit_count = coding::get_u32(bytes, 4) as usize;
         let words = &bytes[HEADER_BYTES..];
         if hash_count == 0
             || hash_count > 30
@@ -91,7 +92,7 @@ impl BloomFilter {
         }
         let words: Vec<u64> = words
             .chunks_exact(8)
-            .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
+            .map(|chunk| coding::get_u64(chunk, 0))
             .collect();
         Ok(BloomFilter {
             bits: BitVec::from_vec(words),

@@ -1,6 +1,7 @@
 //! The SST footer, filter block and index block (`docs/format.md`, "SST files"): encoding and
 //! checked decoding. Knows bytes only.
 
+use crate::coding;
 use bytes::Bytes;
 
 use super::bloom::BloomFilter;
@@ -9,6 +10,10 @@ use crate::checksum::masked_crc32c;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RINGKVST");
 pub const FORMAT_VERSION: u32 = 1;
 pub const FOOTER_BYTES: usize = 64;
+// Magic 8, version 4, blocks 4, entries 8, filter offset 8 and length 4, index length 4 and offset
+// 8, max version 8, 4 reserved, checksum 4; inside the file's last block, which is read whole.
+const _: () = assert!(8 + 4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 + 4 + 4 == FOOTER_BYTES);
+const _: () = assert!(FOOTER_BYTES <= crate::io::BLOCK_BYTES);
 
 /// The fixed-size record at the end of every SST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,8 +49,8 @@ impl Footer {
         let bytes: &[u8; FOOTER_BYTES] = bytes
             .try_into()
             .map_err(|_| "footer is not 64 bytes".to_string())?;
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at = |at: usize| coding::get_u32(bytes, at);
+        let u64_at = |at: usize| coding::get_u64(bytes, at);
         if u64_at(0) != MAGIC {
             return Err(format!("bad magic number {:#018x}", u64_at(0)));
         }
@@ -107,7 +112,7 @@ fn unseal<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8], String> {
         .len()
         .checked_sub(4)
         .ok_or_else(|| format!("{what} shorter than its checksum"))?;
-    let stored = u32::from_le_bytes(bytes[body_len..].try_into().expect("4 bytes"));
+    let stored = coding::get_u32(bytes, body_len);
     let actual = masked_crc32c(&bytes[..body_len]);
     if stored != actual {
         return Err(format!(
@@ -153,7 +158,7 @@ pub fn decode_index(
     let smallest_len = reader.u32()? as usize;
     let smallest = Bytes::copy_from_slice(reader.take(smallest_len)?);
     let count_at = body.len().checked_sub(4).ok_or("index block has no count")?;
-    let count = u32::from_le_bytes(body[count_at..].try_into().expect("4 bytes"));
+    let count = coding::get_u32(body, count_at);
     if count != block_count {
         return Err(format!("index holds {count} blocks, footer says {block_count}"));
     }
@@ -207,10 +212,10 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(coding::get_u32(self.take(4)?, 0))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(coding::get_u64(self.take(8)?, 0))
     }
 }

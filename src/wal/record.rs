@@ -1,6 +1,8 @@
 //! WAL record framing: encoding into a buffer and decoding at an offset. Pure bytes; see
 //! `docs/format.md` ("WAL segments") for the grammar this implements.
 
+use crate::coding::{get_u32, get_u64};
+
 /// Bytes of a record header: masked crc, payload length, seq, durable claim, kind, reserved.
 pub const HEADER_BYTES: usize = 24;
 /// Records start at multiples of this.
@@ -106,6 +108,10 @@ pub fn encoded_len(key: &[u8], value: &[u8]) -> usize {
 
 /// Bytes of a segment-end record.
 pub const SEGMENT_END_BYTES: usize = (HEADER_BYTES + 4).next_multiple_of(RECORD_ALIGN);
+// crc 4, length 4, seq 8, claim 4, kind 1, reserved 3; records stay aligned, and a segment-end
+// record always fits in the block it starts in.
+const _: () = assert!(4 + 4 + 8 + 4 + 1 + 3 == HEADER_BYTES && HEADER_BYTES.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!(SEGMENT_END_BYTES < crate::io::BLOCK_BYTES);
 
 /// Encodes one record into `out`, which must be exactly [`encoded_len`] bytes long.
 pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_claim: u32, key: &[u8], value: &[u8]) {
@@ -126,12 +132,6 @@ pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_claim: u32, ke
     header[..4].copy_from_slice(&crate::checksum::mask(crc).to_le_bytes());
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
 /// Decodes the record at `offset` of `segment`. On success also returns the offset of the next
 /// record. `max_payload_bytes` bounds the length field (a larger one is damage, not a record).
 pub fn decode(
@@ -142,7 +142,7 @@ pub fn decode(
     let header = segment
         .get(offset..offset + HEADER_BYTES)
         .ok_or(Invalid::HeaderTruncated)?;
-    let payload_len = u32_at(header, 4);
+    let payload_len = get_u32(header, 4);
     if payload_len == 0 {
         return Err(Invalid::Zero);
     }
@@ -152,23 +152,21 @@ pub fn decode(
         return Err(Invalid::BadLength { payload_len });
     }
     let payload = &segment[payload_start..payload_end];
-    let expected = u32_at(header, 0);
+    let expected = get_u32(header, 0);
     let actual = crate::checksum::mask(crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload));
     if expected != actual {
         return Err(Invalid::ChecksumMismatch { expected, actual });
     }
     let kind = RecordKind::from_byte(header[20]).ok_or(Invalid::BadKind { kind: header[20] })?;
-    let key_len = u32_at(payload, 0);
+    let key_len = get_u32(payload, 0);
     if key_len as usize > payload.len() - 4 {
         return Err(Invalid::BadKeyLength { key_len, payload_len });
     }
     let key_end = 4 + key_len as usize;
-    let mut seq = [0; 8];
-    seq.copy_from_slice(&header[8..16]);
     let record = Record {
         kind,
-        seq: u64::from_le_bytes(seq),
-        durable_claim: u32_at(header, 16),
+        seq: get_u64(header, 8),
+        durable_claim: get_u32(header, 16),
         key: &payload[4..key_end],
         value: &payload[key_end..],
     };
