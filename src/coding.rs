@@ -2,6 +2,24 @@
 //! `util/coding.h`). Reading is the one place that turns a slice into an array: callers check
 //! lengths against the format first, so a short slice here is a bug, not bad input.
 
+// File offsets and sizes (u64) index memory (usize) throughout: ringkv runs on 64-bit targets.
+const _: () = assert!(usize::BITS == 64, "ringkv needs a 64-bit target");
+
+/// A file offset or size as a memory index: lossless, `usize` being 64 bits (asserted above).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "usize is 64 bits, asserted at compile time"
+)]
+pub const fn to_usize(n: u64) -> usize {
+    n as usize
+}
+
+/// A length as the `u32` a format stores. Keys, values, blocks, filters and indexes are bounded
+/// far below 4 GiB (`StoreConfig::validate` caps keys and values), so a longer one is a bug.
+pub fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).expect("a length that fits the format's u32 field")
+}
+
 /// The `u32` at `bytes[at..at + 4]`.
 pub fn get_u32(bytes: &[u8], at: usize) -> u32 {
     let word: [u8; 4] = bytes[at..at + 4].try_into().expect("a 4-byte slice");

@@ -202,6 +202,13 @@ impl StoreConfig {
                 (2 * largest_record).next_multiple_of(BLOCK)
             ));
         }
+        // Lengths are stored as u32 in every format (see `coding::len_u32`).
+        if self.max_key_bytes > MAX_KEY_OR_VALUE_BYTES || self.max_value_bytes > MAX_KEY_OR_VALUE_BYTES {
+            return invalid(format!(
+                "keys of {} and values of {} bytes: neither may exceed {MAX_KEY_OR_VALUE_BYTES}",
+                self.max_key_bytes, self.max_value_bytes
+            ));
+        }
         if self.wal_batch_bytes == 0 {
             return invalid("the WAL batch size is 0".to_string());
         }
@@ -236,6 +243,9 @@ impl StoreConfig {
         (self.memtable_bytes / 2).max(64 << 10)
     }
 }
+
+/// The largest key or value a store can be configured for: lengths are u32 on disk.
+pub const MAX_KEY_OR_VALUE_BYTES: usize = 1 << 30;
 
 /// Growth factor between the target sizes of consecutive levels.
 pub const LEVEL_RATIO: u64 = 10;

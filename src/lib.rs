@@ -14,6 +14,13 @@
 //! On-disk formats: `docs/format.md`.
 
 #![deny(unsafe_code)]
+// Every numeric cast that could lose bits goes through `coding` (`to_usize`, `len_u32`) or a
+// checked conversion; the rest of pedantic does not fit this code base yet.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod background;

@@ -67,17 +67,17 @@ fn encode_edit(edit: &VersionEdit) -> Vec<u8> {
     u64_field(&mut out, TAG_NEXT_FILE_NUMBER, edit.next_file_number);
     for &(level, number) in &edit.removed {
         out.push(TAG_REMOVE_TABLE);
-        out.push(level as u8);
+        out.push(u8::try_from(level).expect("LEVELS is 7"));
         out.extend_from_slice(&number.to_le_bytes());
     }
     for (level, table) in &edit.added {
         out.push(TAG_ADD_TABLE);
-        out.push(*level as u8);
+        out.push(u8::try_from(*level).expect("LEVELS is 7"));
         out.extend_from_slice(&table.number.to_le_bytes());
         out.extend_from_slice(&table.file_bytes.to_le_bytes());
         out.extend_from_slice(&table.entry_count().to_le_bytes());
         for key in [&table.smallest, &table.largest] {
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(&coding::len_u32(key.len()).to_le_bytes());
             out.extend_from_slice(key);
         }
     }
@@ -88,7 +88,7 @@ fn encode_edit(edit: &VersionEdit) -> Vec<u8> {
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&coding::len_u32(payload.len()).to_le_bytes());
     out.extend_from_slice(payload);
     let crc = masked_crc32c(&out[4..]);
     out[..4].copy_from_slice(&crc.to_le_bytes());
@@ -178,7 +178,7 @@ pub async fn recover<F: FileSystem>(fs: &F, dir: &Path) -> Result<ManifestState>
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(ManifestState::default()),
         Err(error) => return Err(Error::io("open", &path, error)),
     };
-    let size = file.size().await.context("stat", &path)? as usize;
+    let size = coding::to_usize(file.size().await.context("stat", &path)?);
     let (result, buf) = file.read_at(AlignedBuf::zeroed(size), 0).await;
     let read = result.context("read", &path)?;
     let bytes = &buf.as_slice()[..read];
@@ -277,7 +277,7 @@ impl<F: FileSystem> ManifestWriter<F> {
     async fn write(&mut self, edit: &VersionEdit) -> Result<()> {
         let record = frame(&encode_edit(edit));
         let old_len = self.bytes.len();
-        let start = round_down_to_block(old_len as u64) as usize;
+        let start = coding::to_usize(round_down_to_block(old_len as u64));
         self.bytes.extend_from_slice(&record);
         let end = round_up_to_block(self.bytes.len());
         let mut buf = AlignedBuf::zeroed(end - start);

@@ -22,7 +22,10 @@ type HeapItem = Reverse<(Bytes, Reverse<u64>, usize)>;
 
 /// See the module documentation. `sources` are the task's tables, L0 newest first then the
 /// target level's; `allocate` hands out file numbers; `stop` abandons the work early.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the merge's inputs are independent: the task, its tables, the sizes, pacing, numbering and the stop flag"
+)]
 pub async fn run<F: FileSystem>(
     fs: &F,
     dir: &Path,

@@ -4,6 +4,7 @@
 //! segment (which must be there), skipping records already in tables, and only then files nobody
 //! names (an interrupted flush, compaction or manifest rewrite) removed.
 
+use crate::coding;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -47,7 +48,7 @@ impl<F: FileSystem> Engine<F> {
             &fs,
             dir,
             version.first_live_wal_segment,
-            config.wal_segment_bytes as usize,
+            coding::to_usize(config.wal_segment_bytes),
             |record| {
                 if record.seq <= flushed_seq {
                     return;

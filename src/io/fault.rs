@@ -138,11 +138,11 @@ pub struct FaultFile {
 
 /// Writes `bytes` into a file image at `offset`, growing it as a write past the end would.
 pub(super) fn patch(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
-    let end = offset as usize + bytes.len();
+    let end = crate::coding::to_usize(offset) + bytes.len();
     if image.len() < end {
         image.resize(end, 0);
     }
-    image[offset as usize..end].copy_from_slice(bytes);
+    image[crate::coding::to_usize(offset)..end].copy_from_slice(bytes);
 }
 
 fn injected(errno: i32) -> io::Error {
@@ -322,7 +322,6 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// The durable names plus the first `dir_ops_kept` pending changes, each with its content: the
 /// durable image plus the unsynced writes `persisted` keeps.
-#[allow(clippy::type_complexity)]
 fn crash_image(
     files: &Files,
     dir_ops_kept: usize,

@@ -73,7 +73,10 @@ impl OpenMode {
 /// opened buffered, so that callers need not care which).
 //
 // The futures are deliberately not `Send`: everything runs on one thread's ring.
-#[allow(async_fn_in_trait)]
+#[expect(
+    async_fn_in_trait,
+    reason = "the futures run on one thread's ring; no caller needs them Send"
+)]
 pub trait DataFile: 'static {
     /// Writes all of `buf` (its length, a whole number of blocks) at `offset`.
     async fn write_at(&self, buf: AlignedBuf, offset: u64) -> (io::Result<()>, AlignedBuf);
@@ -94,7 +97,10 @@ pub trait DataFile: 'static {
 
 /// Directory-level operations, the way files are opened, and the runtime the storage code runs
 /// on (tasks, threads, the clock).
-#[allow(async_fn_in_trait)]
+#[expect(
+    async_fn_in_trait,
+    reason = "the futures run on one thread's ring; no caller needs them Send"
+)]
 pub trait FileSystem: Clone + Send + Sync + 'static {
     type File: DataFile;
     /// Holds the data directory's lock until dropped.

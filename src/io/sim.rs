@@ -450,7 +450,7 @@ impl DataFile for SimFile {
             return (Err(errno(libc::EIO)), buf);
         }
         let current = &world.inode(self.inode).current;
-        let start = (offset as usize).min(current.len());
+        let start = crate::coding::to_usize(offset).min(current.len());
         let end = (start + buf.capacity()).min(current.len());
         let count = end - start;
         buf.set_len(0);

@@ -39,8 +39,10 @@ impl BlockBuilder {
             None => (KIND_DELETE, &[][..]),
         };
         self.buf.push(kind);
-        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&coding::len_u32(key.len()).to_le_bytes());
+        self.buf
+            .extend_from_slice(&coding::len_u32(value.len()).to_le_bytes());
         self.buf.extend_from_slice(&version.to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(value);

@@ -63,7 +63,7 @@ impl BloomFilter {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.hash_count);
         out.extend_from_slice(&[0; 3]);
-        out.extend_from_slice(&(self.bits.len() as u32).to_le_bytes());
+        out.extend_from_slice(&coding::len_u32(self.bits.len()).to_le_bytes());
         for word in self.bits.as_raw_slice() {
             out.extend_from_slice(&word.to_le_bytes());
         }
@@ -104,7 +104,8 @@ impl BloomFilter {
 fn probes(hash: u64, count: u8, bit_count: usize) -> impl Iterator<Item = usize> {
     let h1 = hash;
     let h2 = hash.rotate_left(32) | 1;
-    (0..u64::from(count)).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bit_count as u64) as usize)
+    (0..u64::from(count))
+        .map(move |i| coding::to_usize(h1.wrapping_add(i.wrapping_mul(h2)) % bit_count as u64))
 }
 
 #[cfg(test)]

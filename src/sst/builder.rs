@@ -4,6 +4,7 @@
 //! the filter, the index and the footer, syncs, renames the file from its temporary name and syncs
 //! the directory, so a table is either complete and durable under its final name or absent.
 
+use crate::coding;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -112,7 +113,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         self.index.push(IndexEntry {
             last_key: Bytes::copy_from_slice(&self.block_last_key),
             offset: self.data_bytes,
-            len: block.len() as u32,
+            len: coding::len_u32(block.len()),
         });
         self.data_bytes += block.len() as u64;
         self.append(&block).await
@@ -171,12 +172,12 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         let smallest = self.smallest.take().expect("set with the first entry");
         let mut tail = Vec::with_capacity(filter.encoded_len() + 64 * self.index.len() + FOOTER_BYTES);
         format::encode_filter(&filter, &mut tail);
-        let filter_len = tail.len() as u32;
+        let filter_len = coding::len_u32(tail.len());
         format::encode_index(&smallest, &self.index, &mut tail);
-        let index_len = tail.len() as u32 - filter_len;
+        let index_len = coding::len_u32(tail.len()) - filter_len;
         let filter_offset = self.data_bytes;
         let footer = Footer {
-            block_count: self.index.len() as u32,
+            block_count: coding::len_u32(self.index.len()),
             entry_count: self.entry_count,
             filter_offset,
             filter_len,
@@ -184,7 +185,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             index_len,
             max_version: self.max_version,
         };
-        let unpadded = filter_offset as usize + tail.len() + FOOTER_BYTES;
+        let unpadded = coding::to_usize(filter_offset) + tail.len() + FOOTER_BYTES;
         let file_bytes = round_up_to_block(unpadded);
         tail.resize(tail.len() + file_bytes - unpadded, 0);
         tail.extend_from_slice(&footer.encode());

@@ -134,15 +134,15 @@ pub fn decode_filter(bytes: &[u8]) -> Result<BloomFilter, String> {
 
 pub fn encode_index(smallest: &[u8], entries: &[IndexEntry], out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(&(smallest.len() as u32).to_le_bytes());
+    out.extend_from_slice(&coding::len_u32(smallest.len()).to_le_bytes());
     out.extend_from_slice(smallest);
     for entry in entries {
         out.extend_from_slice(&entry.offset.to_le_bytes());
         out.extend_from_slice(&entry.len.to_le_bytes());
-        out.extend_from_slice(&(entry.last_key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&coding::len_u32(entry.last_key.len()).to_le_bytes());
         out.extend_from_slice(&entry.last_key);
     }
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&coding::len_u32(entries.len()).to_le_bytes());
     seal(out, start);
 }
 

@@ -3,6 +3,7 @@
 //! live table; the caller opens a table's file before the table becomes visible to reads and
 //! closes it when the table leaves the live set.
 
+use crate::coding;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -61,7 +62,7 @@ impl<F: FileSystem> TableReaders<F> {
         let Some(block) = meta.block_for(key) else {
             return Ok(None);
         };
-        let cached = self.cache.borrow_mut().get(meta.number, block as u32);
+        let cached = self.cache.borrow_mut().get(meta.number, coding::len_u32(block));
         let (bytes, count) = match cached {
             Some(cached) => cached,
             None => {
@@ -80,7 +81,7 @@ impl<F: FileSystem> TableReaders<F> {
                 let (bytes, count) = read_block(&*file, meta, block).await?;
                 self.cache
                     .borrow_mut()
-                    .insert(meta.number, block as u32, bytes.clone(), count);
+                    .insert(meta.number, coding::len_u32(block), bytes.clone(), count);
                 (bytes, count)
             }
         };

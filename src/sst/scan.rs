@@ -5,6 +5,7 @@
 //! come out in key order. Bypasses the block cache so that a compaction does not evict what the
 //! readers use.
 
+use crate::coding;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -84,13 +85,13 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
     fn range_for(&self, block: usize) -> (u64, usize) {
         let entry = &self.meta.index[block];
         let start = round_down_to_block(entry.offset);
-        let needed = round_up_to_block((entry.offset + u64::from(entry.len) - start) as usize);
-        let room = (self
+        let needed = round_up_to_block(coding::to_usize(entry.offset + u64::from(entry.len) - start));
+        let data_end = self
             .meta
             .footer
             .filter_offset
-            .max(entry.offset + u64::from(entry.len))
-            - start) as usize;
+            .max(entry.offset + u64::from(entry.len));
+        let room = coding::to_usize(data_end - start);
         let len = self
             .limiter
             .request_bytes()
@@ -154,7 +155,7 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
                 self.ahead = Some(self.start_read(start, len).await);
             }
         }
-        let from = (offset - self.window_offset) as usize;
+        let from = coding::to_usize(offset - self.window_offset);
         Ok(self.window.slice(from..from + len))
     }
 }

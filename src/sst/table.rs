@@ -2,6 +2,7 @@
 //! filter, read and checked once when the table is opened. Reading one data block is here too,
 //! since both point reads and scans need the same aligned read and the same checks.
 
+use crate::coding;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,9 +45,9 @@ impl TableMeta {
         let footer = Footer::decode(&last_block[BLOCK_BYTES - FOOTER_BYTES..], file_bytes)
             .map_err(|reason| Error::sst_corruption(path, footer_at, reason))?;
         let tail_start = round_down_to_block(footer.filter_offset);
-        let tail = read_exact(&file, path, tail_start, (file_bytes - tail_start) as usize).await?;
+        let tail = read_exact(&file, path, tail_start, coding::to_usize(file_bytes - tail_start)).await?;
         let slice = |offset: u64, len: u32| {
-            let from = (offset - tail_start) as usize;
+            let from = coding::to_usize(offset - tail_start);
             &tail[from..from + len as usize]
         };
         let filter = format::decode_filter(slice(footer.filter_offset, footer.filter_len))
@@ -113,8 +114,8 @@ async fn read_exact<D: DataFile>(file: &D, path: &Path, offset: u64, len: usize)
 pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -> Result<(Bytes, u32)> {
     let entry = &meta.index[block];
     let start = round_down_to_block(entry.offset);
-    let end = round_up_to_block((entry.offset + u64::from(entry.len)) as usize) as u64;
-    let len = (end - start) as usize;
+    let end = round_up_to_block(coding::to_usize(entry.offset + u64::from(entry.len))) as u64;
+    let len = coding::to_usize(end - start);
     let (result, buf) = file.read_at(AlignedBuf::zeroed(len), start).await;
     let read = result.context("read", &meta.path)?;
     if read < len {
@@ -126,7 +127,7 @@ pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -
     }
     // Copied out of the aligned read (up to two blocks larger) so that a cached block holds
     // exactly what the cache accounts for.
-    let from = (entry.offset - start) as usize;
+    let from = coding::to_usize(entry.offset - start);
     let block_bytes = Bytes::copy_from_slice(&buf.as_slice()[from..from + entry.len as usize]);
     let count = super::block::verify(&block_bytes)
         .map_err(|reason| Error::sst_corruption(&meta.path, entry.offset, reason))?;

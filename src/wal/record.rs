@@ -118,13 +118,13 @@ pub fn encode(out: &mut [u8], kind: RecordKind, seq: u64, durable_claim: u32, ke
     let payload_len = payload_len(key, value);
     debug_assert_eq!(out.len(), encoded_len(key, value));
     let (header, rest) = out.split_at_mut(HEADER_BYTES);
-    header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crate::coding::len_u32(payload_len).to_le_bytes());
     header[8..16].copy_from_slice(&seq.to_le_bytes());
     header[16..20].copy_from_slice(&durable_claim.to_le_bytes());
     header[20] = kind as u8;
     header[21..24].fill(0);
     let (payload, padding) = rest.split_at_mut(payload_len);
-    payload[..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    payload[..4].copy_from_slice(&crate::coding::len_u32(key.len()).to_le_bytes());
     payload[4..4 + key.len()].copy_from_slice(key);
     payload[4 + key.len()..].copy_from_slice(value);
     padding.fill(0);

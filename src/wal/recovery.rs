@@ -107,7 +107,7 @@ pub async fn recover<F: FileSystem>(
             max_seq = max_seq.max(found.seq);
             recovered.torn_tail = true;
         }
-        let block = round_down_to_block(offset as u64) as usize;
+        let block = crate::coding::to_usize(round_down_to_block(offset as u64));
         recovered.position = LogPosition {
             segment_number: number,
             offset: offset as u64,
@@ -212,7 +212,7 @@ async fn list_segments<F: FileSystem>(fs: &F, dir: &Path, first_live_segment: u6
 async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> {
     let file = fs.open(path, OpenMode::READ).await.context("open", path)?;
     let size = file.size().await.context("stat", path)?;
-    let buf = AlignedBuf::zeroed(size as usize);
+    let buf = AlignedBuf::zeroed(crate::coding::to_usize(size));
     let (result, buf) = file.read_at(buf, 0).await;
     let read = result.context("read", path)?;
     if (read as u64) < size {

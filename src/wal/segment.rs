@@ -55,7 +55,7 @@ pub async fn open_or_create<F: FileSystem>(
     let mut zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES);
     let mut offset = 0;
     while offset < segment_bytes {
-        let chunk = PREWRITE_CHUNK_BYTES.min((segment_bytes - offset) as usize);
+        let chunk = PREWRITE_CHUNK_BYTES.min(crate::coding::to_usize(segment_bytes - offset));
         zeros.set_len(chunk);
         let (result, returned) = file.write_at(zeros, offset).await;
         zeros = returned;

@@ -208,7 +208,7 @@ impl<F: FileSystem> WalWriter<F> {
 
     /// The largest record payload a segment can hold.
     pub fn max_record_bytes(&self) -> usize {
-        self.options.segment_bytes as usize - SEGMENT_END_BYTES
+        crate::coding::to_usize(self.options.segment_bytes) - SEGMENT_END_BYTES
     }
 
     /// Appends a record and returns its sequence number and the ticket that tells when it is
@@ -278,7 +278,7 @@ impl<F: FileSystem> WalWriter<F> {
         let Some(batch) = state.queue.back_mut() else {
             unreachable!("a batch was pushed above")
         };
-        let at = (position_offset - batch.block_offset) as usize;
+        let at = crate::coding::to_usize(position_offset - batch.block_offset);
         debug_assert_eq!(at, batch.buf.len());
         let grown = batch.buf.extend_zeros(len);
         debug_assert!(grown, "batch buffer sized for the record");
@@ -327,7 +327,7 @@ impl<F: FileSystem> WalWriter<F> {
     fn new_batch(&self, state: &mut State<F>, first_record_bytes: usize) -> Batch {
         let start_offset = state.position.offset;
         let block_offset = round_down_to_block(start_offset);
-        let prefix_len = (start_offset - block_offset) as usize;
+        let prefix_len = crate::coding::to_usize(start_offset - block_offset);
         // Room for the prefix, the records, a segment-end record and the padding block.
         let capacity =
             (self.options.batch_bytes.max(first_record_bytes) + SEGMENT_END_BYTES + 2 * BLOCK_BYTES)
@@ -340,7 +340,7 @@ impl<F: FileSystem> WalWriter<F> {
         let prefix_copied = match state.queue.back() {
             // The previous batch is still gathering: its last partial block is the prefix.
             Some(previous) if previous.segment_number == state.position.segment_number && prefix_len > 0 => {
-                let from = (block_offset - previous.block_offset) as usize;
+                let from = crate::coding::to_usize(block_offset - previous.block_offset);
                 buf.extend_from_slice(&previous.buf.as_slice()[from..from + prefix_len])
             }
             _ => {
@@ -369,8 +369,8 @@ impl<F: FileSystem> WalWriter<F> {
         if state.queue.is_empty() {
             let position = &mut state.position;
             position.tail = if batch.segment_number == position.segment_number {
-                let from = (round_down_to_block(position.offset) - batch.block_offset) as usize;
-                let to = (position.offset - batch.block_offset) as usize;
+                let from = crate::coding::to_usize(round_down_to_block(position.offset) - batch.block_offset);
+                let to = crate::coding::to_usize(position.offset - batch.block_offset);
                 batch.buf.as_slice()[from..to].to_vec()
             } else {
                 Vec::new()
@@ -503,7 +503,7 @@ impl<F: FileSystem> WalWriter<F> {
             eprintln!("ringkv: WAL failure, refusing writes until restart: {error}");
             state.poisoned = Some(error.to_string());
         }
-        let prefix_len = (batch.start_offset - batch.block_offset) as usize;
+        let prefix_len = crate::coding::to_usize(batch.start_offset - batch.block_offset);
         state.position = LogPosition {
             segment_number: batch.segment_number,
             offset: batch.start_offset,
