@@ -37,9 +37,13 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     let acknowledged: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
     // The write each writer had in flight when the server died (possibly durable, never acked).
     let in_flight: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Answers other than 200 before the kill: (key, status, body). A SIGKILL leaves no answer at
+    // all, so every one of these is a failure of the server (they used to end a writer silently).
+    let refused: Arc<Mutex<Vec<(String, u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
-            let (stop, acknowledged, in_flight) = (stop.clone(), acknowledged.clone(), in_flight.clone());
+            let (stop, acknowledged, in_flight, refused) =
+                (stop.clone(), acknowledged.clone(), in_flight.clone(), refused.clone());
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
                 // Bounded: at most this many writes, or until the server dies.
@@ -63,7 +67,13 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
                             let version = response.json()["version"].as_u64().unwrap();
                             acknowledged.lock().unwrap().push((key, i, version));
                         }
-                        _ => {
+                        Ok(response) => {
+                            let body = String::from_utf8_lossy(&response.body).into_owned();
+                            refused.lock().unwrap().push((key.clone(), response.status, body));
+                            in_flight.lock().unwrap().insert(key, i);
+                            return;
+                        }
+                        Err(_) => {
                             in_flight.lock().unwrap().insert(key, i);
                             return;
                         }
@@ -81,6 +91,13 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     let interrupted_table_write = common::files_ending(dir, ".sst.tmp") > 0;
     let acknowledged = acknowledged.lock().unwrap().clone();
     let in_flight = in_flight.lock().unwrap().clone();
+    let refused = refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "{} writes were answered with an error before the kill ({fsync}), first: {:?}",
+        refused.len(),
+        refused.first()
+    );
     assert!(
         !acknowledged.is_empty(),
         "no write was acknowledged before the kill"
