@@ -42,8 +42,12 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     let refused: Arc<Mutex<Vec<(String, u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
-            let (stop, acknowledged, in_flight, refused) =
-                (stop.clone(), acknowledged.clone(), in_flight.clone(), refused.clone());
+            let (stop, acknowledged, in_flight, refused) = (
+                stop.clone(),
+                acknowledged.clone(),
+                in_flight.clone(),
+                refused.clone(),
+            );
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
                 // Bounded: at most this many writes, or until the server dies.

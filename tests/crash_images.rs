@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,6 +58,16 @@ struct Connection {
     /// (key index, value JSON text or `None` for a delete).
     ops: Vec<(usize, Option<Vec<u8>>)>,
     acknowledged: usize,
+    /// Per acknowledged write: when, how many WAL syncs had completed then, and its sequence
+    /// number (`None` for a delete that found nothing and wrote nothing).
+    acknowledged_at: Vec<Acknowledged>,
+}
+
+#[derive(Clone, Copy)]
+struct Acknowledged {
+    at: Instant,
+    syncs: u64,
+    seq: Option<u64>,
 }
 
 /// What a connection had done when an image was taken.
@@ -90,13 +100,57 @@ async fn write_loop(
         };
         log.borrow_mut()[connection].ops.push((k, op.clone()));
         let outcome = match &op {
-            Some(value) => engine.set(&key(connection, k), value).await.map(|_| ()),
-            None => engine.delete(&key(connection, k)).await.map(|_| ()),
+            Some(value) => engine.set(&key(connection, k), value).await.map(Some),
+            None => engine
+                .delete(&key(connection, k))
+                .await
+                .map(|deletion| deletion.map(|d| d.seq)),
         };
-        outcome.unwrap_or_else(|error| panic!("connection {connection} op {n}: {error}"));
-        log.borrow_mut()[connection].acknowledged += 1;
+        let seq = outcome.unwrap_or_else(|error| panic!("connection {connection} op {n}: {error}"));
+        let mut log = log.borrow_mut();
+        log[connection].acknowledged += 1;
+        log[connection].acknowledged_at.push(Acknowledged {
+            at: Instant::now(),
+            syncs: engine.wal_syncs(),
+            seq,
+        });
         n += 1;
     }
+}
+
+/// The store's durability figures when an image was taken.
+struct Durability {
+    at: Instant,
+    syncs: u64,
+    flushed_seq: u64,
+}
+
+/// Under `periodic:MS` a write acknowledged this long (plus MS) before an image must be in it: far
+/// more than a sync takes here, so that a slow machine does not fail the test.
+const PERIODIC_SLACK: Duration = Duration::from_secs(1);
+
+/// How many of a connection's first acknowledged writes must survive under `periodic` and `never`
+/// (the lower bound that used to be 0, so that even an empty prefix passed):
+/// - those in published tables (seq up to `flushed_seq`);
+/// - those a completed sync covered. A sync covers the writes completed before it was called,
+///   syncs run one at a time, and the count rises as each completes: with `k` done when a write
+///   was acknowledged, the `k+1`th may have started before it, but the `k+2`th started after;
+/// - under `periodic:MS`, those acknowledged more than MS plus [`PERIODIC_SLACK`] ago.
+fn durable_floor(acknowledged_at: &[Acknowledged], now: &Durability, fsync: FsyncStrategy) -> usize {
+    let interval = match fsync {
+        FsyncStrategy::Periodic { interval_ms } => Some(Duration::from_millis(interval_ms) + PERIODIC_SLACK),
+        _ => None,
+    };
+    let mut floor = 0;
+    for (n, ack) in acknowledged_at.iter().enumerate() {
+        let synced = ack.syncs + 2 <= now.syncs;
+        let in_tables = ack.seq.is_some_and(|seq| seq <= now.flushed_seq);
+        let timer_due = interval.is_some_and(|interval| ack.at + interval < now.at);
+        if synced || in_tables || timer_due {
+            floor = n + 1;
+        }
+    }
+    floor
 }
 
 /// Checks that `found` (what the image holds for one connection's keys) is the state after some
@@ -187,6 +241,11 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> T
                 .collect();
             let dir = image_root.path().join(format!("image-{image}"));
             std::fs::create_dir(&dir).unwrap();
+            let now = Durability {
+                at: Instant::now(),
+                syncs: engine.wal_syncs(),
+                flushed_seq: engine.stats().flushed_seq,
+            };
             let stats = fs.crash_image(live.path(), &dir, &mut rng).unwrap();
             totals.unsynced_writes += stats.unsynced_writes;
             totals.writes_torn += stats.writes_torn;
@@ -203,12 +262,12 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> T
                     let value = recovered.get(&key(c, k)).await.unwrap();
                     found.push(value.map(|v| v.value.to_vec()));
                 }
+                let log = log.borrow();
                 let at_least = if must_keep_acknowledged {
                     progress.acknowledged
                 } else {
-                    0
+                    durable_floor(&log[c].acknowledged_at[..progress.acknowledged], &now, fsync)
                 };
-                let log = log.borrow();
                 let ops = &log[c].ops[..progress.issued];
                 let Some(kept) = prefix_length(ops, &found, at_least) else {
                     panic!(
