@@ -36,7 +36,7 @@ impl<F: FileSystem> Worker<F> {
         let inputs: Vec<Arc<TableMeta>> = task.inputs.iter().map(|&n| self.table(task.level, n)).collect();
         if task.is_move() {
             let edit = compaction::edit_for(&task, inputs);
-            return self.publish(edit, None, Vec::new()).await;
+            return self.publish(edit, None).await;
         }
         let overlapping: Vec<Arc<TableMeta>> =
             task.overlapping.iter().map(|&n| self.table(target, n)).collect();
@@ -60,8 +60,7 @@ impl<F: FileSystem> Worker<F> {
             .table_bytes_written
             .fetch_add(written, Ordering::Relaxed);
         let edit = compaction::edit_for(&task, outputs);
-        let obsolete: Vec<u64> = edit.removed.iter().map(|&(_, number)| number).collect();
-        self.publish(edit, None, obsolete).await?;
+        self.publish(edit, None).await?;
         self.status.compactions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -51,7 +51,7 @@ impl<F: FileSystem> Worker<F> {
                 .fetch_add(table.file_bytes, Ordering::Relaxed);
             edit.added.push((0, table));
         }
-        self.publish(edit, Some(job.memtable_id), Vec::new()).await?;
+        self.publish(edit, Some(job.memtable_id)).await?;
         self.status.flushes.fetch_add(1, Ordering::Relaxed);
         let retired_below = self.wal_deleted_below.get();
         if retired_below < job.first_live_wal_segment {

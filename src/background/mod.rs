@@ -1,7 +1,7 @@
 //! The background ring: a thread with its own ring (started through [`FileSystem::start_thread`])
 //! that flushes frozen memtables to L0 tables, runs compactions, publishes each new version
 //! through the manifest, and deletes what the manifest no longer needs (retired WAL segments at
-//! once; obsolete tables once the serving ring has stopped reading them). It talks to the serving
+//! once; a table an edit removed once its last holder drops it). It talks to the serving
 //! ring only through the messages of [`protocol`]; it never touches the WAL writer or the live
 //! memtable.
 //!
@@ -57,6 +57,8 @@ pub struct BackgroundStatus {
     pub table_bytes_written: AtomicU64,
     /// Flushed memtables freed on this thread (see [`Job::Free`]).
     pub memtables_freed: AtomicU64,
+    /// Files of retired tables deleted (see [`Job::DeleteTable`]).
+    pub tables_deleted: AtomicU64,
 }
 
 /// Handle to the background thread. Dropping it stops the thread (abandoning a compaction in
@@ -77,13 +79,22 @@ impl Background {
         events: UnboundedSender<Event>,
     ) -> Result<Self> {
         let (jobs, receiver) = mpsc::unbounded_channel();
+        let weak_jobs = jobs.downgrade();
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(BackgroundStatus::default());
         let (thread_stop, thread_status) = (stop.clone(), status.clone());
         let starter = fs.clone();
         let body = move || {
             Box::pin(async move {
-                let worker = Worker::start(fs, options, version, events.clone(), thread_stop, thread_status);
+                let worker = Worker::start(
+                    fs,
+                    options,
+                    version,
+                    events.clone(),
+                    weak_jobs,
+                    thread_stop,
+                    thread_status,
+                );
                 match worker.await {
                     Ok(worker) => worker.run(receiver).await,
                     Err(error) => {

@@ -14,9 +14,14 @@
 //!
 //!                                               compaction due: choose a task, merge
 //!                                               append the edit to the manifest (synced)
-//!  open the new tables,      ◀── Event::Installed { obsolete: [tables] } ──
-//!  install the version; once no read holds
-//!  a version naming them     ── Job::Release ─▶  delete their files
+//!                                               retire the tables it removed
+//!  open the new tables,      ◀── Event::Installed { flushed_memtable: None } ──
+//!  install the version, close the files of
+//!  tables it no longer names; drop the old one
+//!
+//!  (on either ring) the last `Arc` of a retired
+//!  table is dropped: no version names it, no
+//!  read or compaction holds it ── Job::DeleteTable ─▶  delete its file
 //! ```
 //!
 //! Flushes are published in freeze order (each claims every seq below its freeze point); an
@@ -42,8 +47,9 @@ pub struct FlushJob {
 /// Work sent by the serving ring.
 pub enum Job {
     Flush(FlushJob),
-    /// The serving ring no longer reads these tables: their files can go.
-    Release(Vec<u64>),
+    /// Nothing holds this retired table any more (sent by its last `Arc` as it is dropped, see
+    /// `TableMeta::retire`): its file can go.
+    DeleteTable(u64),
     /// Look for compaction work again (after compactions were resumed).
     Wake,
     /// A flushed memtable the serving ring has let go of. Freeing one is a walk over every entry
@@ -54,12 +60,10 @@ pub enum Job {
 
 /// News for the serving ring.
 pub enum Event {
-    /// A new version is durable in the manifest. `flushed_memtable` is now in a table;
-    /// `obsolete` tables are out of the version (release them once no read uses them).
+    /// A new version is durable in the manifest. `flushed_memtable` is now in a table.
     Installed {
         version: Arc<Version>,
         flushed_memtable: Option<u64>,
-        obsolete: Vec<u64>,
     },
     /// The worker stopped on an error; the store must refuse writes.
     Failed(String),

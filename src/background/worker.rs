@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::Notify;
 
 use super::protocol::{Event, FlushJob, Job};
@@ -19,6 +19,7 @@ use crate::filename::FileKind;
 use crate::io::FileSystem;
 use crate::manifest::ManifestWriter;
 use crate::rate_limit::RateLimiter;
+use crate::sst::Retirement;
 use crate::version::{Version, VersionEdit, LEVELS};
 
 pub(super) struct Worker<F: FileSystem> {
@@ -41,6 +42,10 @@ pub(super) struct Worker<F: FileSystem> {
     /// Wakes the compaction loop: a new version, compactions resumed, or the worker stopping.
     pub(super) compaction_wake: Notify,
     pub(super) failed: Cell<bool>,
+    /// Given to every table an edit removes: queues its file's deletion on this ring when the
+    /// last holder drops it. Holds the job queue weakly, so that it never keeps this worker
+    /// running; a table let go after the worker stopped keeps its file until the next start-up.
+    pub(super) retirement: Retirement,
 }
 
 /// How long to wait before retrying work that hit `ENOSPC`.
@@ -52,6 +57,7 @@ impl<F: FileSystem> Worker<F> {
         options: BackgroundOptions,
         version: Arc<Version>,
         events: UnboundedSender<Event>,
+        jobs: WeakUnboundedSender<Job>,
         stop: Arc<AtomicBool>,
         status: Arc<BackgroundStatus>,
     ) -> Result<Self> {
@@ -71,6 +77,11 @@ impl<F: FileSystem> Worker<F> {
             pointers: RefCell::new(vec![None; LEVELS]),
             compaction_wake: Notify::new(),
             failed: Cell::new(false),
+            retirement: Retirement::new(move |number| {
+                if let Some(jobs) = jobs.upgrade() {
+                    let _ = jobs.send(Job::DeleteTable(number));
+                }
+            }),
         })
     }
 
@@ -175,16 +186,15 @@ impl<F: FileSystem> Worker<F> {
                     self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Job::Release(numbers) => {
-                for number in numbers {
-                    let path = FileKind::Table(number).path(&self.options.dir);
-                    if let Err(error) = self.fs.remove(&path).await {
-                        eprintln!(
-                            "ringkv: could not delete obsolete table {}: {error}",
-                            path.display()
-                        );
-                    }
+            Job::DeleteTable(number) => {
+                let path = FileKind::Table(number).path(&self.options.dir);
+                if let Err(error) = self.fs.remove(&path).await {
+                    eprintln!(
+                        "ringkv: could not delete obsolete table {}: {error}",
+                        path.display()
+                    );
                 }
+                self.status.tables_deleted.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -195,23 +205,23 @@ impl<F: FileSystem> Worker<F> {
         number
     }
 
-    /// Makes `edit` durable in the manifest, then announces the new version.
-    pub(super) async fn publish(
-        &self,
-        mut edit: VersionEdit,
-        flushed_memtable: Option<u64>,
-        obsolete: Vec<u64>,
-    ) -> Result<()> {
+    /// Makes `edit` durable in the manifest, retires the tables it removed from the live set
+    /// (a table moved to another level stays), then announces the new version.
+    pub(super) async fn publish(&self, mut edit: VersionEdit, flushed_memtable: Option<u64>) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
         edit.next_file_number = Some(self.next_file_number.get());
         manifest.append(&edit).await?;
         // `apply` takes the edit's next file number, recorded just above.
-        let version = Arc::new(self.version.borrow().apply(&edit));
+        let previous = self.version.borrow().clone();
+        let version = Arc::new(previous.apply(&edit));
+        for table in previous.tables_not_in(&version) {
+            table.retire(self.retirement.clone());
+        }
+        drop(previous);
         *self.version.borrow_mut() = version.clone();
         let _ = self.events.send(Event::Installed {
             version: version.clone(),
             flushed_memtable,
-            obsolete,
         });
         if manifest.wants_rewrite() {
             *manifest = ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await?;

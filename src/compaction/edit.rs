@@ -41,16 +41,16 @@ mod tests {
     use bytes::Bytes;
 
     fn table(number: u64) -> Arc<TableMeta> {
-        Arc::new(TableMeta {
+        TableMeta::new(
             number,
-            path: format!("/d/{number}.sst").into(),
-            file_bytes: 4096,
-            footer: Footer::default(),
-            smallest: Bytes::from_static(b"a"),
-            largest: Bytes::from_static(b"z"),
-            index: Vec::new(),
-            filter: BloomFilter::build(&[]),
-        })
+            format!("/d/{number}.sst").into(),
+            4096,
+            Footer::default(),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"z"),
+            Vec::new(),
+            BloomFilter::build(&[]),
+        )
     }
 
     fn task(level: usize, inputs: &[u64], overlapping: &[u64]) -> Task {

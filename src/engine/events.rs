@@ -1,7 +1,8 @@
 //! The serving ring's side of the background protocol (see `background::protocol`): opening the
-//! tables of a newly installed version before any read can pick them, handing flushed memtables
-//! back to be freed off this ring, queueing obsolete tables for release, and turning a background
-//! failure into refused writes.
+//! tables of a newly installed version before any read can pick them, closing the files of tables
+//! it no longer names, handing flushed memtables back to be freed off this ring, and turning a
+//! background failure into refused writes. Table files are deleted by their last holder (see
+//! `TableMeta::retire`), never from here.
 
 use std::rc::Weak;
 
@@ -18,7 +19,6 @@ impl<F: FileSystem> Engine<F> {
             Event::Installed {
                 version,
                 flushed_memtable,
-                obsolete,
             } => {
                 // Open new tables before any read can pick them from the version.
                 for table in version.tables() {
@@ -28,8 +28,13 @@ impl<F: FileSystem> Engine<F> {
                     }
                 }
                 self.background_no_space.borrow_mut().take();
-                let previous = std::mem::replace(&mut *self.version.borrow_mut(), version);
+                let previous = std::mem::replace(&mut *self.version.borrow_mut(), version.clone());
                 self.version_changes.set(self.version_changes.get() + 1);
+                // A read still holding `previous` opens such a table for itself; its file stays
+                // until that read drops the version.
+                for table in previous.tables_not_in(&version) {
+                    self.readers.close(table.number);
+                }
                 if let Some(id) = flushed_memtable {
                     let flushed = self.memtables.borrow_mut().remove_flushed(id);
                     if let Some(memtable) = flushed {
@@ -37,12 +42,6 @@ impl<F: FileSystem> Engine<F> {
                     }
                 }
                 drop(previous);
-                if !obsolete.is_empty() {
-                    self.retiring
-                        .borrow_mut()
-                        .push((self.version_changes.get(), obsolete));
-                }
-                self.release_unused_tables();
                 self.progress.notify_waiters();
             }
             Event::Failed(cause) => self.fail(cause),

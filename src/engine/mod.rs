@@ -3,7 +3,6 @@
 //! - `write.rs`: the write path (admit, WAL append, note, settle) and freezing full memtables;
 //! - `read.rs`: the read path (memtables, then the current version's tables);
 //! - `events.rs`: the serving ring's side of the background protocol (install, free, fail);
-//! - `retire.rs`: when a table a compaction removed may be closed and deleted;
 //! - `memtables.rs`: the active and frozen memtables and their write accounting;
 //! - `open.rs`: opening a data directory and recovery;
 //! - this file: the engine's state, its figures, and the operations of tests and shutdown.
@@ -15,7 +14,6 @@ mod events;
 mod memtables;
 mod open;
 mod read;
-mod retire;
 mod write;
 
 use std::cell::{Cell, RefCell};
@@ -36,7 +34,6 @@ use crate::version::Version;
 use crate::wal::{Ticket, WalWriter};
 use events::run_events;
 use memtables::Memtables;
-use retire::ReadsByInstall;
 
 /// Frozen memtables allowed to wait for their flush before writes pause.
 const FROZEN_MEMTABLES_MAX: usize = 1;
@@ -105,11 +102,6 @@ pub struct Engine<F: FileSystem> {
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.
     version_changes: Cell<u64>,
     readers: TableReaders<F>,
-    /// Tables that left the live set, by the install (`version_changes` value) that removed
-    /// them. A read that holds an older version may still need them.
-    retiring: RefCell<Vec<(u64, Vec<u64>)>>,
-    /// How many reads in flight hold the version of each install, oldest install first.
-    reads_by_install: RefCell<ReadsByInstall>,
     background: RefCell<Background>,
     background_status: Arc<BackgroundStatus>,
     /// Woken when a frozen memtable is flushed or the background fails.

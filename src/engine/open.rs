@@ -118,8 +118,6 @@ impl<F: FileSystem> Engine<F> {
             version: RefCell::new(version),
             version_changes: Cell::new(0),
             readers,
-            retiring: RefCell::new(Vec::new()),
-            reads_by_install: RefCell::new(Default::default()),
             background_status: background.status().clone(),
             background: RefCell::new(background),
             progress: Notify::new(),
@@ -172,15 +170,13 @@ async fn load_tables<F: FileSystem>(
         }
         edit.added.push((record.level, table));
     }
-    let version = Version::default().apply(&edit);
-    version
-        .check()
-        .map_err(|reason| Error::manifest_corruption(manifest::manifest_path(&config.data_dir), 0, reason))?;
-    Ok(version)
+    Version::default()
+        .try_apply(&edit)
+        .map_err(|reason| Error::manifest_corruption(manifest::manifest_path(&config.data_dir), 0, reason))
 }
 
 /// Removes tables the manifest does not name and unfinished temporary files: leftovers of a flush,
-/// compaction or manifest rewrite that a crash interrupted, or of a release not yet carried out.
+/// compaction or manifest rewrite that a crash interrupted, or of a retired table whose deletion had not run.
 /// Also moves the next file number past every table file found.
 async fn remove_unnamed_files<F: FileSystem>(
     fs: &F,

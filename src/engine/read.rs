@@ -1,10 +1,9 @@
 //! The read path: the memtables, then the tables of the current version, newest first. A read
-//! keeps the version it started with across its awaits and pins it (see `retire.rs`), so no table
-//! it may still open is deleted under it. Reads see only acknowledged writes.
+//! holds the version it started with (an `Arc`) across its awaits; the version holds its tables,
+//! and a table's file is deleted only when its last holder lets go (`TableMeta::retire`), so no
+//! table a read may still open is deleted under it. Reads see only acknowledged writes.
 
-use super::retire::{take_releasable, ReadPin};
 use super::{Engine, VersionedValue};
-use crate::background::Job;
 use crate::error::Result;
 use crate::io::FileSystem;
 use crate::memtable::Entry;
@@ -21,39 +20,12 @@ impl<F: FileSystem> Engine<F> {
     /// The newest version of `key` in the tables of the current version.
     pub(super) async fn table_lookup(&self, key: &[u8]) -> Result<Option<Entry>> {
         let version = self.version.borrow().clone();
-        let pin = ReadPin::new(&self.reads_by_install, self.version_changes.get());
-        let mut found = None;
         for table in version.tables_for(key) {
-            if let Some((version, value)) = self.readers.get(table, key).await? {
-                found = Some(Entry { version, value });
-                break;
+            if let Some((seq, value)) = self.readers.get(table, key).await? {
+                return Ok(Some(Entry { version: seq, value }));
             }
         }
-        drop(pin);
-        self.release_unused_tables();
-        Ok(found)
-    }
-
-    /// Closes and hands back for deletion the tables that left the live set, once no read holds
-    /// a version that still names them. A read keeps the version it started with across its
-    /// awaits, and may still have to open one of its tables; a table removed by install `i` is
-    /// named by every version before `i`, so it waits for every read that started before `i`.
-    pub(super) fn release_unused_tables(&self) {
-        let released: Vec<u64> = {
-            let mut retiring = self.retiring.borrow_mut();
-            if retiring.is_empty() {
-                return;
-            }
-            let oldest_read = self.reads_by_install.borrow().oldest();
-            take_releasable(&mut retiring, oldest_read)
-        };
-        if released.is_empty() {
-            return;
-        }
-        for &number in &released {
-            self.readers.close(number);
-        }
-        self.background.borrow().send(Job::Release(released));
+        Ok(None)
     }
 }
 

@@ -194,20 +194,24 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             self.write_chunk().await?;
         }
         self.complete_write().await?;
-        debug_assert_eq!(self.chunk_offset, file_bytes as u64);
+        assert_eq!(
+            self.chunk_offset, file_bytes as u64,
+            "table {}: bytes written",
+            self.number
+        );
         let path = FileKind::Table(self.number).path(&self.dir);
         crate::io::publish(&self.fs, &self.file, &self.tmp_path, &path).await?;
         let largest = self.index.last().expect("at least one block").last_key.clone();
-        Ok(Arc::new(TableMeta {
-            number: self.number,
+        Ok(TableMeta::new(
+            self.number,
             path,
-            file_bytes: file_bytes as u64,
+            file_bytes as u64,
             footer,
             smallest,
             largest,
-            index: std::mem::take(&mut self.index),
+            std::mem::take(&mut self.index),
             filter,
-        }))
+        ))
     }
 
     /// Gives up on the table and removes its temporary file.

@@ -19,4 +19,4 @@ pub use builder::TableBuilder;
 pub use cache::BlockCache;
 pub use reader::TableReaders;
 pub use scan::TableScanner;
-pub use table::{read_block, TableMeta};
+pub use table::{read_block, Retirement, TableMeta};

@@ -70,7 +70,8 @@ impl<F: FileSystem> TableReaders<F> {
                 let file = match file {
                     Some(file) => file,
                     // Every live table is opened before it becomes visible; a table without a
-                    // handle is one a pinned version still names. Open it for this read only.
+                    // handle is one an older version, still held by this read, names. Open it for this read
+                    // only (its file stays until the read drops that version).
                     None => Rc::new(
                         self.fs
                             .open(&meta.path, OpenMode::READ)

@@ -4,7 +4,7 @@
 
 use crate::coding;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -15,7 +15,9 @@ use crate::io::{
     round_down_to_block, round_up_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES,
 };
 
-/// See the module documentation.
+/// See the module documentation. Shared as `Arc<TableMeta>` by every version that names the
+/// table (and by a compaction reading it): the `Arc` is the table's reference count, and the
+/// table's lifetime ends with its last holder (see [`TableMeta::retire`]).
 #[derive(Debug)]
 pub struct TableMeta {
     pub number: u64,
@@ -26,9 +28,77 @@ pub struct TableMeta {
     pub largest: Bytes,
     pub index: Vec<IndexEntry>,
     pub filter: BloomFilter,
+    /// Set once an edit that removes the table from the live set is durable.
+    retired: OnceLock<Retirement>,
+}
+
+/// What to do with a table's number once nothing holds the table (queue its file's deletion).
+#[derive(Clone)]
+pub struct Retirement(Arc<dyn Fn(u64) + Send + Sync>);
+
+impl Retirement {
+    pub fn new(on_unused: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        Retirement(Arc::new(on_unused))
+    }
+}
+
+impl std::fmt::Debug for Retirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Retirement")
+    }
+}
+
+impl Drop for TableMeta {
+    /// As leveldb keeps a file while any `Version` names it: the file of a retired table goes
+    /// when its last holder (a version a read still uses, a compaction's input) lets go. A table
+    /// that was never retired (dropped at shutdown, or replaced during manifest replay) keeps
+    /// its file; start-up deletes the files no manifest names.
+    fn drop(&mut self) {
+        if let Some(retirement) = self.retired.get() {
+            (retirement.0)(self.number);
+        }
+    }
 }
 
 impl TableMeta {
+    /// Metadata of a table just written or read back.
+    #[expect(clippy::too_many_arguments, reason = "one argument per field of the metadata")]
+    pub fn new(
+        number: u64,
+        path: PathBuf,
+        file_bytes: u64,
+        footer: Footer,
+        smallest: Bytes,
+        largest: Bytes,
+        index: Vec<IndexEntry>,
+        filter: BloomFilter,
+    ) -> Arc<Self> {
+        assert!(smallest <= largest, "table {number}: smallest key above largest");
+        Arc::new(TableMeta {
+            number,
+            path,
+            file_bytes,
+            footer,
+            smallest,
+            largest,
+            index,
+            filter,
+            retired: OnceLock::new(),
+        })
+    }
+
+    /// Marks the table as out of the live set: `retirement` runs when the last `Arc` is dropped.
+    /// Called once, after the edit that removes the table is durable (before that, a crash would
+    /// bring the table back and its file must be there).
+    pub fn retire(&self, retirement: Retirement) {
+        let first = self.retired.set(retirement).is_ok();
+        assert!(first, "table {} retired twice", self.number);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.get().is_some()
+    }
+
     /// Opens the table at `path` and reads its footer, filter and index, checking each.
     pub async fn load<F: FileSystem>(fs: &F, path: &Path, number: u64) -> Result<Arc<Self>> {
         let file = fs.open(path, OpenMode::READ).await.context("open", path)?;
@@ -63,16 +133,16 @@ impl TableMeta {
             .expect("block_count checked non-zero")
             .last_key
             .clone();
-        Ok(Arc::new(TableMeta {
+        Ok(TableMeta::new(
             number,
-            path: path.to_path_buf(),
+            path.to_path_buf(),
             file_bytes,
             footer,
             smallest,
             largest,
             index,
             filter,
-        }))
+        ))
     }
 
     /// Whether the table may hold `key`: in its key range and passing the bloom filter.
