@@ -183,6 +183,14 @@ fn ten_thousand_open_connections_while_other_clients_are_served() {
         percentile(0.99),
         latencies.last().unwrap()
     );
+    // docs/reliability.md quotes 4.5 KiB per held connection; the bound leaves room for the
+    // allocator's arenas and a noisy RSS, and still fails if a connection holds a buffer the
+    // size of a request (64 KiB) or a page-sized one for every idle socket.
+    let per_connection_kib = rss_held.saturating_sub(rss_before) as f64 / HELD as f64;
+    assert!(
+        per_connection_kib < 16.0,
+        "{per_connection_kib:.1} KiB of server memory per held connection (docs say 4.5)"
+    );
     // The half-sent requests are still waiting for the rest (no answer, no close yet).
     let mut byte = [0; 1];
     held[0].set_nonblocking(true).unwrap();
@@ -235,9 +243,13 @@ fn a_client_that_never_reads_its_answers_is_cut_off() {
         }
     };
     assert!(ended);
+    // What a client that never reads can receive is what fits its receive buffer (128 KiB by
+    // default here; autotuning grows it only for a reader) before the server's writes stall:
+    // docs/reliability.md quotes 128,000 bytes. Two answers' worth fails if the server goes on
+    // writing past a full socket, far less than the 100 MiB of answers asked for.
     assert!(
-        received < 100 * (512 << 10),
-        "{received} bytes: the connection was never cut"
+        received <= 2 * (512 << 10),
+        "{received} bytes reached a client that never read: the connection was not cut when its socket filled"
     );
     eprintln!("a client that never read was cut off after {received} bytes of answers");
 }

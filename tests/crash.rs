@@ -3,6 +3,8 @@
 //! rounds run with 64 KiB memtables, compaction at 2 L0 files and slow background writes, so that
 //! kills land while tables are being written (the test counts the rounds that left an unfinished
 //! `.sst.tmp` behind), and writers overwrite a small key space so compaction has versions to drop.
+//! A quarter of the writes are deletes, and every restart re-reads the keys of all earlier rounds
+//! of its data directory, not only its own.
 
 mod common;
 
@@ -17,26 +19,81 @@ use serde_json::json;
 
 const WRITERS: usize = 8;
 
-/// An acknowledged write: key, value, version.
-type Acked = (String, u64, u64);
+/// What the store must show for a key: the value and version of its last acknowledged set, or
+/// nothing after an acknowledged delete.
+type KeyState = Option<(u64, u64)>;
+
+/// A write a writer sends: set the key to a value, or delete it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Set(u64),
+    Del,
+}
+
+/// Every key any round of one data directory wrote, with the state a restart must show. Carried
+/// through all rounds, so each restart re-reads the keys of every earlier round too (by then in
+/// tables at several levels, compacted, some deleted).
+#[derive(Default)]
+struct Model {
+    keys: HashMap<String, KeyState>,
+}
 
 /// What one kill round saw.
 struct Round {
-    checked: usize,
+    /// Writes acknowledged in this round.
+    acknowledged: usize,
+    /// Keys of all rounds so far read back after the restart.
+    reread: usize,
     /// The kill interrupted a table write (an unfinished `.sst.tmp` was left).
     interrupted_table_write: bool,
 }
 
-/// One kill round. Writer `w` writes keys `r{round}-w{w}-{i % key_space}` with value `i`.
-fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], key_space: u64) -> Round {
+/// Reads `keys` through one connection, 256 requests in flight at a time.
+fn read_back(client: &mut Client, keys: &[String]) -> Vec<KeyState> {
+    let mut states = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(256) {
+        let mut raw = String::new();
+        for key in chunk {
+            raw.push_str(&format!("GET /get?key={} HTTP/1.1\r\n\r\n", common::encode(key)));
+        }
+        client.send_raw(raw.as_bytes());
+        for key in chunk {
+            let response = client.read_response();
+            states.push(match response.status {
+                200 => {
+                    let got = response.json();
+                    Some((got["value"].as_u64().unwrap(), got["version"].as_u64().unwrap()))
+                }
+                404 => None,
+                status => panic!("{key}: GET answered {status} after the restart"),
+            });
+        }
+    }
+    states
+}
+
+/// One kill round. Writer `w` sets keys `r{round}-w{w}-{i % key_space}` to value `i`, and every
+/// fourth write deletes one of its live keys instead (each key belongs to one writer, so the
+/// writer knows what a delete must return). After the restart every key of every round so far
+/// must be in the state of its last acknowledged write, or, for the one write each writer had in
+/// flight at the kill, of that write.
+fn kill_round(
+    dir: &std::path::Path,
+    fsync: &str,
+    round: usize,
+    extra: &[&str],
+    key_space: u64,
+    model: &mut Model,
+) -> Round {
     let mut args = vec!["--fsync", fsync, "--wal-segment-bytes", "4194304"];
     args.extend_from_slice(extra);
     let server = TestServer::start(dir, &args);
     let addr = server.addr;
     let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(Vec::new()));
-    // The write each writer had in flight when the server died (possibly durable, never acked).
-    let in_flight: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Acknowledged writes in the order each writer saw them acknowledged.
+    let acknowledged: Arc<Mutex<Vec<(String, KeyState)>>> = Arc::new(Mutex::new(Vec::new()));
+    // The write each writer had in flight when the server died (possibly applied, never acked).
+    let in_flight: Arc<Mutex<HashMap<String, Op>>> = Arc::new(Mutex::new(HashMap::new()));
     // Answers other than 200 before the kill: (key, status, body). A SIGKILL leaves no answer at
     // all, so every one of these is a failure of the server (they used to end a writer silently).
     let refused: Arc<Mutex<Vec<(String, u16, String)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -50,38 +107,71 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
             );
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
+                let mut rng = rand::thread_rng();
+                // This writer's keys whose last acknowledged write was a set, with it.
+                let mut live: Vec<(String, u64, u64)> = Vec::new();
                 // Bounded: at most this many writes, or until the server dies.
                 for i in 0..100_000u64 {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let key = format!("r{round}-w{writer}-{}", i % key_space);
-                    let body = json!({"key": key, "value": i}).to_string();
-                    let raw = format!(
-                        "POST /set HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let (key, op) = if i % 4 == 3 && !live.is_empty() {
+                        let (key, _, _) = &live[rng.gen_range(0..live.len())];
+                        (key.clone(), Op::Del)
+                    } else {
+                        (format!("r{round}-w{writer}-{}", i % key_space), Op::Set(i))
+                    };
+                    let raw = match op {
+                        Op::Set(value) => {
+                            let body = json!({"key": key, "value": value}).to_string();
+                            format!(
+                                "POST /set HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        }
+                        Op::Del => format!("DELETE /del?key={} HTTP/1.1\r\n\r\n", common::encode(&key)),
+                    };
                     // A dead server shows up as a failed send or a failed read; stop there.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         client.send_raw(raw.as_bytes());
                         client.read_response()
                     }));
-                    match outcome {
-                        Ok(response) if response.status == 200 => {
-                            let version = response.json()["version"].as_u64().unwrap();
-                            acknowledged.lock().unwrap().push((key, i, version));
-                        }
+                    let response = match outcome {
+                        Ok(response) if response.status == 200 => response,
                         Ok(response) => {
                             let body = String::from_utf8_lossy(&response.body).into_owned();
                             refused.lock().unwrap().push((key.clone(), response.status, body));
-                            in_flight.lock().unwrap().insert(key, i);
+                            in_flight.lock().unwrap().insert(key, op);
                             return;
                         }
                         Err(_) => {
-                            in_flight.lock().unwrap().insert(key, i);
+                            in_flight.lock().unwrap().insert(key, op);
                             return;
                         }
-                    }
+                    };
+                    let at = live.iter().position(|(live_key, _, _)| *live_key == key);
+                    let state = match op {
+                        Op::Set(value) => {
+                            let version = response.json()["version"].as_u64().unwrap();
+                            let entry = (key.clone(), value, version);
+                            match at {
+                                Some(at) => live[at] = entry,
+                                None => live.push(entry),
+                            }
+                            Some((value, version))
+                        }
+                        Op::Del => {
+                            let (_, value, version) = live.swap_remove(at.expect("deletes pick a live key"));
+                            let removed = response.json();
+                            assert_eq!(
+                                (removed["value"].as_u64(), removed["version"].as_u64()),
+                                (Some(value), Some(version)),
+                                "{key}: the delete did not return the value last set"
+                            );
+                            None
+                        }
+                    };
+                    acknowledged.lock().unwrap().push((key, state));
                 }
             })
         })
@@ -90,7 +180,7 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
     server.kill();
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
-        let _ = writer.join();
+        writer.join().expect("a writer failed");
     }
     let interrupted_table_write = common::files_ending(dir, ".sst.tmp") > 0;
     let acknowledged = acknowledged.lock().unwrap().clone();
@@ -106,36 +196,44 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
         !acknowledged.is_empty(),
         "no write was acknowledged before the kill"
     );
-    let max_version = acknowledged.iter().map(|(_, _, v)| *v).max().unwrap();
-    let mut newest: HashMap<&str, (u64, u64)> = HashMap::new();
-    for (key, value, version) in &acknowledged {
-        newest.insert(key, (*value, *version));
+    let max_version = acknowledged
+        .iter()
+        .filter_map(|(_, state)| state.map(|(_, version)| version))
+        .max()
+        .unwrap_or(0);
+    for (key, state) in &acknowledged {
+        model.keys.insert(key.clone(), *state);
     }
 
     let server = TestServer::start(dir, &args);
     let mut client = server.connect();
-    for (key, (value, version)) in &newest {
-        let got = client.get(key);
-        assert_eq!(
-            got.status, 200,
-            "acknowledged write {key} lost after SIGKILL ({fsync})"
-        );
-        let got = got.json();
-        let (got_value, got_version) = (got["value"].as_u64().unwrap(), got["version"].as_u64().unwrap());
-        if got_version == *version {
-            assert_eq!(got_value, *value, "{key}");
-        } else {
-            // Only the write in flight at the kill may have landed after the acknowledged one.
-            assert!(
-                got_version > *version,
-                "{key}: version {got_version} older than acknowledged {version}"
-            );
-            assert_eq!(
-                Some(&got_value),
-                in_flight.get(*key),
-                "{key}: value {got_value} was never written"
-            );
+    let mut keys: Vec<String> = model.keys.keys().cloned().collect();
+    keys.sort();
+    let found = read_back(&mut client, &keys);
+    let mut landed = Vec::new();
+    for (key, got) in keys.iter().zip(found) {
+        let expected = model.keys[key];
+        if got == expected {
+            continue;
         }
+        // Only the write in flight at the kill may have landed after the acknowledged one.
+        match (in_flight.get(key), got) {
+            (Some(Op::Set(value)), Some((got_value, got_version))) => {
+                assert_eq!(got_value, *value, "{key}: value {got_value} was never written");
+                let acked_version = expected.map_or(0, |(_, version)| version);
+                assert!(
+                    got_version > acked_version,
+                    "{key}: version {got_version} not newer than acknowledged {acked_version}"
+                );
+            }
+            (Some(Op::Del), None) => {}
+            (_, None) => panic!("{key}: acknowledged write {expected:?} lost after SIGKILL ({fsync})"),
+            (_, Some(got)) => panic!("{key}: {got:?} after SIGKILL, acknowledged {expected:?} ({fsync})"),
+        }
+        landed.push((key.clone(), got));
+    }
+    for (key, got) in landed {
+        model.keys.insert(key, got);
     }
     let after = client.set("after-restart", &json!(round)).json()["version"]
         .as_u64()
@@ -144,20 +242,27 @@ fn kill_round(dir: &std::path::Path, fsync: &str, round: usize, extra: &[&str], 
         after > max_version,
         "version {after} reused after restart (max acknowledged {max_version})"
     );
+    let reread = keys.len();
     server.kill();
     Round {
-        checked: acknowledged.len(),
+        acknowledged: acknowledged.len(),
+        reread,
         interrupted_table_write,
     }
 }
 
 fn kill_loop(fsync: &str, rounds: usize, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut checked = 0;
+    let mut model = Model::default();
+    let (mut acknowledged, mut reread) = (0, 0);
     for round in 0..rounds {
-        checked += kill_round(dir.path(), fsync, round, extra, 1 << 40).checked;
+        let outcome = kill_round(dir.path(), fsync, round, extra, 1 << 40, &mut model);
+        acknowledged += outcome.acknowledged;
+        reread += outcome.reread;
     }
-    eprintln!("{fsync} {extra:?}: {rounds} kills, {checked} acknowledged writes all found");
+    eprintln!(
+        "{fsync} {extra:?}: {rounds} kills, {acknowledged} acknowledged writes (a quarter deletes), {reread} key reads after restarts, all as acknowledged"
+    );
 }
 
 /// Small memtables, compaction at 2 L0 files, background I/O paced at 128 KiB/s (each 64 KiB
@@ -178,10 +283,11 @@ const LSM_ARGS: [&str; 6] = [
 fn sigkill_during_flush_and_compaction_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let rounds = 6;
+    let mut model = Model::default();
     let (mut checked, mut interrupted) = (0, 0);
     for round in 0..rounds {
-        let outcome = kill_round(dir.path(), "group", round, &LSM_ARGS, 400);
-        checked += outcome.checked;
+        let outcome = kill_round(dir.path(), "group", round, &LSM_ARGS, 400, &mut model);
+        checked += outcome.acknowledged;
         interrupted += usize::from(outcome.interrupted_table_write);
     }
     let tables = common::files_ending(dir.path(), ".sst");
@@ -245,12 +351,20 @@ fn long_kill_loop() {
         .unwrap_or(200);
     let strategies = ["group", "always", "periodic:50", "never"];
     let dirs: Vec<_> = strategies.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut models: Vec<Model> = strategies.iter().map(|_| Model::default()).collect();
     let (mut checked, mut interrupted) = (0, 0);
     let started = std::time::Instant::now();
     for kill in 0..kills {
         let which = kill % strategies.len();
-        let outcome = kill_round(dirs[which].path(), strategies[which], kill, &LSM_ARGS, 400);
-        checked += outcome.checked;
+        let outcome = kill_round(
+            dirs[which].path(),
+            strategies[which],
+            kill,
+            &LSM_ARGS,
+            400,
+            &mut models[which],
+        );
+        checked += outcome.acknowledged;
         interrupted += usize::from(outcome.interrupted_table_write);
     }
     let tables: usize = dirs
