@@ -15,6 +15,9 @@ use crate::io::FileSystem;
 impl<F: FileSystem> Engine<F> {
     /// Applies what the background ring reports.
     pub(super) async fn on_event(&self, event: Event) {
+        if self.closing.get() {
+            return;
+        }
         match event {
             Event::Installed {
                 version,
@@ -22,7 +25,12 @@ impl<F: FileSystem> Engine<F> {
             } => {
                 // Open new tables before any read can pick them from the version.
                 for table in version.tables() {
-                    if let Err(error) = self.readers.open(table).await {
+                    let opened = self.readers.open(table).await;
+                    // Closed while the file was opening: the directory may be gone already.
+                    if self.closing.get() {
+                        return;
+                    }
+                    if let Err(error) = opened {
                         self.fail(format!("cannot open new table: {error}"));
                         return;
                     }

@@ -111,6 +111,9 @@ pub struct Engine<F: FileSystem> {
     /// Set while flushes fail for want of space (cleared by the next installed version): a write
     /// that would wait for a flush gets this error (507) instead of waiting without end.
     background_no_space: RefCell<Option<(&'static str, std::path::PathBuf)>>,
+    /// Set when `close` starts: background events still queued are dropped from then on (their
+    /// edits are in the manifest; the next open reads them there).
+    closing: Cell<bool>,
     _lock: DirLock,
 }
 
@@ -199,6 +202,7 @@ impl<F: FileSystem> Engine<F> {
     /// Stops taking writes, makes everything written durable, and stops the WAL tasks and the
     /// background ring (a compaction in progress is abandoned; its inputs stay live).
     pub async fn close(&self) -> Result<()> {
+        self.closing.set(true);
         let outcome = self.wal.close().await;
         // Taken out of its cell: the wait below must not hold a borrow across the await.
         let mut background = std::mem::replace(&mut *self.background.borrow_mut(), Background::stopped());

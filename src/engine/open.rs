@@ -123,6 +123,7 @@ impl<F: FileSystem> Engine<F> {
             progress: Notify::new(),
             background_failure: RefCell::new(None),
             background_no_space: RefCell::new(None),
+            closing: Cell::new(false),
             _lock: lock,
         });
         drop(fs.spawn(run_events(Rc::downgrade(&engine), receiver)));
