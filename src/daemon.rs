@@ -76,7 +76,7 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         report.segments,
         if report.torn_tail { " (dropped a torn or damaged last record: a write the crash interrupted, or bit rot in the newest write)" } else { "" },
         report.tables,
-        report.next_version,
+        report.next_seq,
     );
     let server = Server::new(engine.clone(), http);
     let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));

@@ -1,4 +1,4 @@
-//! The memtable: a lock-free skiplist of `(key, version)` entries, newest version first within a
+//! The memtable: a lock-free skiplist of `(key, seq)` entries, highest seq first within a
 //! key, with its size accounting. No I/O, no knowledge of the WAL.
 
 use std::cmp::Reverse;
@@ -7,18 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
-/// Sort key: user key ascending, then version descending, so the first entry at or after
-/// `(key, MAX)` is the newest version of `key`.
+/// Sort key: user key ascending, then seq descending, so the first entry at or after
+/// `(key, MAX)` is the newest entry of `key`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct InternalKey {
     user_key: Bytes,
-    version: Reverse<u64>,
+    seq: Reverse<u64>,
 }
 
 /// The newest entry for a key: a value, or a tombstone (`value: None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub version: u64,
+    pub seq: u64,
     pub value: Option<Bytes>,
 }
 
@@ -44,13 +44,13 @@ impl Memtable {
         (key_len + value_len) as u64 + ENTRY_OVERHEAD_BYTES
     }
 
-    /// Inserts a version of `key`; `value: None` is a tombstone.
-    pub fn insert(&self, key: Bytes, version: u64, value: Option<Bytes>) {
+    /// Inserts an entry of `key` at `seq`; `value: None` is a tombstone.
+    pub fn insert(&self, key: Bytes, seq: u64, value: Option<Bytes>) {
         let bytes = Self::entry_bytes(key.len(), value.as_ref().map_or(0, |v| v.len()));
         self.entries.insert(
             InternalKey {
                 user_key: key,
-                version: Reverse(version),
+                seq: Reverse(seq),
             },
             value,
         );
@@ -61,11 +61,11 @@ impl Memtable {
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         let probe = InternalKey {
             user_key: Bytes::copy_from_slice(key),
-            version: Reverse(u64::MAX),
+            seq: Reverse(u64::MAX),
         };
         let found = self.entries.range(probe..).next()?;
         (found.key().user_key == key).then(|| Entry {
-            version: found.key().version.0,
+            seq: found.key().seq.0,
             value: found.value().clone(),
         })
     }
@@ -83,7 +83,7 @@ impl Memtable {
             Some((
                 key.clone(),
                 Entry {
-                    version: entry.key().version.0,
+                    seq: entry.key().seq.0,
                     value: entry.value().clone(),
                 },
             ))
@@ -116,19 +116,13 @@ mod tests {
         memtable.insert(Bytes::from_static(b"a"), 3, None);
         memtable.insert(Bytes::from_static(b"a"), 2, Some(Bytes::from_static(b"2")));
         memtable.insert(Bytes::from_static(b"ab"), 4, Some(Bytes::from_static(b"4")));
-        assert_eq!(
-            memtable.get(b"a"),
-            Some(Entry {
-                version: 3,
-                value: None
-            })
-        );
-        assert_eq!(memtable.get(b"ab").map(|e| e.version), Some(4));
+        assert_eq!(memtable.get(b"a"), Some(Entry { seq: 3, value: None }));
+        assert_eq!(memtable.get(b"ab").map(|e| e.seq), Some(4));
         assert_eq!(memtable.get(b""), None);
         assert_eq!(memtable.get(b"b"), None);
         assert_eq!(memtable.len(), 4);
         assert!(memtable.approximate_bytes() > 0);
-        let newest: Vec<(Bytes, u64)> = memtable.newest_entries().map(|(k, e)| (k, e.version)).collect();
+        let newest: Vec<(Bytes, u64)> = memtable.newest_entries().map(|(k, e)| (k, e.seq)).collect();
         assert_eq!(
             newest,
             vec![(Bytes::from_static(b"a"), 3), (Bytes::from_static(b"ab"), 4)]

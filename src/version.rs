@@ -169,8 +169,8 @@ impl Version {
     }
 
     /// The largest version any table holds.
-    pub fn max_entry_version(&self) -> u64 {
-        self.tables().map(|table| table.max_version()).max().unwrap_or(0)
+    pub fn max_entry_seq(&self) -> u64 {
+        self.tables().map(|table| table.max_seq()).max().unwrap_or(0)
     }
 
     /// What the compaction choice looks at.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use ringkv::config::StoreConfig;
+use ringkv::config::{FsyncStrategy, StoreConfig};
 use ringkv::engine::Engine;
 use ringkv::io::UringFs;
 
@@ -32,6 +32,12 @@ fn value(i: usize) -> Vec<u8> {
 /// Writes keys `0..writes` into a new store and closes it; with `flush`, everything ends up in
 /// tables first.
 fn write_keys(config: &StoreConfig, writes: usize, flush: bool) {
+    write_keys_and_end(config, writes, flush, true);
+}
+
+/// As [`write_keys`]; without `close`, the store is dropped as a killed process leaves it (the
+/// direct writes are on disk; no clean close seals the log).
+fn write_keys_and_end(config: &StoreConfig, writes: usize, flush: bool, close: bool) {
     tokio_uring::start(async {
         let (engine, _) = Engine::open(UringFs, config).await.unwrap();
         for i in 0..writes {
@@ -41,7 +47,9 @@ fn write_keys(config: &StoreConfig, writes: usize, flush: bool) {
             engine.flush().await.unwrap();
             engine.settle_background().await.unwrap();
         }
-        engine.close().await.unwrap();
+        if close {
+            engine.close().await.unwrap();
+        }
     });
 }
 
@@ -275,18 +283,41 @@ fn flipped_bits_in_an_sst_are_detected_and_never_served() {
     );
 }
 
-/// Every region of WAL segments: in a sealed segment a flipped bit is refused at open, naming the
-/// segment and offset (or lands in the unused zeros after its end record); in the newest segment
-/// it may also be dropped as a torn tail, and then only a suffix of the writes is missing.
+/// Every region of WAL segments, under every fsync strategy (each lays records out in its own
+/// batches, with or without sync claims), after a clean close and after a kill:
+/// - after a clean close every byte is durable, and the log says so (its last record claims
+///   everything before it): a flipped bit anywhere is refused at open, naming the segment and the
+///   offset, or lands where it changes nothing; no write is ever missing. Before the claim was
+///   written, under `periodic` and `never` a flip in the last records read as a torn tail and
+///   silently dropped every write after it;
+/// - after a kill, in a sealed segment the same, except under `never` (nothing claims a segment
+///   durable before a clean close, so damage there reads as a torn tail); in the newest segment a
+///   flip may also be dropped as a torn tail, and then only a suffix of the writes is missing.
 #[test]
 fn flipped_bits_in_wal_segments_are_refused_or_only_cut_the_newest_tail() {
+    // `always` lays out one writer's records as `group` does (one record per batch), so it adds
+    // nothing here; `tests/crash_images.rs` covers it under concurrent writers.
+    for fsync in [
+        FsyncStrategy::Group,
+        FsyncStrategy::Periodic { interval_ms: 5 },
+        FsyncStrategy::Never,
+    ] {
+        sweep_wal(fsync, true);
+        sweep_wal(fsync, false);
+    }
+}
+
+fn sweep_wal(fsync: FsyncStrategy, clean_close: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
         memtable_bytes: 64 << 20,
+        fsync,
         ..config(dir.path())
     };
     let writes = 300;
-    write_keys(&config, writes, false);
+    write_keys_and_end(&config, writes, false, clean_close);
+    let end = if clean_close { "clean close" } else { "kill" };
+    let claims_sealed_segments = clean_close || fsync != FsyncStrategy::Never;
     let mut segments: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -302,26 +333,39 @@ fn flipped_bits_in_wal_segments_are_refused_or_only_cut_the_newest_tail() {
     assert!(newest >= 2, "{segments:?}");
     for segment in &segments[..newest] {
         let len = std::fs::metadata(segment).unwrap().len() as usize;
-        let sweep = sweep_file(&config, writes, segment, offsets(len, 60, len - 64..len), false);
-        eprintln!("sealed {}: {sweep:?}", segment.display());
-        assert!(sweep.refused_at_open > 0, "{sweep:?}");
-        assert_eq!(sweep.torn_tail_dropped, 0);
+        let offsets = offsets(len, 60, len - 64..len);
+        let sweep = sweep_file(&config, writes, segment, offsets, !claims_sealed_segments);
+        eprintln!("{fsync}, {end}: sealed {}: {sweep:?}", segment.display());
+        if claims_sealed_segments {
+            assert!(sweep.refused_at_open > 0, "{sweep:?}");
+            assert_eq!(sweep.torn_tail_dropped, 0);
+        } else {
+            assert!(sweep.torn_tail_dropped > 0, "{sweep:?}");
+        }
     }
     // In the newest, every byte of its last records (and the zeros just after them).
-    let end = last_byte(&segments[newest]).unwrap() + 1;
+    let last = last_byte(&segments[newest]).unwrap() + 1;
     let len = std::fs::metadata(&segments[newest]).unwrap().len() as usize;
     let sweep = sweep_file(
         &config,
         writes,
         &segments[newest],
-        offsets(len, 60, end.saturating_sub(400)..end + 64),
-        true,
+        offsets(len, 60, last.saturating_sub(400)..last + 64),
+        !clean_close,
     );
-    eprintln!("newest {}: {sweep:?}", segments[newest].display());
-    assert!(
-        sweep.torn_tail_dropped > 0 && sweep.refused_at_open > 0,
-        "{sweep:?}"
-    );
+    eprintln!("{fsync}, {end}: newest {}: {sweep:?}", segments[newest].display());
+    if clean_close {
+        assert!(
+            sweep.refused_at_open > 0 && sweep.torn_tail_dropped == 0,
+            "{sweep:?}"
+        );
+    } else {
+        assert!(sweep.torn_tail_dropped > 0, "{sweep:?}");
+        if fsync.syncs_before_ack() {
+            // Each batch claims every earlier one: damage before the last is refused.
+            assert!(sweep.refused_at_open > 0, "{sweep:?}");
+        }
+    }
 }
 
 /// Every edit of the manifest but the last (which `a_damaged_last_manifest_edit_...` covers): a

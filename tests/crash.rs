@@ -196,7 +196,7 @@ fn kill_round(
         !acknowledged.is_empty(),
         "no write was acknowledged before the kill"
     );
-    let max_version = acknowledged
+    let max_seq = acknowledged
         .iter()
         .filter_map(|(_, state)| state.map(|(_, version)| version))
         .max()
@@ -239,8 +239,8 @@ fn kill_round(
         .as_u64()
         .unwrap();
     assert!(
-        after > max_version,
-        "version {after} reused after restart (max acknowledged {max_version})"
+        after > max_seq,
+        "version {after} reused after restart (max acknowledged {max_seq})"
     );
     let reread = keys.len();
     server.kill();

@@ -102,11 +102,11 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                     if let Some(deletion) = removed {
                         assert_eq!(
                             deletion.seq,
-                            engine.next_version() - 1,
+                            engine.next_seq() - 1,
                             "step {step}: the delete's seq"
                         );
                     }
-                    last_version = engine.next_version() - 1;
+                    last_version = engine.next_seq() - 1;
                 }
                 650..=969 => {
                     let got = engine.get(&key).await.unwrap();
@@ -182,7 +182,7 @@ async fn reopen(
 ) -> Rc<Engine<FaultFs>> {
     let (engine, report) = Engine::open(fs.clone(), &config(dir, fsync)).await.unwrap();
     assert!(
-        report.next_version > last_version,
+        report.next_seq > last_version,
         "versions must not go back after restart: {report:?} after {last_version}"
     );
     check_all(&engine, model).await;

@@ -299,7 +299,7 @@ async fn run_client(
                     &mut model.borrow_mut(),
                     key,
                     Some(value.clone()),
-                    engine.next_version(),
+                    engine.next_seq(),
                 );
                 let outcome = engine.set(&name, &value).await;
                 let mut model = model.borrow_mut();
@@ -320,7 +320,7 @@ async fn run_client(
                 // A delete of a present key writes a tombstone, which a crash may cut short.
                 let index = expected
                     .is_some()
-                    .then(|| note_issued(&mut model.borrow_mut(), key, None, engine.next_version()));
+                    .then(|| note_issued(&mut model.borrow_mut(), key, None, engine.next_seq()));
                 let outcome = engine.delete(&name).await;
                 let mut model = model.borrow_mut();
                 match outcome {

@@ -67,7 +67,7 @@ fn table_round_trips_through_point_reads_and_scans() {
         assert_eq!(written.file_bytes % 4096, 0);
         let meta = TableMeta::load(&UringFs, &written.path, 7).await.unwrap();
         assert_eq!(meta.entry_count(), u64::from(ENTRIES));
-        assert_eq!(meta.max_version(), u64::from(ENTRIES) + 999);
+        assert_eq!(meta.max_seq(), u64::from(ENTRIES) + 999);
         assert_eq!(&meta.smallest[..], b"key000000");
         assert_eq!(&meta.largest[..], format!("key{:06}", ENTRIES - 1).as_bytes());
         let readers = TableReaders::new(UringFs, 1 << 20);
@@ -91,7 +91,7 @@ fn table_round_trips_through_point_reads_and_scans() {
         while let Some(found) = scanner.next().await.unwrap() {
             let (key, version, value) = entry(i);
             assert_eq!(
-                (found.key.to_vec(), found.version, found.value.map(|b| b.to_vec())),
+                (found.key.to_vec(), found.seq, found.value.map(|b| b.to_vec())),
                 (key, version, value)
             );
             i += 1;

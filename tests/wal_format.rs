@@ -31,8 +31,14 @@ fn record_bytes() -> u64 {
     record::encoded_len(&key(0), VALUE) as u64
 }
 
-/// Writes `batches[i]` records in batch i (each batch completes before the next starts).
+/// Writes `batches[i]` records in batch i (each batch completes before the next starts), then
+/// closes the writer cleanly (which ends the log with a durable mark).
 fn write_log(dir: &Path, batches: &[usize]) {
+    write_log_then(dir, batches, true);
+}
+
+/// As [`write_log`]; without `close`, the writer is dropped as a killed process leaves it.
+fn write_log_then(dir: &Path, batches: &[usize], close: bool) {
     tokio_uring::start(async {
         let start = LogPosition {
             segment_number: 1,
@@ -51,7 +57,9 @@ fn write_log(dir: &Path, batches: &[usize]) {
                 ticket.wait().await.unwrap();
             }
         }
-        writer.close().await.unwrap();
+        if close {
+            writer.close().await.unwrap();
+        }
     });
 }
 
@@ -96,14 +104,32 @@ fn clean_log_replays_everything_and_continues_after_it() {
     assert_eq!(keys, (0..5).map(key).collect::<Vec<_>>());
     assert_eq!(log.next_seq, 6);
     assert_eq!(log.position.segment_number, 1);
-    assert_eq!(log.position.offset, 5 * record_bytes());
+    // After the durable mark the clean close wrote, which claims every byte before it.
+    let mark_at = 5 * record_bytes();
+    assert_eq!(log.position.offset, mark_at + record::SEGMENT_END_BYTES as u64);
     assert!(!log.torn_tail);
+    let bytes = std::fs::read(segment(dir.path(), 1)).unwrap();
+    let (mark, _) = record::decode(&bytes, mark_at as usize, SEGMENT_BYTES as usize).unwrap();
+    assert_eq!(mark.kind, RecordKind::DurableMark);
+    assert_eq!((mark.seq, mark.durable_prefix()), (5, Some(mark_at)));
+}
+
+/// A clean close claims its last batch durable: damage there is corruption, not a torn tail
+/// (before the mark, recovery dropped the last batch's acknowledged writes as torn).
+#[test]
+fn damage_to_the_last_batch_after_a_clean_close_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &[2, 3]);
+    let at = 2 * record_bytes();
+    damage(&segment(dir.path(), 1), at + 30, b"\0\0\0\0\0\0");
+    let (_, result) = recover(dir.path());
+    expect_corruption_at(result, at);
 }
 
 #[test]
 fn torn_tail_of_the_last_batch_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), &[2, 3]);
+    write_log_then(dir.path(), &[2, 3], false);
     // The crash tore the last batch: its first record's bytes never reached the disk, its later
     // records did.
     let torn_at = 2 * record_bytes();

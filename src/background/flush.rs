@@ -34,7 +34,7 @@ impl<F: FileSystem> Worker<F> {
                 TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.flush_limiter).await?;
             let mut written = Ok(());
             for (key, entry) in job.memtable.newest_entries() {
-                written = builder.add(&key, entry.version, entry.value.as_deref()).await;
+                written = builder.add(&key, entry.seq, entry.value.as_deref()).await;
                 if written.is_err() {
                     break;
                 }

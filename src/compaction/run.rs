@@ -1,4 +1,4 @@
-//! Runs a compaction: a k-way merge of the input tables (newest version of each key first) into
+//! Runs a compaction: a k-way merge of the input tables (newest entry of each key first) into
 //! new tables of the target level, split at the target file size. Shadowed versions are dropped,
 //! and tombstones too when the task is bottommost. Writes go through the table builder (1 MiB
 //! direct chunks); reads and writes share the background rate limit. Returns the new tables; publishing them is the caller's job.
@@ -17,7 +17,7 @@ use crate::io::FileSystem;
 use crate::rate_limit::RateLimiter;
 use crate::sst::{Entry, TableBuilder, TableMeta, TableScanner};
 
-/// Heap order: smallest key first, then the newest version, then the newer source.
+/// Heap order: smallest key first, then the highest seq, then the newer source.
 type HeapItem = Reverse<(Bytes, Reverse<u64>, usize)>;
 
 /// See the module documentation. `sources` are the task's tables, L0 newest first then the
@@ -45,7 +45,7 @@ pub async fn run<F: FileSystem>(
     for (source, scanner) in scanners.iter_mut().enumerate() {
         let head = scanner.next().await?;
         if let Some(entry) = &head {
-            heap.push(Reverse((entry.key.clone(), Reverse(entry.version), source)));
+            heap.push(Reverse((entry.key.clone(), Reverse(entry.seq), source)));
         }
         heads.push(head);
     }
@@ -57,11 +57,11 @@ pub async fn run<F: FileSystem>(
             let entry = heads[source].take().expect("a source in the heap has a head");
             let next = scanners[source].next().await?;
             if let Some(next) = &next {
-                heap.push(Reverse((next.key.clone(), Reverse(next.version), source)));
+                heap.push(Reverse((next.key.clone(), Reverse(next.seq), source)));
             }
             heads[source] = next;
             if last_key.as_ref() == Some(&key) {
-                continue; // An older version of a key already written.
+                continue; // An older entry of a key already written.
             }
             last_key = Some(key);
             if entry.value.is_none() && task.bottommost {
@@ -74,9 +74,7 @@ pub async fn run<F: FileSystem>(
                 builder = Some(TableBuilder::create(fs, dir.to_path_buf(), allocate(), limiter).await?);
             }
             let table = builder.as_mut().expect("created above");
-            table
-                .add(&entry.key, entry.version, entry.value.as_deref())
-                .await?;
+            table.add(&entry.key, entry.seq, entry.value.as_deref()).await?;
             if table.estimated_bytes() >= target_file_bytes {
                 let full = builder.take().expect("present");
                 outputs.push(full.finish().await?);

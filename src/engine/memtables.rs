@@ -180,7 +180,7 @@ mod tests {
         let ready: Vec<u64> = memtables.take_ready_flushes().iter().map(|s| s.id).collect();
         assert_eq!(ready, vec![0, 1]);
         assert!(memtables.take_ready_flushes().is_empty(), "sent only once");
-        assert_eq!(memtables.get(b"k").map(|e| e.version), Some(1));
+        assert_eq!(memtables.get(b"k").map(|e| e.seq), Some(1));
         // Writers hold their slot only until their write settles.
         drop((first, second));
         let flushed = memtables.remove_flushed(0).expect("memtable 0 was frozen");

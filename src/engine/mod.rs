@@ -59,7 +59,7 @@ pub struct RecoveryReport {
     pub records: u64,
     pub segments: u64,
     pub tables: usize,
-    pub next_version: u64,
+    pub next_seq: u64,
     pub torn_tail: bool,
 }
 
@@ -85,7 +85,7 @@ pub struct EngineStats {
 
 /// A write appended to the WAL but not yet applied to a memtable.
 struct Pending {
-    version: u64,
+    seq: u64,
     value: Option<Bytes>,
     ticket: Ticket,
 }
@@ -118,8 +118,8 @@ pub struct Engine<F: FileSystem> {
 }
 
 impl<F: FileSystem> Engine<F> {
-    /// The version the next write will get.
-    pub fn next_version(&self) -> u64 {
+    /// The seq (version) the next write will get.
+    pub fn next_seq(&self) -> u64 {
         self.wal.next_seq()
     }
 

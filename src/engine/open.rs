@@ -59,7 +59,7 @@ impl<F: FileSystem> Engine<F> {
                         memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)))
                     }
                     RecordKind::Delete => memtable.insert(key, record.seq, None),
-                    RecordKind::SegmentEnd => return,
+                    RecordKind::SegmentEnd | RecordKind::DurableMark => return,
                 }
                 replayed += 1;
             },
@@ -70,15 +70,12 @@ impl<F: FileSystem> Engine<F> {
         // whose manifest edit was lost.
         remove_unnamed_files(&fs, config, &manifest, &mut version).await?;
         // Versions never go back, even when every WAL segment was retired.
-        let next_seq = log
-            .next_seq
-            .max(flushed_seq + 1)
-            .max(version.max_entry_version() + 1);
+        let next_seq = log.next_seq.max(flushed_seq + 1).max(version.max_entry_seq() + 1);
         let report = RecoveryReport {
             records: replayed,
             segments: log.segments,
             tables: version.tables().count(),
-            next_version: next_seq,
+            next_seq,
             torn_tail: log.torn_tail,
         };
         let options = WalOptions {

@@ -22,7 +22,7 @@ impl<F: FileSystem> Engine<F> {
         let version = self.version.borrow().clone();
         for table in version.tables_for(key) {
             if let Some((seq, value)) = self.readers.get(table, key).await? {
-                return Ok(Some(Entry { version: seq, value }));
+                return Ok(Some(Entry { seq, value }));
             }
         }
         Ok(None)
@@ -32,7 +32,7 @@ impl<F: FileSystem> Engine<F> {
 /// A memtable or table entry as a reader sees it: tombstones are absent.
 pub(super) fn visible(entry: Entry) -> Option<VersionedValue> {
     entry.value.map(|value| VersionedValue {
-        version: entry.version,
+        version: entry.seq,
         value,
     })
 }

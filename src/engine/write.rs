@@ -19,16 +19,16 @@ use crate::memtable::Memtable;
 use crate::wal::{RecordKind, Ticket};
 
 impl<F: FileSystem> Engine<F> {
-    /// Stores `value` (JSON text) under `key`; returns its version once durable per the fsync
+    /// Stores `value` (JSON text) under `key`; returns its seq (the version the API reports) once durable per the fsync
     /// strategy.
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64> {
         self.admit().await?;
-        let (version, ticket) = self.wal.append(RecordKind::Put, key, value)?;
+        let (seq, ticket) = self.wal.append(RecordKind::Put, key, value)?;
         let slot = self.note_append(key, value);
         let key = Bytes::copy_from_slice(key);
         let value = Bytes::copy_from_slice(value);
-        self.settle(slot, key, version, Some(value), ticket).await?;
-        Ok(version)
+        self.settle(slot, key, seq, Some(value), ticket).await?;
+        Ok(seq)
     }
 
     /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
@@ -38,7 +38,7 @@ impl<F: FileSystem> Engine<F> {
         let (current, unacknowledged) = loop {
             if let Some(pending) = self.pending.borrow().get(key) {
                 let value = pending.value.clone().map(|value| VersionedValue {
-                    version: pending.version,
+                    version: pending.seq,
                     value,
                 });
                 break (value, Some(pending.ticket.clone()));
@@ -146,25 +146,25 @@ impl<F: FileSystem> Engine<F> {
         &self,
         slot: Rc<Slot>,
         key: Bytes,
-        version: u64,
+        seq: u64,
         value: Option<Bytes>,
         ticket: Ticket,
     ) -> Result<()> {
         self.pending.borrow_mut().insert(
             key.clone(),
             Pending {
-                version,
+                seq,
                 value: value.clone(),
                 ticket: ticket.clone(),
             },
         );
         let outcome = ticket.wait().await;
         if outcome.is_ok() {
-            slot.table.insert(key.clone(), version, value);
+            slot.table.insert(key.clone(), seq, value);
         }
         {
             let mut pending = self.pending.borrow_mut();
-            if pending.get(&key).is_some_and(|p| p.version == version) {
+            if pending.get(&key).is_some_and(|p| p.seq == seq) {
                 pending.remove(&key);
             }
         }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::checksum::masked_crc32c;
 use crate::coding;
 
-/// `kind:u8 key_len:u32 value_len:u32 version:u64`.
+/// `kind:u8 key_len:u32 value_len:u32 seq:u64`.
 pub const ENTRY_HEADER_BYTES: usize = 17;
 /// `entry_count:u32 masked_crc:u32`.
 pub const BLOCK_TRAILER_BYTES: usize = 8;
@@ -17,11 +17,11 @@ pub const TARGET_BLOCK_BYTES: usize = 4096;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 
-/// One version of one key; `value: None` is a tombstone.
+/// One entry of one key (its seq, the version the API reports); `value: None` is a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub key: Bytes,
-    pub version: u64,
+    pub seq: u64,
     pub value: Option<Bytes>,
 }
 
@@ -33,7 +33,7 @@ pub struct BlockBuilder {
 }
 
 impl BlockBuilder {
-    pub fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
+    pub fn add(&mut self, key: &[u8], seq: u64, value: Option<&[u8]>) {
         let (kind, value) = match value {
             Some(value) => (KIND_PUT, value),
             None => (KIND_DELETE, &[][..]),
@@ -43,7 +43,7 @@ impl BlockBuilder {
             .extend_from_slice(&coding::len_u32(key.len()).to_le_bytes());
         self.buf
             .extend_from_slice(&coding::len_u32(value.len()).to_le_bytes());
-        self.buf.extend_from_slice(&version.to_le_bytes());
+        self.buf.extend_from_slice(&seq.to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(value);
         self.count += 1;
@@ -86,7 +86,7 @@ pub fn verify(block: &[u8]) -> Result<u32, String> {
     Ok(coding::get_u32(block, crc_at - 4))
 }
 
-/// An entry decoded in place: key, version, value (`None`: tombstone), and where the next starts.
+/// An entry decoded in place: key, seq, value (`None`: tombstone), and where the next starts.
 type RawEntry<'a> = (&'a [u8], u64, Option<&'a [u8]>, usize);
 
 /// The entries of a verified block, as slices of it.
@@ -109,7 +109,7 @@ impl EntryIter {
         }
     }
 
-    /// The entry at the current position without building `Bytes`: `(key, version, value)`.
+    /// The entry at the current position without building `Bytes`: `(key, seq, value)`.
     fn decode_at(&self) -> Result<RawEntry<'_>, String> {
         let bytes = &self.block[..self.end];
         let at = self.at;
@@ -119,7 +119,7 @@ impl EntryIter {
         let kind = header[0];
         let key_len = coding::get_u32(header, 1) as usize;
         let value_len = coding::get_u32(header, 5) as usize;
-        let version = coding::get_u64(header, 9);
+        let seq = coding::get_u64(header, 9);
         let key_at = at + ENTRY_HEADER_BYTES;
         let next = key_at
             .checked_add(key_len)
@@ -132,18 +132,18 @@ impl EntryIter {
             KIND_DELETE if value_len == 0 => None,
             other => return Err(format!("entry at block offset {at} has kind {other}")),
         };
-        Ok((key, version, value, next))
+        Ok((key, seq, value, next))
     }
 
     /// Finds `key` by a linear scan (blocks are small); `Ok(None)` if the block does not hold it.
     pub fn find(mut self, key: &[u8]) -> Result<Option<(u64, Option<Bytes>)>, String> {
         while self.remaining > 0 {
-            let (found, version, value, next) = self.decode_at()?;
+            let (found, seq, value, next) = self.decode_at()?;
             match found.cmp(key) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
                     let value = value.map(|v| self.block.slice_ref(v));
-                    return Ok(Some((version, value)));
+                    return Ok(Some((seq, value)));
                 }
                 std::cmp::Ordering::Greater => return Ok(None),
             }
@@ -162,19 +162,19 @@ impl Iterator for EntryIter {
             return (self.at != self.end)
                 .then(|| Err(format!("{} bytes after the last entry", self.end - self.at)));
         }
-        let decoded = self.decode_at().map(|(key, version, value, next)| {
+        let decoded = self.decode_at().map(|(key, seq, value, next)| {
             (
                 self.block.slice_ref(key),
-                version,
+                seq,
                 value.map(|v| self.block.slice_ref(v)),
                 next,
             )
         });
         Some(match decoded {
-            Ok((key, version, value, next)) => {
+            Ok((key, seq, value, next)) => {
                 self.at = next;
                 self.remaining -= 1;
-                Ok(Entry { key, version, value })
+                Ok(Entry { key, seq, value })
             }
             Err(reason) => {
                 self.remaining = 0;
@@ -207,7 +207,7 @@ mod tests {
             entries[1],
             Entry {
                 key: Bytes::from_static(b"b"),
-                version: 3,
+                seq: 3,
                 value: None
             }
         );

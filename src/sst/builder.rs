@@ -40,7 +40,7 @@ pub struct TableBuilder<'a, F: FileSystem> {
     hashes: Vec<u64>,
     smallest: Option<Bytes>,
     entry_count: u64,
-    max_version: u64,
+    max_seq: u64,
     /// Bytes of finished blocks so far.
     data_bytes: u64,
 }
@@ -69,13 +69,13 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             hashes: Vec::new(),
             smallest: None,
             entry_count: 0,
-            max_version: 0,
+            max_seq: 0,
             data_bytes: 0,
         })
     }
 
     /// Adds an entry; keys must come in strictly ascending order.
-    pub async fn add(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) -> Result<()> {
+    pub async fn add(&mut self, key: &[u8], seq: u64, value: Option<&[u8]>) -> Result<()> {
         // `block_last_key` is the last key added, across blocks (it used to be checked within
         // the first block only).
         assert!(
@@ -87,12 +87,12 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         if self.smallest.is_none() {
             self.smallest = Some(Bytes::copy_from_slice(key));
         }
-        self.block.add(key, version, value);
+        self.block.add(key, seq, value);
         self.block_last_key.clear();
         self.block_last_key.extend_from_slice(key);
         self.hashes.push(key_hash(key));
         self.entry_count += 1;
-        self.max_version = self.max_version.max(version);
+        self.max_seq = self.max_seq.max(seq);
         if self.block.len_bytes() >= super::block::TARGET_BLOCK_BYTES {
             self.finish_block().await?;
         }
@@ -183,7 +183,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             filter_len,
             index_offset: filter_offset + u64::from(filter_len),
             index_len,
-            max_version: self.max_version,
+            max_seq: self.max_seq,
         };
         let unpadded = coding::to_usize(filter_offset) + tail.len() + FOOTER_BYTES;
         let file_bytes = round_up_to_block(unpadded);

@@ -24,7 +24,7 @@ pub struct Footer {
     pub filter_len: u32,
     pub index_offset: u64,
     pub index_len: u32,
-    pub max_version: u64,
+    pub max_seq: u64,
 }
 
 impl Footer {
@@ -38,7 +38,7 @@ impl Footer {
         out[32..36].copy_from_slice(&self.filter_len.to_le_bytes());
         out[36..40].copy_from_slice(&self.index_len.to_le_bytes());
         out[40..48].copy_from_slice(&self.index_offset.to_le_bytes());
-        out[48..56].copy_from_slice(&self.max_version.to_le_bytes());
+        out[48..56].copy_from_slice(&self.max_seq.to_le_bytes());
         let crc = masked_crc32c(&out[..60]);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
         out
@@ -74,7 +74,7 @@ impl Footer {
             filter_len: u32_at(32),
             index_len: u32_at(36),
             index_offset: u64_at(40),
-            max_version: u64_at(48),
+            max_seq: u64_at(48),
         };
         let footer_at = file_bytes
             .checked_sub(FOOTER_BYTES as u64)

@@ -160,8 +160,8 @@ impl TableMeta {
         self.footer.entry_count
     }
 
-    pub fn max_version(&self) -> u64 {
-        self.footer.max_version
+    pub fn max_seq(&self) -> u64 {
+        self.footer.max_seq
     }
 }
 

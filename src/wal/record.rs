@@ -15,6 +15,10 @@ pub enum RecordKind {
     Delete = 2,
     /// The writer left this segment for the next one; nothing follows in this segment.
     SegmentEnd = 3,
+    /// Written by a clean close after its final sync, and synced: claims every byte before it
+    /// durable, so that damage to the last records reads as damage, not as a torn tail. Carries
+    /// the last seq written; the log goes on after it.
+    DurableMark = 4,
 }
 
 impl RecordKind {
@@ -23,6 +27,7 @@ impl RecordKind {
             1 => Some(RecordKind::Put),
             2 => Some(RecordKind::Delete),
             3 => Some(RecordKind::SegmentEnd),
+            4 => Some(RecordKind::DurableMark),
             _ => None,
         }
     }

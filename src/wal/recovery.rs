@@ -59,6 +59,10 @@ pub async fn recover<F: FileSystem>(
                 Ok((record, _)) if record.kind == RecordKind::SegmentEnd && record.seq >= last_seq => {
                     break None;
                 }
+                Ok((record, next)) if record.kind == RecordKind::DurableMark && record.seq >= last_seq => {
+                    last_seq = record.seq;
+                    offset = next;
+                }
                 Ok((record, next)) if record.seq > last_seq => {
                     apply(&record);
                     recovered.records += 1;
