@@ -1,15 +1,15 @@
 //! The LSM benchmark behind BENCHMARKS.md ("LSM: 10 million keys"): loads N keys (16-byte keys,
-//! 100-byte values, random order) through the engine in this process on the real io_uring ring
+//! 100-byte values, random order) through the engine in this process on the real `io_uring` ring
 //! and the real background ring, waits for compaction to finish, then measures random reads idle,
 //! then overwrites a part of the keys and measures random reads while the resulting compaction
 //! runs. Reports ops/s and latency percentiles (HDR histograms, closed loop: each task sends its
 //! next operation when the previous one returns), write amplification from /proc/self/io, space
-//! amplification from the data directory, and peak RSS (VmHWM).
+//! amplification from the data directory, and peak RSS (`VmHWM`).
 //!
 //! `cargo bench --bench lsm_load -- [--keys N] [--dir PATH] [--reads N] [--overwrites N]
 //!  [--writers N] [--readers N] [--memtable-bytes B] [--block-cache-bytes B]
 //!  [--background-write-bytes-per-sec B] [--background-io-bytes B]`
-//! Defaults: 10,000,000 keys in /var/tmp (must be a file system with O_DIRECT: not tmpfs).
+//! Defaults: 10,000,000 keys in /var/tmp (must be a file system with `O_DIRECT`: not tmpfs).
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -69,12 +69,12 @@ impl Options {
                 "--dir" => options.dir = PathBuf::from(&value),
                 "--reads" => options.reads = number(),
                 "--overwrites" => options.overwrites = number(),
-                "--writers" => options.writers = number() as usize,
-                "--readers" => options.readers = number() as usize,
+                "--writers" => options.writers = ringkv::coding::to_usize(number()),
+                "--readers" => options.readers = ringkv::coding::to_usize(number()),
                 "--memtable-bytes" => options.memtable_bytes = number(),
-                "--block-cache-bytes" => options.block_cache_bytes = number() as usize,
+                "--block-cache-bytes" => options.block_cache_bytes = ringkv::coding::to_usize(number()),
                 "--background-write-bytes-per-sec" => options.background_write_bytes_per_sec = number(),
-                "--background-io-bytes" => options.background_io_bytes = number() as usize,
+                "--background-io-bytes" => options.background_io_bytes = ringkv::coding::to_usize(number()),
                 _ => panic!("unknown option {flag}"),
             }
         }
@@ -112,7 +112,7 @@ fn proc_io(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `field` of /proc/self/status in KiB (VmRSS, VmHWM).
+/// `field` of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
 fn proc_status_kib(field: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     text.lines()
@@ -135,7 +135,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
+    bytes as f64 / f64::from(1 << 20)
 }
 
 type Store = Rc<Engine<UringFs>>;
@@ -165,7 +165,7 @@ async fn write_keys(
                     engine.set(&key(i), &value(pass, i)).await.expect("set");
                     latencies
                         .borrow_mut()
-                        .saturating_record(began.elapsed().as_micros() as u64);
+                        .saturating_record(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
                     done.set(done.get() + 1);
                 }
             })
@@ -230,7 +230,7 @@ async fn read_keys(
                     let began = Instant::now();
                     let compacting_before = engine.stats().compacting;
                     let found = engine.get(&key(i)).await.expect("get");
-                    let micros = began.elapsed().as_micros() as u64;
+                    let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                     if compacting_before && engine.stats().compacting {
                         compacting_latencies.borrow_mut().saturating_record(micros);
                     } else {

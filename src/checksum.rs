@@ -1,6 +1,6 @@
 //! CRC32C checksums as every on-disk structure stores them (WAL records, SST blocks and footer,
 //! manifest records): masked, so that bytes that themselves hold CRCs, or all zeros, do not
-//! checksum to a recognisable value (the LevelDB convention).
+//! checksum to a recognisable value (the `LevelDB` convention).
 
 const MASK_DELTA: u32 = 0xa282_ead8;
 

@@ -183,8 +183,8 @@ impl StoreConfig {
     /// Checks that the options can work together; [`crate::engine::Engine::open`] calls it, so
     /// every user of the library gets the same checks as the command line.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let invalid = |reason: String| Err(crate::Error::InvalidConfig { reason });
         const BLOCK: u64 = crate::io::BLOCK_BYTES as u64;
+        let invalid = |reason: String| Err(crate::Error::InvalidConfig { reason });
         if self.wal_segment_bytes == 0 || !self.wal_segment_bytes.is_multiple_of(BLOCK) {
             return invalid(format!(
                 "WAL segment size {} is not a positive multiple of 4096",

@@ -4,7 +4,7 @@
 //!
 //! Map of the crate (each module's first comment says what it owns and what it must not touch):
 //! - [`config`]: options and the fsync strategy.
-//! - [`io`]: the file-system interface, its io_uring and fault-injecting implementations.
+//! - [`io`]: the file-system interface, its `io_uring` and fault-injecting implementations.
 //! - [`wal`]: the write-ahead log; [`memtable`]: the skiplist; [`engine`]: the store facade.
 //! - [`sst`]: table files; [`manifest`] and [`version`]: the live tables per level;
 //!   [`compaction`]: what to merge and the merge; [`background`]: the flush and compaction ring;
@@ -13,15 +13,8 @@
 //!
 //! On-disk formats: `docs/format.md`.
 
-#![deny(unsafe_code)]
-// Every numeric cast that could lose bits goes through `coding` (`to_usize`, `len_u32`) or a
-// checked conversion; the rest of pedantic does not fit this code base yet.
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)]
-#![deny(unsafe_op_in_unsafe_fn)]
+// Lints (unsafe code denied, the cast lints and a pedantic subset) are set for every target in
+// Cargo.toml's `[lints]`.
 
 pub mod background;
 pub mod checksum;
@@ -41,9 +34,9 @@ pub mod rate_limit;
 pub mod sst;
 #[expect(
     unsafe_code,
-    reason = "the raw socket and rlimit calls, each wrapped in a safe function"
+    reason = "the raw socket, rlimit and signal calls, each wrapped in a safe function"
 )]
-mod sys;
+pub mod sys;
 pub mod version;
 pub mod wal;
 

@@ -11,7 +11,7 @@ use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig, SyncCall, WalIo};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// ringkv: a persistent key-value server (LSM tree, io_uring, O_DIRECT WAL) with an HTTP API:
+/// ringkv: a persistent key-value server (LSM tree, `io_uring`, `O_DIRECT` WAL) with an HTTP API:
 /// GET /get?key=K, POST /set {"key":K,"value":V}, DELETE /del?key=K.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -27,13 +27,13 @@ struct Cli {
 
     /// When a write is acknowledged. always: after its own durable WAL write (no sharing).
     /// group: after the durable WAL write that covers it; concurrent writes share one.
-    /// periodic:MS: once written to the WAL (O_DIRECT, so a killed process loses nothing), synced
+    /// periodic:MS: once written to the WAL (`O_DIRECT`, so a killed process loses nothing), synced
     /// every MS ms; a power loss can take back up to MS ms of acknowledged writes.
     /// never: once written; only synced at shutdown.
     #[arg(long, default_value = "group", value_parser = parse_fsync)]
     fsync: FsyncStrategy,
 
-    /// How WAL writes reach the file. direct: O_DIRECT from aligned buffers, past the page cache;
+    /// How WAL writes reach the file. direct: `O_DIRECT` from aligned buffers, past the page cache;
     /// a completed write survives a killed process. buffered: through the page cache; also
     /// survives a killed process (the kernel holds the bytes), and the sync does the writeback.
     /// Neither survives a power loss without the sync that --fsync and --sync-call provide.
@@ -42,7 +42,7 @@ struct Cli {
 
     /// How the WAL is made durable. fdatasync: after each write, a separate call that flushes the
     /// data and the metadata needed to read it. fsync: also every other inode change (mtime).
-    /// dsync: segments are opened O_DSYNC, so each WAL write returns only once durable, with no
+    /// dsync: segments are opened `O_DSYNC`, so each WAL write returns only once durable, with no
     /// separate call; every acknowledged write is then durable, even under periodic and never.
     /// Default: dsync for always and group (the same flush, one round trip fewer: faster for always in
     /// BENCHMARKS.md), fdatasync for periodic and never (their writes must not wait for the disk).
@@ -62,7 +62,7 @@ struct Cli {
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     memtable_bytes: u64,
 
-    /// Number of level-0 SST files that triggers a compaction (CompactionThreshold); at least 2.
+    /// Number of level-0 SST files that triggers a compaction (`CompactionThreshold`); at least 2.
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64))]
     compaction_trigger: usize,
 

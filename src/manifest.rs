@@ -185,23 +185,20 @@ pub async fn recover<F: FileSystem>(fs: &F, dir: &Path) -> Result<ManifestState>
     let mut state = ManifestState::default();
     let mut at = 0;
     while at < bytes.len() {
-        match unframe(bytes, at) {
-            Some((payload, next)) => {
-                apply_payload(&mut state, payload)
-                    .map_err(|reason| Error::manifest_corruption(&path, at as u64, reason))?;
-                state.edits += 1;
-                at = next;
+        if let Some((payload, next)) = unframe(bytes, at) {
+            apply_payload(&mut state, payload)
+                .map_err(|reason| Error::manifest_corruption(&path, at as u64, reason))?;
+            state.edits += 1;
+            at = next;
+        } else {
+            if let Some(later) = (at + 1..bytes.len()).find(|&later| unframe(bytes, later).is_some()) {
+                return Err(Error::manifest_corruption(
+                    &path,
+                    at as u64,
+                    format!("damaged edit, but a valid edit follows at offset {later}"),
+                ));
             }
-            None => {
-                if let Some(later) = (at + 1..bytes.len()).find(|&later| unframe(bytes, later).is_some()) {
-                    return Err(Error::manifest_corruption(
-                        &path,
-                        at as u64,
-                        format!("damaged edit, but a valid edit follows at offset {later}"),
-                    ));
-                }
-                break;
-            }
+            break;
         }
     }
     if state.edits == 0 {

@@ -46,7 +46,7 @@ impl Memtable {
 
     /// Inserts an entry of `key` at `seq`; `value: None` is a tombstone.
     pub fn insert(&self, key: Bytes, seq: u64, value: Option<Bytes>) {
-        let bytes = Self::entry_bytes(key.len(), value.as_ref().map_or(0, |v| v.len()));
+        let bytes = Self::entry_bytes(key.len(), value.as_ref().map_or(0, bytes::Bytes::len));
         self.entries.insert(
             InternalKey {
                 user_key: key,

@@ -47,3 +47,14 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Sends `signal` to process `pid` (tests and the benchmark tool stop and kill the servers they
+/// start).
+pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `kill` takes no pointers.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

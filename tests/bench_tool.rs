@@ -125,11 +125,10 @@ fn open_loop_with_a_stall_at_the_end(stall: std::time::Duration) -> Value {
         .spawn()
         .expect("run ringkv-bench");
     std::thread::sleep(Duration::from_millis(900));
-    let pid = server.pid() as libc::pid_t;
-    // SAFETY: signals to our own child process.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let pid = server.pid();
+    ringkv::sys::send_signal(pid, libc::SIGSTOP).expect("stop the server");
     std::thread::sleep(stall);
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    ringkv::sys::send_signal(pid, libc::SIGCONT).expect("resume the server");
     report_of(child.wait_with_output().unwrap())
 }
 

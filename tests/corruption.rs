@@ -274,7 +274,7 @@ fn flipped_bits_in_an_sst_are_detected_and_never_served() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "sst"))
         .max_by_key(|path| std::fs::metadata(path).unwrap().len())
         .unwrap();
-    let len = std::fs::metadata(&largest).unwrap().len() as usize;
+    let len = ringkv::coding::to_usize(std::fs::metadata(&largest).unwrap().len());
     let sweep = sweep_file(&config, writes, &largest, offsets(len, 150, len - 64..len), false);
     eprintln!("SST {}: {sweep:?}", largest.display());
     assert!(
@@ -332,7 +332,7 @@ fn sweep_wal(fsync: FsyncStrategy, clean_close: bool) {
         .unwrap();
     assert!(newest >= 2, "{segments:?}");
     for segment in &segments[..newest] {
-        let len = std::fs::metadata(segment).unwrap().len() as usize;
+        let len = ringkv::coding::to_usize(std::fs::metadata(segment).unwrap().len());
         let offsets = offsets(len, 60, len - 64..len);
         let sweep = sweep_file(&config, writes, segment, offsets, !claims_sealed_segments);
         eprintln!("{fsync}, {end}: sealed {}: {sweep:?}", segment.display());
@@ -345,7 +345,7 @@ fn sweep_wal(fsync: FsyncStrategy, clean_close: bool) {
     }
     // In the newest, every byte of its last records (and the zeros just after them).
     let last = last_byte(&segments[newest]).unwrap() + 1;
-    let len = std::fs::metadata(&segments[newest]).unwrap().len() as usize;
+    let len = ringkv::coding::to_usize(std::fs::metadata(&segments[newest]).unwrap().len());
     let sweep = sweep_file(
         &config,
         writes,

@@ -1,4 +1,4 @@
-//! Crash test: the real server under concurrent writes is SIGKILLed at a random moment; after a
+//! Crash test: the real server under concurrent writes is `SIGKILLed` at a random moment; after a
 //! restart every acknowledged write must be there (sled's kill loop, on a real process). The LSM
 //! rounds run with 64 KiB memtables, compaction at 2 L0 files and slow background writes, so that
 //! kills land while tables are being written (the test counts the rounds that left an unfinished
@@ -308,7 +308,7 @@ fn sigkill_under_always_loses_no_acknowledged_write() {
     kill_loop("always", 3, &[]);
 }
 
-/// O_DIRECT writes are in the device once complete, so even the strategies that do not sync
+/// `O_DIRECT` writes are in the device once complete, so even the strategies that do not sync
 /// before acknowledging survive a process kill (not a power failure).
 #[test]
 fn sigkill_under_never_loses_no_acknowledged_write() {
@@ -339,7 +339,7 @@ fn sigkill_under_group_commit_with_each_sync_call_loses_no_acknowledged_write() 
 /// long_kill_loop -- --ignored --nocapture`. Rounds rotate through the four strategies with the
 /// LSM settings above, one data directory per strategy that lives through all its rounds, so
 /// kills land in WAL writes, flushes and compactions of stores with ever more tables. A killed
-/// process loses nothing under any strategy (the WAL is written with O_DIRECT), so every
+/// process loses nothing under any strategy (the WAL is written with `O_DIRECT`), so every
 /// acknowledged write is checked, which is stronger than the prefix rule `periodic` and `never`
 /// promise for a power loss.
 #[test]

@@ -1,5 +1,5 @@
 //! Simulated power loss, the way Pebble's crash-clone file system does it: while concurrent
-//! writers run against the real engine (real files, real io_uring, the background ring flushing
+//! writers run against the real engine (real files, real `io_uring`, the background ring flushing
 //! and compacting), the fault layer repeatedly writes a crash image to another directory: every
 //! file's synced bytes plus a random part of its unsynced writes (whole, lost, or torn at 4 KiB
 //! blocks), and the directory's synced entries plus a random prefix of the creations, renames and

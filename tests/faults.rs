@@ -263,7 +263,7 @@ fn failed_flush_is_503_for_writes_reads_go_on_and_a_restart_loses_nothing() {
         // No flush ever succeeded: every acknowledged write comes back from the WAL.
         assert_eq!(report.tables, 0, "{report:?}");
         assert!(report.records >= acknowledged.len() as u64, "{report:?}");
-        for key in acknowledged.iter() {
+        for key in &acknowledged {
             let found = engine.get(key.as_bytes()).await.unwrap();
             let found = found.unwrap_or_else(|| panic!("{key} lost after the restart"));
             assert_eq!(found.value.as_ref(), value.to_string().as_bytes());

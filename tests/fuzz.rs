@@ -207,7 +207,7 @@ proptest! {
         probe in prop::collection::vec(any::<u8>(), 0..16),
     ) {
         let mut body = vec![hash_count, 0, 0, 0];
-        let bit_count = if bit_count_is_right { (words * 64) as u32 } else { bit_count };
+        let bit_count = if bit_count_is_right { u32::try_from(words * 64).unwrap() } else { bit_count };
         body.extend_from_slice(&bit_count.to_le_bytes());
         body.extend(bits.iter().copied().cycle().take(words * 8));
         match format::decode_filter(&sealed(body)) {
@@ -246,7 +246,7 @@ proptest! {
     ) {
         let mut file = Vec::new();
         for payload in &payloads {
-            let mut body = (payload.len() as u32).to_le_bytes().to_vec();
+            let mut body = ringkv::coding::len_u32(payload.len()).to_le_bytes().to_vec();
             body.extend_from_slice(payload);
             let crc = masked_crc32c(&body);
             file.extend_from_slice(&crc.to_le_bytes());

@@ -179,7 +179,7 @@ fn reads_racing_with_compactions_never_fail() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     while reads_done.load(std::sync::atomic::Ordering::Relaxed) <= 1000
         && std::time::Instant::now() < deadline
-        && !readers.iter().any(|reader| reader.is_finished())
+        && !readers.iter().any(std::thread::JoinHandle::is_finished)
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

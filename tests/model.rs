@@ -1,5 +1,5 @@
 //! Model test: random sets, deletes, gets, flushes, compactions, clean restarts and simulated
-//! power failures against the real engine (real files, real io_uring, the real background ring)
+//! power failures against the real engine (real files, real `io_uring`, the real background ring)
 //! and a `BTreeMap`. Memtables are a few KiB and L0 compacts at 2 files, so a run goes through
 //! hundreds of flushes and compactions and several levels. Under `group` and `always` every
 //! acknowledged write is synced, so a power failure (the fault layer dropping all unsynced

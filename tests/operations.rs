@@ -165,7 +165,7 @@ fn wal_open_flags(pid: u32) -> i32 {
 }
 
 /// The mechanism flags reach the kernel: the segment the server writes is opened with exactly
-/// the O_DIRECT and O_DSYNC the flags ask for, and each combination serves and recovers.
+/// the `O_DIRECT` and `O_DSYNC` the flags ask for, and each combination serves and recovers.
 #[test]
 fn wal_mechanism_flags_set_the_segment_open_flags() {
     for (args, direct, dsync) in [

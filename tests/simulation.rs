@@ -1,4 +1,4 @@
-//! The deterministic simulator (TigerBeetle's VOPR is the model): the whole engine (WAL group
+//! The deterministic simulator (`TigerBeetle`'s VOPR is the model): the whole engine (WAL group
 //! commit, memtables, flushes, compactions, the manifest, recovery) runs on `SimFs`, an
 //! in-memory file system with a virtual clock and a seeded executor, with random latencies that
 //! reorder independent completions, injected faults (`EIO` on writes, syncs and reads, spells of

@@ -1,4 +1,4 @@
-//! SST and manifest format edge cases, one per test, on real files through io_uring and O_DIRECT
+//! SST and manifest format edge cases, one per test, on real files through `io_uring` and `O_DIRECT`
 //! (`docs/format.md`, "SST files" and "Manifest"): a table round-trips; a flipped bit in a data
 //! block, the footer, the filter or the index is reported with the file and the offset; a
 //! truncated table is refused; a torn manifest tail is dropped, damage before a valid edit is not.
@@ -41,7 +41,7 @@ async fn write_table(dir: &Path) -> Arc<TableMeta> {
 
 fn flip(path: &Path, offset: u64) {
     let mut bytes = std::fs::read(path).unwrap();
-    bytes[offset as usize] ^= 0x04;
+    bytes[ringkv::coding::to_usize(offset)] ^= 0x04;
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -239,19 +239,19 @@ fn manifest_torn_tail_is_dropped_but_damage_before_a_valid_edit_is_reported() {
         let end = 8 + 27 + 3 * edit_bytes;
         assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
         // The last edit torn: dropped.
-        flip(&path, (end - 3) as u64);
+        flip(&path, u64::try_from(end - 3).unwrap());
         let state = manifest::recover(&UringFs, dir.path()).await.unwrap();
         assert_eq!((state.edits, state.flushed_seq), (3, 20));
-        flip(&path, (end - 3) as u64);
+        flip(&path, u64::try_from(end - 3).unwrap());
         // The second-to-last damaged while the last is intact: corruption at that edit's offset.
         let second_last = end - 2 * edit_bytes;
-        flip(&path, (second_last + 10) as u64);
+        flip(&path, u64::try_from(second_last + 10).unwrap());
         match manifest::recover(&UringFs, dir.path()).await.unwrap_err() {
             Error::Corruption {
                 kind: "manifest",
                 offset,
                 ..
-            } => assert_eq!(offset, second_last as u64),
+            } => assert_eq!(offset, u64::try_from(second_last).unwrap()),
             other => panic!("{other:?}"),
         }
     });

@@ -1,5 +1,5 @@
-//! WAL format edge cases, one per test (LevelDB's log_test style): records written by the real
-//! writer through io_uring + O_DIRECT, bytes then damaged on disk, and recovery's verdict checked.
+//! WAL format edge cases, one per test (`LevelDB`'s `log_test` style): records written by the real
+//! writer through `io_uring` + `O_DIRECT`, bytes then damaged on disk, and recovery's verdict checked.
 
 use std::path::Path;
 
@@ -67,8 +67,8 @@ fn write_log_then(dir: &Path, batches: &[usize], close: bool) {
 fn recover(dir: &Path) -> (Vec<Vec<u8>>, Result<wal::RecoveredLog, Error>) {
     tokio_uring::start(async {
         let mut keys = Vec::new();
-        let result = wal::recover(&UringFs, dir, 0, SEGMENT_BYTES as usize, |r| {
-            keys.push(r.key.to_vec())
+        let result = wal::recover(&UringFs, dir, 0, ringkv::coding::to_usize(SEGMENT_BYTES), |r| {
+            keys.push(r.key.to_vec());
         })
         .await;
         (keys, result)
@@ -109,7 +109,12 @@ fn clean_log_replays_everything_and_continues_after_it() {
     assert_eq!(log.position.offset, mark_at + record::SEGMENT_END_BYTES as u64);
     assert!(!log.torn_tail);
     let bytes = std::fs::read(segment(dir.path(), 1)).unwrap();
-    let (mark, _) = record::decode(&bytes, mark_at as usize, SEGMENT_BYTES as usize).unwrap();
+    let (mark, _) = record::decode(
+        &bytes,
+        ringkv::coding::to_usize(mark_at),
+        ringkv::coding::to_usize(SEGMENT_BYTES),
+    )
+    .unwrap();
     assert_eq!(mark.kind, RecordKind::DurableMark);
     assert_eq!((mark.seq, mark.durable_prefix()), (5, Some(mark_at)));
 }
@@ -188,7 +193,7 @@ fn zeroed_tail_after_the_last_record_is_the_end_of_the_log() {
 fn damage_in_a_full_segment_is_found_through_the_next_segment() {
     let dir = tempfile::tempdir().unwrap();
     // Enough single-record batches to fill segment 1 and spill into segment 2.
-    let per_segment = (SEGMENT_BYTES / record_bytes()) as usize;
+    let per_segment = ringkv::coding::to_usize(SEGMENT_BYTES / record_bytes());
     write_log(dir.path(), &vec![1; per_segment + 20]);
     let (keys, result) = recover(dir.path());
     assert_eq!(keys.len(), per_segment + 20);
@@ -203,7 +208,7 @@ fn damage_in_a_full_segment_is_found_through_the_next_segment() {
 #[test]
 fn missing_middle_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let per_segment = (SEGMENT_BYTES / record_bytes()) as usize;
+    let per_segment = ringkv::coding::to_usize(SEGMENT_BYTES / record_bytes());
     write_log(dir.path(), &vec![1; 2 * per_segment + 10]);
     std::fs::remove_file(segment(dir.path(), 2)).unwrap();
     let (_, result) = recover(dir.path());

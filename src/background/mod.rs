@@ -115,16 +115,6 @@ impl Background {
         })
     }
 
-    /// A handle with no thread behind it, as a stopped one is.
-    pub fn stopped() -> Self {
-        Background {
-            jobs: None,
-            stop: Arc::new(AtomicBool::new(true)),
-            status: Arc::default(),
-            thread: None,
-        }
-    }
-
     /// Queues a job (ignored once the worker has stopped; its failure was already reported).
     pub fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {

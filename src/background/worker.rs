@@ -133,19 +133,16 @@ impl<F: FileSystem> Worker<F> {
             if self.halted() {
                 return;
             }
-            match self.choose() {
-                Some(task) => {
-                    self.status.compaction_idle.store(false, Ordering::SeqCst);
-                    if let Err(error) = self.compact(task).await {
-                        if !self.recover_from(error).await {
-                            return;
-                        }
+            if let Some(task) = self.choose() {
+                self.status.compaction_idle.store(false, Ordering::SeqCst);
+                if let Err(error) = self.compact(task).await {
+                    if !self.recover_from(error).await {
+                        return;
                     }
                 }
-                None => {
-                    self.status.compaction_idle.store(true, Ordering::SeqCst);
-                    woken.await;
-                }
+            } else {
+                self.status.compaction_idle.store(true, Ordering::SeqCst);
+                woken.await;
             }
         }
     }
@@ -181,10 +178,18 @@ impl<F: FileSystem> Worker<F> {
             Job::Wake => self.compaction_wake.notify_one(),
             Job::Free(memtable) => {
                 // The flush job's own reference is gone by now: this thread dropped it as the
-                // flush returned, before it could take any further job. So this is the last one.
-                if Arc::into_inner(memtable).is_some() {
-                    self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
-                }
+                // flush returned, before it could take any further job; the serving ring let go
+                // of its slots before it sent this. So this is the last one, and the walk that
+                // frees it happens here, off the serving ring.
+                let references = Arc::strong_count(&memtable);
+                let last = Arc::into_inner(memtable);
+                assert!(
+                    last.is_some(),
+                    "a flushed memtable handed back to be freed still had {} other references",
+                    references - 1
+                );
+                drop(last);
+                self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
             }
             Job::DeleteTable(number) => {
                 let path = FileKind::Table(number).path(&self.options.dir);

@@ -51,7 +51,8 @@ pub async fn run<F: FileSystem>(
     }
     let mut outputs = Vec::new();
     let mut builder: Option<TableBuilder<'_, F>> = None;
-    let mut last_key: Option<Bytes> = None;
+    // The key last taken, and the seq of its newest entry.
+    let mut last: Option<(Bytes, u64)> = None;
     let outcome: Result<()> = async {
         while let Some(Reverse((key, _, source))) = heap.pop() {
             let entry = heads[source].take().expect("a source in the heap has a head");
@@ -60,10 +61,25 @@ pub async fn run<F: FileSystem>(
                 heap.push(Reverse((next.key.clone(), Reverse(next.seq), source)));
             }
             heads[source] = next;
-            if last_key.as_ref() == Some(&key) {
-                continue; // An older entry of a key already written.
+            if let Some((last_key, newest_seq)) = &last {
+                if *last_key == key {
+                    // Versions are never reused: two entries of a key with one seq are damage
+                    // (checksums cannot see it, since each table is valid alone).
+                    if entry.seq >= *newest_seq {
+                        return Err(Error::sst_corruption(
+                            scanners[source].path(),
+                            0,
+                            format!(
+                                "key {:?} has seq {} here and seq {newest_seq} in a newer table: a version was reused",
+                                String::from_utf8_lossy(&key),
+                                entry.seq
+                            ),
+                        ));
+                    }
+                    continue; // An older entry of a key already written.
+                }
             }
-            last_key = Some(key);
+            last = Some((key, entry.seq));
             if entry.value.is_none() && task.bottommost {
                 continue;
             }

@@ -46,7 +46,7 @@ impl<F: FileSystem> Engine<F> {
                 if let Some(id) = flushed_memtable {
                     let flushed = self.memtables.borrow_mut().remove_flushed(id);
                     if let Some(memtable) = flushed {
-                        self.background.borrow().send(Job::Free(memtable));
+                        self.send_background(Job::Free(memtable));
                     }
                 }
                 drop(previous);

@@ -102,7 +102,8 @@ pub struct Engine<F: FileSystem> {
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.
     version_changes: Cell<u64>,
     readers: TableReaders<F>,
-    background: RefCell<Background>,
+    /// Taken by `close`, which waits for the thread.
+    background: RefCell<Option<Background>>,
     background_status: Arc<BackgroundStatus>,
     /// Woken when a frozen memtable is flushed or the background fails.
     progress: Notify,
@@ -175,7 +176,7 @@ impl<F: FileSystem> Engine<F> {
         use std::sync::atomic::Ordering::SeqCst;
         self.background_status.compaction_paused.store(paused, SeqCst);
         if !paused {
-            self.background.borrow().send(Job::Wake);
+            self.send_background(Job::Wake);
         }
     }
 
@@ -205,8 +206,18 @@ impl<F: FileSystem> Engine<F> {
         self.closing.set(true);
         let outcome = self.wal.close().await;
         // Taken out of its cell: the wait below must not hold a borrow across the await.
-        let mut background = std::mem::replace(&mut *self.background.borrow_mut(), Background::stopped());
-        background.shutdown().await;
+        let background = self.background.borrow_mut().take();
+        if let Some(mut background) = background {
+            background.shutdown().await;
+        }
         outcome
+    }
+
+    /// Queues a job for the background ring (dropped once it has stopped or been shut down: a
+    /// failure was reported then, or the store is closing).
+    pub(super) fn send_background(&self, job: Job) {
+        if let Some(background) = &*self.background.borrow() {
+            background.send(job);
+        }
     }
 }

@@ -56,7 +56,7 @@ impl<F: FileSystem> Engine<F> {
                 let key = Bytes::copy_from_slice(record.key);
                 match record.kind {
                     RecordKind::Put => {
-                        memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)))
+                        memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)));
                     }
                     RecordKind::Delete => memtable.insert(key, record.seq, None),
                     RecordKind::SegmentEnd | RecordKind::DurableMark => return,
@@ -116,7 +116,7 @@ impl<F: FileSystem> Engine<F> {
             version_changes: Cell::new(0),
             readers,
             background_status: background.status().clone(),
-            background: RefCell::new(background),
+            background: RefCell::new(Some(background)),
             progress: Notify::new(),
             background_failure: RefCell::new(None),
             background_no_space: RefCell::new(None),

@@ -132,7 +132,7 @@ impl<F: FileSystem> Engine<F> {
         let ready = self.memtables.borrow_mut().take_ready_flushes();
         for slot in ready {
             let at = slot.frozen_at().expect("only frozen memtables are flushed");
-            self.background.borrow().send(Job::Flush(FlushJob {
+            self.send_background(Job::Flush(FlushJob {
                 memtable_id: slot.id,
                 memtable: slot.table.clone(),
                 flushed_seq: at.end_seq - 1,

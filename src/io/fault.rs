@@ -94,7 +94,9 @@ struct State {
 impl State {
     // A panic while holding this lock is a test failure already; the maps stay usable.
     fn files(&self) -> MutexGuard<'_, Files> {
-        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The boundary between the storage engine and the outside world (leveldb's `Env`): files,
 //! directories, the data-directory lock, tasks, threads and the clock. Every piece of storage
 //! code is generic over [`FileSystem`], so that the same WAL, engine and background ring run on
-//! io_uring in production, on a fault-injecting layer in tests, and in the deterministic
+//! `io_uring` in production, on a fault-injecting layer in tests, and in the deterministic
 //! simulator ([`sim`]), where one seed fixes every latency, fault and interleaving.
 //!
 //! Only this folder imports `tokio_uring::fs` or spawns on a runtime, and storage code reads no

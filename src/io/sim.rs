@@ -1,4 +1,4 @@
-//! The deterministic simulator's world (TigerBeetle's VOPR is the model): an in-memory file
+//! The deterministic simulator's world (`TigerBeetle`'s VOPR is the model): an in-memory file
 //! system with a model of what is durable, a virtual clock, and a single-threaded executor that
 //! picks the next task to run at random. One seed fixes every latency, every interleaving of
 //! independent completions, every injected fault and the moment of every crash, so a failing
@@ -199,7 +199,7 @@ impl Drop for SimDirLock {
 
 fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
     // A panic while holding the lock is a failing test already; the world stays readable.
-    world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn errno(code: i32) -> io::Error {
@@ -641,14 +641,13 @@ impl Future for Sleep {
         if world.clock >= self.deadline {
             return Poll::Ready(());
         }
-        let timer = match self.timer {
-            Some(timer) => timer,
-            None => {
-                let timer = world.next_timer;
-                world.next_timer += 1;
-                world.timers.push(Reverse((self.deadline, timer)));
-                timer
-            }
+        let timer = if let Some(timer) = self.timer {
+            timer
+        } else {
+            let timer = world.next_timer;
+            world.next_timer += 1;
+            world.timers.push(Reverse((self.deadline, timer)));
+            timer
         };
         world.wakers.insert(timer, context.waker().clone());
         drop(world);
@@ -685,7 +684,7 @@ impl Wake for TaskWaker {
         self.ready
             .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.id);
     }
 }
@@ -745,7 +744,11 @@ impl Simulation {
         let mut tasks: Vec<Option<LocalFuture>> = vec![Some(Box::pin(async move {
             *slot.borrow_mut() = Some(main.await);
         }))];
-        ready.0.lock().unwrap_or_else(|p| p.into_inner()).insert(0);
+        ready
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(0);
         let previous = SPAWNED.with(|spawned| spawned.borrow_mut().replace(Vec::new()));
         assert!(previous.is_none(), "one simulation at a time per thread");
         let mut steps = 0;
@@ -756,7 +759,7 @@ impl Simulation {
                 ready
                     .0
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(tasks.len());
                 tasks.push(Some(future));
             }
@@ -767,7 +770,7 @@ impl Simulation {
                 break RunEnd::Crashed;
             }
             let next = {
-                let mut ids = ready.0.lock().unwrap_or_else(|p| p.into_inner());
+                let mut ids = ready.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if ids.is_empty() {
                     None
                 } else {

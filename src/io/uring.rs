@@ -1,4 +1,4 @@
-//! The production file system: every data-file operation goes through the thread's io_uring,
+//! The production file system: every data-file operation goes through the thread's `io_uring`,
 //! opened with `O_DIRECT` so that what a sync makes durable is exactly what the store wrote, with
 //! no page-cache copy in between.
 
@@ -17,7 +17,7 @@ use super::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, Thread
 /// Submission-queue entries of a thread's own ring (the background ring's).
 const THREAD_RING_ENTRIES: u32 = 256;
 
-/// The io_uring + `O_DIRECT` (unless [`OpenMode::buffered`]) file system. Must be used from inside a tokio-uring runtime.
+/// The `io_uring` + `O_DIRECT` (unless [`OpenMode::buffered`]) file system. Must be used from inside a tokio-uring runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UringFs;
 

@@ -128,7 +128,7 @@ mod tests {
         let false_positives = (0..keys)
             .filter(|i| filter.may_contain(format!("absent{i:012}").as_bytes()))
             .count();
-        let rate = false_positives as f64 / keys as f64;
+        let rate = false_positives as f64 / f64::from(keys);
         println!(
             "bloom false-positive rate over {keys} absent keys: {:.3}%",
             rate * 100.0

@@ -1,5 +1,5 @@
 //! Point reads of live tables on the serving ring: bloom filter first, then the in-memory index,
-//! then the block cache, and only then one aligned read through io_uring. Holds one open file per
+//! then the block cache, and only then one aligned read through `io_uring`. Holds one open file per
 //! live table; the caller opens a table's file before the table becomes visible to reads and
 //! closes it when the table leaves the live set.
 
@@ -63,28 +63,27 @@ impl<F: FileSystem> TableReaders<F> {
             return Ok(None);
         };
         let cached = self.cache.borrow_mut().get(meta.number, coding::len_u32(block));
-        let (bytes, count) = match cached {
-            Some(cached) => cached,
-            None => {
-                let file = self.files.borrow().get(&meta.number).cloned();
-                let file = match file {
-                    Some(file) => file,
-                    // Every live table is opened before it becomes visible; a table without a
-                    // handle is one an older version, still held by this read, names. Open it for this read
-                    // only (its file stays until the read drops that version).
-                    None => Rc::new(
-                        self.fs
-                            .open(&meta.path, OpenMode::READ)
-                            .await
-                            .context("open", &meta.path)?,
-                    ),
-                };
-                let (bytes, count) = read_block(&*file, meta, block).await?;
-                self.cache
-                    .borrow_mut()
-                    .insert(meta.number, coding::len_u32(block), bytes.clone(), count);
-                (bytes, count)
-            }
+        let (bytes, count) = if let Some(cached) = cached {
+            cached
+        } else {
+            let file = self.files.borrow().get(&meta.number).cloned();
+            let file = match file {
+                Some(file) => file,
+                // Every live table is opened before it becomes visible; a table without a
+                // handle is one an older version, still held by this read, names. Open it for this read
+                // only (its file stays until the read drops that version).
+                None => Rc::new(
+                    self.fs
+                        .open(&meta.path, OpenMode::READ)
+                        .await
+                        .context("open", &meta.path)?,
+                ),
+            };
+            let (bytes, count) = read_block(&*file, meta, block).await?;
+            self.cache
+                .borrow_mut()
+                .insert(meta.number, coding::len_u32(block), bytes.clone(), count);
+            (bytes, count)
         };
         EntryIter::new(bytes, count)
             .find(key)

@@ -60,6 +60,10 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
     }
 
     /// The next entry in key order, or `None` at the end of the table.
+    pub fn path(&self) -> &std::path::Path {
+        &self.meta.path
+    }
+
     pub async fn next(&mut self) -> Result<Option<Entry>> {
         loop {
             if let Some(entry) = self.entries.pop_front() {

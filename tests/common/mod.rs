@@ -42,7 +42,11 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ringkv");
-        let stderr = child.stderr.take().expect("stderr piped");
+        let Some(stderr) = child.stderr.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server's stderr was not piped");
+        };
         let (lines, log) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -54,27 +58,24 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match log.recv_timeout(remaining) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("ringkv listening on ") {
-                        let addr = rest
-                            .split(',')
-                            .next()
-                            .unwrap()
-                            .parse()
-                            .expect("address in log line");
-                        return TestServer {
-                            addr,
-                            dir: dir.to_path_buf(),
-                            child,
-                            log,
-                        };
-                    }
+            if let Ok(line) = log.recv_timeout(remaining) {
+                if let Some(rest) = line.strip_prefix("ringkv listening on ") {
+                    let parsed = rest.split(',').next().and_then(|addr| addr.parse().ok());
+                    let Some(addr) = parsed else {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("no address in the start-up line {line:?}");
+                    };
+                    return TestServer {
+                        addr,
+                        dir: dir.to_path_buf(),
+                        child,
+                        log,
+                    };
                 }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("server did not start: {:?}", child.wait());
-                }
+            } else {
+                let _ = child.kill();
+                panic!("server did not start: {:?}", child.wait());
             }
         }
     }
@@ -91,8 +92,7 @@ impl TestServer {
 
     /// Sends a signal and waits for the exit.
     pub fn signal_and_wait(mut self, signal: i32) -> (ExitStatus, Vec<String>) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        ringkv::sys::send_signal(self.child.id(), signal).expect("signal the server");
         let status = self.child.wait().expect("wait");
         let lines = self.log.try_iter().collect();
         (status, lines)

@@ -1,4 +1,4 @@
-//! One keep-alive HTTP/1.1 connection on the thread's io_uring: send a request, read its answer.
+//! One keep-alive HTTP/1.1 connection on the thread's `io_uring`: send a request, read its answer.
 
 use std::io;
 use std::net::SocketAddr;

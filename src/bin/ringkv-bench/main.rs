@@ -1,6 +1,6 @@
 //! ringkv-bench: the load generator for ringkv, and the fsync strategy matrix.
 //!
-//! `ringkv-bench run` drives one server with keep-alive HTTP/1.1 connections on io_uring, in a
+//! `ringkv-bench run` drives one server with keep-alive HTTP/1.1 connections on `io_uring`, in a
 //! closed loop (each connection sends its next request when the last is answered) or an open
 //! loop (`--rate`: requests due on a fixed schedule, latency measured from when each was due), and
 //! prints a table of ops/s and latency percentiles (HDR histograms), optionally JSON too.

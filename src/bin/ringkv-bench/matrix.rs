@@ -416,8 +416,8 @@ impl Server {
 
     /// SIGTERM, then wait for the clean exit (the WAL synced).
     fn stop(&mut self) -> Result<(), String> {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        ringkv::sys::send_signal(self.child.id(), libc::SIGTERM)
+            .map_err(|error| format!("SIGTERM: {error}"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match self.child.try_wait() {
@@ -508,7 +508,7 @@ fn markdown(results: &Results, args: &MatrixArgs) -> String {
                 format_micros(f.sync_p50_us),
                 format_micros(f.op_p50_us),
                 format_micros(f.sync_p99_us),
-                format_micros(f.mean_op_us.round() as u64)
+                format_micros(crate::recorder::whole(f.mean_op_us))
             );
         }
     }

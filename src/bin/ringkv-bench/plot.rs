@@ -23,11 +23,11 @@ fn nines(percentile: f64) -> f64 {
 }
 
 fn nines_label(x: &f64) -> String {
-    match x.round() as i32 {
+    match crate::recorder::whole(*x) {
         0 => "p0".into(),
         1 => "p90".into(),
         2 => "p99".into(),
-        n => format!("p99.{}", "9".repeat(n as usize - 2)),
+        n => format!("p99.{}", "9".repeat(ringkv::coding::to_usize(n) - 2)),
     }
 }
 
@@ -39,7 +39,8 @@ pub fn percentiles(
 ) -> Result<(), String> {
     let failed = |error: &dyn std::fmt::Display| format!("cannot draw {}: {error}", path.display());
     let panels = connection_counts.len().max(1);
-    let root = SVGBackend::new(path, (420 * panels as u32, 420)).into_drawing_area();
+    let root =
+        SVGBackend::new(path, (420 * u32::try_from(panels).expect("a few panels"), 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| failed(&e))?;
     let root = root
         .titled(

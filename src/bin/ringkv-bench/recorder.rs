@@ -48,7 +48,9 @@ impl Recorder {
     /// Records one answered request. Latencies beyond the histogram's range are clamped to it.
     pub fn record(&mut self, op: Op, latency: Duration, status: u16) {
         let record = self.ops.entry(op).or_default();
-        let micros = (latency.as_micros() as u64).clamp(1, HIGHEST_MICROS);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, HIGHEST_MICROS);
         record.latency.record(micros).expect("clamped into range");
         match status {
             200..=299 => record.ok += 1,
@@ -144,6 +146,17 @@ pub fn format_micros(micros: u64) -> String {
     } else {
         format!("{:.2} s", micros as f64 / 1e6)
     }
+}
+
+/// A measured, non-negative figure (a rate, a mean in µs, a sampled rank) as a whole number:
+/// rounded, saturating at 0 and `u64::MAX` (Rust's float-to-int `as` saturates; NaN gives 0).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "saturating by definition of `as` from floats; measured figures are far below 2^53"
+)]
+pub fn whole(figure: f64) -> u64 {
+    figure.round() as u64
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl Machine {
         let memory_gib = read_trimmed("/proc/meminfo")
             .and_then(|info| {
                 let kib: f64 = info.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib / (1 << 20) as f64)
+                Some(kib / f64::from(1 << 20))
             })
             .unwrap_or(0.0);
         let (device, fs_type, options) = mount_of(data_dir).unwrap_or_default();
@@ -104,7 +104,7 @@ pub struct FioResult {
     pub sync_p99_us: u64,
     /// Write p50 plus sync p50: the cost of one durable write (fio reports the two separately).
     pub op_p50_us: u64,
-    /// 1 / ops_per_sec.
+    /// 1 / `ops_per_sec`.
     pub mean_op_us: f64,
 }
 
@@ -234,7 +234,7 @@ pub fn redis(
             for &connections in connection_counts {
                 // A short probe sizes the real run to the duration (redis-benchmark counts requests).
                 let probe = redis_benchmark(port, connections, value_bytes, keys, (connections as u64 * 100).max(2000))?;
-                let requests = ((probe.0 * duration.as_secs_f64()) as u64).clamp(1000, 5_000_000);
+                let requests = crate::recorder::whole(probe.0 * duration.as_secs_f64()).clamp(1000, 5_000_000);
                 let (ops_per_sec, p50_us, p95_us, p99_us, max_us) =
                     redis_benchmark(port, connections, value_bytes, keys, requests)?;
                 eprintln!(
@@ -315,7 +315,7 @@ fn parse_redis_csv(text: &str) -> Option<(f64, u64, u64, u64, u64)> {
         .skip(1)
         .map(|field| field.trim_matches('"').parse().ok())
         .collect::<Option<_>>()?;
-    let micros = |ms: f64| (ms * 1000.0).round() as u64;
+    let micros = |ms: f64| crate::recorder::whole(ms * 1000.0);
     match fields[..] {
         [rps, _avg, _min, p50, p95, p99, max] => {
             Some((rps, micros(p50), micros(p95), micros(p99), micros(max)))

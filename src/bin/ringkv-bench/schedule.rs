@@ -74,7 +74,7 @@ mod tests {
             now = send + Duration::from_micros(100);
             latencies.push(now - schedule.due(k));
         }
-        let ms: Vec<u128> = latencies.iter().map(|l| l.as_millis()).collect();
+        let ms: Vec<u128> = latencies.iter().map(std::time::Duration::as_millis).collect();
         assert_eq!(ms, [50, 40, 30, 20, 10, 0, 0, 0]);
     }
 }

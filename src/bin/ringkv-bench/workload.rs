@@ -154,8 +154,8 @@ impl KeyPicker {
         match self {
             KeyPicker::Uniform { keys } => rng.gen_range(0..*keys),
             KeyPicker::Zipfian { keys, zipf } => {
-                let rank = zipf.sample(rng) as u64; // 1..=keys
-                                                    // Spread the hot ranks over the key space, so that popularity is not key order.
+                let rank = crate::recorder::whole(zipf.sample(rng)); // 1..=keys
+                                                                     // Spread the hot ranks over the key space, so that popularity is not key order.
                 scatter(rank - 1) % keys
             }
         }
@@ -179,7 +179,7 @@ pub struct RequestWriter {
 impl RequestWriter {
     pub fn new(host: String, value_bytes: usize) -> Self {
         let letters: String = (0..value_bytes)
-            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .map(|i| char::from(b'a' + u8::try_from(i % 26).expect("below 26")))
             .collect();
         RequestWriter {
             host,
@@ -235,7 +235,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(2);
         let mut counts = vec![0u32; 1000];
         for _ in 0..100_000 {
-            counts[picker.pick(&mut rng) as usize] += 1;
+            counts[ringkv::coding::to_usize(picker.pick(&mut rng))] += 1;
         }
         counts.sort_unstable_by(|a, b| b.cmp(a));
         // With theta 0.99 over 1000 keys the top 10 keys take about 39% of draws; uniform: 1%.
