@@ -216,7 +216,7 @@ async fn life(fs: SimFs, setup: Setup, model: Rc<RefCell<Model>>, close: bool) -
         model.checks += 1;
     }
     fs.set_faults(setup.faults);
-    let faults_at_start = fault_count(&fs.stats());
+    let faults_at_start = fs.stats();
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
         let ops = fs.random(0..OPS_PER_CLIENT_MAX);
@@ -246,8 +246,7 @@ async fn life(fs: SimFs, setup: Setup, model: Rc<RefCell<Model>>, close: bool) -
                 model.floor_seq = model.floor_seq.max(max);
                 return Ok(LifeEnd::Closed);
             }
-            Err(_) if fault_count(&fs.stats()) > faults_at_start => {}
-            Err(error) => return Err(format!("close failed with no fault injected: {error}")),
+            Err(error) => check_error(&fs, faults_at_start, "close", &error)?,
         }
     }
     Ok(LifeEnd::Dropped)
@@ -268,9 +267,27 @@ fn is_corruption(error: &Error) -> bool {
     matches!(error, Error::Corruption { .. } | Error::WalCorruption { .. })
 }
 
-/// An error is acceptable only as the consequence of an injected fault, and never corruption.
-fn check_error(fs: &SimFs, faults_at_start: u64, what: &str, error: &Error) -> Result<(), String> {
-    if is_corruption(error) || fault_count(&fs.stats()) == faults_at_start {
+/// An error is acceptable only as the consequence of an injected fault of its kind (a full disk
+/// for `NoSpace`, an `EIO` for a failed I/O or a store refusing writes since one), and never
+/// corruption.
+fn check_error(fs: &SimFs, at_start: SimStats, what: &str, error: &Error) -> Result<(), String> {
+    let now = fs.stats();
+    let no_space = now.no_space > at_start.no_space;
+    let eio = now.write_eio + now.sync_eio + now.read_eio
+        > at_start.write_eio + at_start.sync_eio + at_start.read_eio;
+    let explained = match error {
+        Error::ReadBeforeDelete(inner) => return check_error(fs, at_start, what, inner),
+        Error::NoSpace { .. } => no_space,
+        // A failed sync or write poisons the WAL; a failed read or write stops the background
+        // ring (the store then refuses writes). ENOSPC too, in one place: when the background
+        // ring starts, its manifest snapshot is not retried, and the store refuses writes until
+        // a restart (seed 147 with RINGKV_SIM_SEEDS=2000 when this arm allowed EIO only; left
+        // for issue 12, "full disks").
+        Error::Poisoned { .. } => eio || no_space,
+        Error::Io { source, .. } => source.raw_os_error() == Some(libc::EIO) && eio,
+        _ => false,
+    };
+    if !explained {
         return Err(format!("{what} failed: {error}"));
     }
     Ok(())
@@ -283,7 +300,7 @@ async fn run_client(
     setup: Setup,
     client: usize,
     ops: usize,
-    faults_at_start: u64,
+    faults_at_start: SimStats,
 ) -> Result<(), String> {
     let own = |n: usize| client * KEYS_PER_CLIENT + n;
     for op in 0..ops {

@@ -133,6 +133,13 @@ impl TableMeta {
             .expect("block_count checked non-zero")
             .last_key
             .clone();
+        if smallest > largest {
+            return Err(Error::sst_corruption(
+                path,
+                footer.index_offset,
+                "the first key is above the last block's last key",
+            ));
+        }
         Ok(TableMeta::new(
             number,
             path.to_path_buf(),
