@@ -284,6 +284,45 @@ async fn open_with_kept_written(fs: &FaultFs, dir: &Path) -> Rc<Engine<FaultFs>>
 /// Waits until the writer's spare segment (the second) has been pre-written, synced and renamed
 /// into place. It is prepared in the background after the first write, and its sync would
 /// otherwise land at a random point of a test that counts syncs or injects faults.
+/// `ENOSPC` while the background ring writes its start-up manifest snapshot: the ring waits for
+/// space as a flush does, the store takes writes into its memtable meanwhile, and once space is
+/// back it flushes. It used to stop the background ring, and the store refused every write
+/// until a restart (found by the simulator, seed 147).
+#[test]
+fn no_space_when_the_background_ring_starts_waits_for_space_instead_of_refusing_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A first life leaves pre-written WAL segments, so writes of the second need no new space.
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(FaultFs::new(), &config(dir.path())).await.unwrap();
+        engine.set(b"first", b"1").await.unwrap();
+        spare_segment_prepared(dir.path()).await;
+        engine.close().await.unwrap();
+    });
+    tokio_uring::start(async {
+        let fs = FaultFs::new();
+        fs.set_no_space(true);
+        let (engine, _) = Engine::open(fs.clone(), &config(dir.path())).await.unwrap();
+        // The snapshot has failed at least once by now (it is the ring's first write).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        engine
+            .set(b"during", b"2")
+            .await
+            .expect("a write into the memtable while the background ring waits for space");
+        fs.set_no_space(false);
+        // The ring retries every second; then a flush goes through.
+        engine.flush().await.expect("a flush once space is back");
+        engine.set(b"after", b"3").await.unwrap();
+        engine.close().await.unwrap();
+    });
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(FaultFs::new(), &config(dir.path())).await.unwrap();
+        for key in [&b"first"[..], b"during", b"after"] {
+            assert!(engine.get(key).await.unwrap().is_some(), "{key:?} lost");
+        }
+        engine.close().await.unwrap();
+    });
+}
+
 async fn spare_segment_prepared(dir: &Path) {
     let spare = dir.join("wal-0000000000000002.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

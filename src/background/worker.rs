@@ -61,7 +61,24 @@ impl<F: FileSystem> Worker<F> {
         stop: Arc<AtomicBool>,
         status: Arc<BackgroundStatus>,
     ) -> Result<Self> {
-        let manifest = ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await?;
+        // The start-up snapshot waits for space as flushes do: the store serves reads and takes
+        // writes into the memtable meanwhile (a write that needs a flush gets 507). It used to
+        // fail the background ring, leaving the store read-only until a restart (simulator
+        // seed 147, once errors had to match their injected fault).
+        let manifest = loop {
+            match ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await {
+                Ok(manifest) => break manifest,
+                Err(Error::NoSpace { op, path }) if !stop.load(Ordering::SeqCst) => {
+                    eprintln!(
+                        "ringkv: no space left while {op} {}; the background ring starts in {NO_SPACE_RETRY:?}",
+                        path.display()
+                    );
+                    let _ = events.send(Event::NoSpace { op, path });
+                    fs.sleep(NO_SPACE_RETRY).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         Ok(Worker {
             flush_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
             compaction_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
@@ -229,7 +246,17 @@ impl<F: FileSystem> Worker<F> {
             flushed_memtable,
         });
         if manifest.wants_rewrite() {
-            *manifest = ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await?;
+            match ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await {
+                Ok(rewritten) => *manifest = rewritten,
+                // The edit is durable and announced: failing here would make the flush loop
+                // retry a published flush (a second table with the same entries). The old log
+                // stays valid and is rewritten at a later publish.
+                Err(Error::NoSpace { op, path }) => eprintln!(
+                    "ringkv: no space left while {op} {}; the manifest is rewritten later",
+                    path.display()
+                ),
+                Err(error) => return Err(error),
+            }
         }
         drop(manifest);
         // Not idle until the loop has looked at the new version.
