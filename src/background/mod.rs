@@ -57,8 +57,6 @@ pub struct BackgroundStatus {
     pub table_bytes_written: AtomicU64,
     /// Flushed memtables freed on this thread (see [`Job::Free`]).
     pub memtables_freed: AtomicU64,
-    /// Files of retired tables deleted (see [`Job::DeleteTable`]).
-    pub tables_deleted: AtomicU64,
 }
 
 /// Handle to the background thread. Dropping it stops the thread (abandoning a compaction in

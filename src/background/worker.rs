@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,22 @@ pub(super) struct Worker<F: FileSystem> {
 /// How long to wait before retrying work that hit `ENOSPC`.
 const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
 
+/// After `ENOSPC`: says so (log line, and the serving ring, which then refuses writes that would
+/// wait for a flush with 507) and waits before the same work is tried again.
+async fn wait_for_space<F: FileSystem>(
+    fs: &F,
+    events: &UnboundedSender<Event>,
+    op: &'static str,
+    path: PathBuf,
+) {
+    eprintln!(
+        "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
+        path.display()
+    );
+    let _ = events.send(Event::NoSpace { op, path });
+    fs.sleep(NO_SPACE_RETRY).await;
+}
+
 impl<F: FileSystem> Worker<F> {
     pub(super) async fn start(
         fs: F,
@@ -69,12 +86,7 @@ impl<F: FileSystem> Worker<F> {
             match ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await {
                 Ok(manifest) => break manifest,
                 Err(Error::NoSpace { op, path }) if !stop.load(Ordering::SeqCst) => {
-                    eprintln!(
-                        "ringkv: no space left while {op} {}; the background ring starts in {NO_SPACE_RETRY:?}",
-                        path.display()
-                    );
-                    let _ = events.send(Event::NoSpace { op, path });
-                    fs.sleep(NO_SPACE_RETRY).await;
+                    wait_for_space(&fs, &events, op, path).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -170,12 +182,7 @@ impl<F: FileSystem> Worker<F> {
         match error {
             Error::ShuttingDown => false,
             Error::NoSpace { op, path } => {
-                eprintln!(
-                    "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
-                    path.display()
-                );
-                let _ = self.events.send(Event::NoSpace { op, path });
-                self.fs.sleep(NO_SPACE_RETRY).await;
+                wait_for_space(&self.fs, &self.events, op, path).await;
                 !self.halted()
             }
             error => {
@@ -216,7 +223,6 @@ impl<F: FileSystem> Worker<F> {
                         path.display()
                     );
                 }
-                self.status.tables_deleted.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

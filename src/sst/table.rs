@@ -95,10 +95,6 @@ impl TableMeta {
         assert!(first, "table {} retired twice", self.number);
     }
 
-    pub fn is_retired(&self) -> bool {
-        self.retired.get().is_some()
-    }
-
     /// Opens the table at `path` and reads its footer, filter and index, checking each.
     pub async fn load<F: FileSystem>(fs: &F, path: &Path, number: u64) -> Result<Arc<Self>> {
         let file = fs.open(path, OpenMode::READ).await.context("open", path)?;
