@@ -93,30 +93,45 @@ impl Error {
         }
     }
 
-    /// Wraps an `io::Error` with the operation and file it happened on; `ENOSPC` becomes
-    /// [`Error::NoSpace`] so callers can answer 507 instead of poisoning the store.
+    /// Wraps an `io::Error` with the operation and file it happened on; `ENOSPC` and `EDQUOT`
+    /// become [`Error::NoSpace`] so callers can answer 507 instead of poisoning the store.
+    /// Not for a failed sync: see [`Error::failed_sync`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) {
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
             Error::NoSpace { op, path }
         } else {
-            Error::Io {
-                op,
-                path,
-                source: Arc::new(source),
-            }
+            Error::failed_sync(op, path, source)
+        }
+    }
+
+    /// A failed `fsync`/`fdatasync` or `O_DSYNC` write, whatever its errno: never
+    /// [`Error::NoSpace`], which invites a retry. After a failed writeback Linux may have dropped
+    /// the dirty pages and marked them clean, so a retried sync can succeed without making them
+    /// durable (fsyncgate); an `ENOSPC` from a sync is such a failed writeback too.
+    pub fn failed_sync(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
         }
     }
 }
 
 /// Adds the operation and the file to an `io::Result`, as [`Error::io`] does:
-/// `file.sync_data().await.context("sync", &path)?`.
+/// `file.read_at(buf, 0).await.0.context("read", &path)?`; a sync's result takes
+/// `sync_context` ([`Error::failed_sync`]).
 pub trait IoContext<T> {
     fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+    fn sync_context(self, path: impl Into<PathBuf>) -> Result<T>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
     fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|error| Error::io(op, path, error))
+    }
+
+    fn sync_context(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|error| Error::failed_sync("sync", path, error))
     }
 }

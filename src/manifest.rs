@@ -263,7 +263,7 @@ impl<F: FileSystem> ManifestWriter<F> {
         self.write(edit).await?;
         // A failed sync is not retried (see the crate's fault rules), by this caller or another.
         if let Err(error) = self.file.sync_data().await {
-            let error = Error::io("sync", &self.path, error);
+            let error = Error::failed_sync("sync", &self.path, error);
             self.failed = Some(error.to_string());
             return Err(error);
         }

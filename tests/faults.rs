@@ -11,10 +11,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig};
+use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig, SyncCall};
 use ringkv::engine::Engine;
 use ringkv::http::Server;
-use ringkv::io::FaultFs;
+use ringkv::io::{FaultFs, SyncTargets};
 use ringkv::Error;
 use serde_json::json;
 
@@ -57,6 +57,104 @@ fn failed_sync_poisons_writes_but_not_reads_and_is_not_retried() {
             engine.get(b"lost").await.unwrap().is_none(),
             "a write whose sync failed is never visible"
         );
+    });
+}
+
+/// A sync can fail with `ENOSPC` or `EDQUOT` as well as `EIO`: a writeback that failed on a full
+/// or over-quota file system. Each is a failed sync, whether a separate `fdatasync` or carried by
+/// an `O_DSYNC` write: the write gets an I/O error (503), never `NoSpace` (507, "try again once
+/// space is freed"), the store refuses writes from then on, and no sync is tried again.
+#[test]
+fn a_sync_failing_with_enospc_or_edquot_poisons_as_eio_does() {
+    for sync_call in [SyncCall::Fdatasync, SyncCall::Dsync] {
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO] {
+            let dir = tempfile::tempdir().unwrap();
+            let fs = FaultFs::new();
+            let store = StoreConfig {
+                sync_call,
+                ..config(dir.path())
+            };
+            tokio_uring::start(async {
+                let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+                engine.set(b"kept", b"1").await.unwrap();
+                spare_segment_prepared(dir.path()).await;
+                fs.set_sync_errno(errno, SyncTargets::All);
+                let failed = engine.set(b"lost", b"2").await;
+                assert!(
+                    matches!(failed, Err(Error::Io { .. })),
+                    "{sync_call}, errno {errno}: {failed:?}"
+                );
+                fs.set_sync_errno(0, SyncTargets::All);
+                let syncs = fs.syncs_ok();
+                let after = engine.set(b"after", b"3").await;
+                assert!(
+                    matches!(after, Err(Error::Poisoned { .. })),
+                    "{sync_call}, errno {errno}: {after:?}"
+                );
+                assert_eq!(fs.syncs_ok(), syncs, "a sync was tried again");
+                assert!(engine.get(b"kept").await.unwrap().is_some());
+                assert!(engine.get(b"lost").await.unwrap().is_none());
+            });
+        }
+    }
+}
+
+/// The manifest's sync fails with `ENOSPC` while a flush publishes its table. That is a failed
+/// sync too: the store turns read-only (503) instead of answering 507 and retrying, so the edit
+/// whose sync failed is never appended again, and after a restart the manifest opens (a table
+/// listed twice fails `Version::check`) with every acknowledged write there.
+#[test]
+fn a_failed_manifest_sync_poisons_and_the_edit_is_never_appended_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreConfig {
+        memtable_bytes: 64 << 10,
+        ..config(dir.path())
+    };
+    let value = vec![b'v'; 500];
+    let mut acknowledged = Vec::new();
+    tokio_uring::start(async {
+        let fs = FaultFs::new();
+        let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+        // A first flush: the background ring's start-up snapshot is written before the fault
+        // is armed, and the edit that fails below is an append.
+        engine.set(b"k", &value).await.unwrap();
+        engine.flush().await.unwrap();
+        acknowledged.push("k".to_string());
+        fs.set_sync_errno(libc::ENOSPC, SyncTargets::Manifest);
+        let mut refusal = None;
+        for i in 0..5000 {
+            let key = format!("k{i:04}");
+            match engine.set(key.as_bytes(), &value).await {
+                Ok(_) => acknowledged.push(key),
+                Err(error) => {
+                    refusal = Some(error);
+                    break;
+                }
+            }
+        }
+        let refusal = refusal.expect("writes went on while no flush could be published");
+        assert!(
+            matches!(refusal, Error::Poisoned { .. }),
+            "a failed manifest sync must poison, not ask for space: {refusal:?}"
+        );
+        assert!(refusal.to_string().contains("MANIFEST"), "{refusal}");
+        fs.set_sync_errno(0, SyncTargets::All);
+        // Longer than the background ring's retry pause after `ENOSPC`.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(matches!(
+            engine.set(b"after", b"1").await,
+            Err(Error::Poisoned { .. })
+        ));
+        let _ = engine.close().await;
+    });
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(FaultFs::new(), &store)
+            .await
+            .expect("the manifest opens after the failed sync");
+        for key in &acknowledged {
+            assert!(engine.get(key.as_bytes()).await.unwrap().is_some(), "{key} lost");
+        }
+        engine.close().await.unwrap();
     });
 }
 

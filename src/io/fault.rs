@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ use super::{
 /// Which faults are armed. Shared by every clone of a [`FaultFs`].
 #[derive(Default)]
 struct Faults {
-    fail_syncs: AtomicBool,
+    /// The errno every failing sync (and `O_DSYNC` write) returns; 0: syncs succeed.
+    sync_errno: AtomicI32,
+    /// Only the manifest's syncs fail (`MANIFEST`, `MANIFEST.tmp`).
+    sync_fault_manifest_only: AtomicBool,
     fail_writes: AtomicBool,
     /// Only writes to table files (`.sst`, `.sst.tmp`): a failing flush or compaction.
     fail_table_writes: AtomicBool,
@@ -120,6 +123,13 @@ pub struct CrashStats {
     pub dir_ops_kept: usize,
 }
 
+/// Which files' syncs [`FaultFs::set_sync_errno`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTargets {
+    All,
+    Manifest,
+}
+
 /// See the module documentation.
 #[derive(Clone, Default)]
 pub struct FaultFs {
@@ -135,6 +145,8 @@ pub struct FaultFile {
     dsync: bool,
     /// A table file, by its name when opened.
     table: bool,
+    /// The manifest or its temporary file, by its name when opened.
+    manifest: bool,
     state: Arc<State>,
 }
 
@@ -171,7 +183,17 @@ impl FaultFs {
 
     /// Every sync fails with `EIO` while set.
     pub fn set_fail_syncs(&self, on: bool) {
-        self.state.faults.fail_syncs.store(on, Ordering::SeqCst);
+        self.set_sync_errno(if on { libc::EIO } else { 0 }, SyncTargets::All);
+    }
+
+    /// The syncs of `targets` (and their `O_DSYNC` writes) fail with `errno` (`EIO`, `ENOSPC`,
+    /// `EDQUOT`: a sync can report any of them) until it is set back to 0.
+    pub fn set_sync_errno(&self, errno: i32, targets: SyncTargets) {
+        let faults = &self.state.faults;
+        faults
+            .sync_fault_manifest_only
+            .store(targets == SyncTargets::Manifest, Ordering::SeqCst);
+        faults.sync_errno.store(errno, Ordering::SeqCst);
     }
 
     /// Every write fails with `EIO` while set.
@@ -394,11 +416,19 @@ impl FaultFile {
         }
     }
 
+    /// The errno this file's syncs fail with now, if they fail.
+    fn sync_fault(&self) -> Option<i32> {
+        let faults = &self.state.faults;
+        let errno = faults.sync_errno.load(Ordering::SeqCst);
+        let applies = self.manifest || !faults.sync_fault_manifest_only.load(Ordering::SeqCst);
+        (errno != 0 && applies).then_some(errno)
+    }
+
     async fn sync(&self, all: bool) -> io::Result<()> {
-        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
+        if let Some(errno) = self.sync_fault() {
             // Like Linux after a failed writeback: the unsynced data is gone for good.
             self.with_shadow(|shadow| shadow.unsynced.clear());
-            return Err(injected(libc::EIO));
+            return Err(injected(errno));
         }
         let covered = self.state.files().completions;
         if all {
@@ -425,10 +455,10 @@ impl DataFile for FaultFile {
         if faults.no_space.load(Ordering::SeqCst) && end > size {
             return (Err(injected(libc::ENOSPC)), buf);
         }
-        if self.dsync && faults.fail_syncs.load(Ordering::SeqCst) {
+        if let Some(errno) = self.sync_fault().filter(|_| self.dsync) {
             // An `O_DSYNC` write carries its own sync, so it fails as a sync would.
             self.with_shadow(|shadow| shadow.unsynced.clear());
-            return (Err(injected(libc::EIO)), buf);
+            return (Err(injected(errno)), buf);
         }
         let (result, buf) = self.inner.write_at(buf, offset).await;
         if result.is_ok() {
@@ -494,6 +524,10 @@ impl FileSystem for FaultFs {
                 crate::filename::FileKind::of_path(path),
                 Some(crate::filename::FileKind::Table(_) | crate::filename::FileKind::TableTmp(_))
             ),
+            manifest: matches!(
+                crate::filename::FileKind::of_path(path),
+                Some(crate::filename::FileKind::Manifest | crate::filename::FileKind::ManifestTmp)
+            ),
             state: self.state.clone(),
         })
     }
@@ -525,8 +559,10 @@ impl FileSystem for FaultFs {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.state.faults.fail_syncs.load(Ordering::SeqCst) {
-            return Err(injected(libc::EIO));
+        let faults = &self.state.faults;
+        let errno = faults.sync_errno.load(Ordering::SeqCst);
+        if errno != 0 && !faults.sync_fault_manifest_only.load(Ordering::SeqCst) {
+            return Err(injected(errno));
         }
         // As with data: the sync covers the changes made before it was called.
         let covered = self.state.files().completions;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES};
-pub use fault::FaultFs;
+pub use fault::{FaultFs, SyncTargets};
 pub use publish::publish;
 pub use sim::SimFs;
 pub use task::{Task, ThreadBody, ThreadHandle};

@@ -16,6 +16,10 @@ pub async fn publish<F: FileSystem>(fs: &F, file: &F::File, tmp: &Path, path: &P
         Some(dir),
         "a rename across directories is not atomic"
     );
+    // `context`, not `sync_context`: an `ENOSPC` here stays `NoSpace`, which the caller answers
+    // by dropping this file and writing a new one from its source (the memtable, the input
+    // tables, the version) once space is back. That is not a retried sync: nothing that this
+    // failed sync covered is ever claimed durable.
     file.sync_data().await.context("sync", tmp)?;
     fs.rename(tmp, path).await.context("rename", tmp)?;
     fs.sync_dir(dir).await.context("sync directory", dir)

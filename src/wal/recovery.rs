@@ -231,6 +231,6 @@ async fn read_segment<F: FileSystem>(fs: &F, path: &Path) -> Result<AlignedBuf> 
     }
     // A killed process under `never` or `periodic` leaves written but unsynced records. Making
     // them durable now lets every record appended from here on claim all of the log before it.
-    file.sync_data().await.context("sync", path)?;
+    file.sync_data().await.sync_context(path)?;
     Ok(buf)
 }

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
 use super::segment;
 use crate::config::{FsyncStrategy, SyncCall, WalIo};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
 
 /// How the writer is set up.
@@ -469,7 +469,7 @@ impl<F: FileSystem> WalWriter<F> {
         };
         if let Err(error) = result {
             self.state.borrow_mut().sync_failed = true;
-            return Err(Error::io("sync", path, error));
+            return Err(Error::failed_sync("sync", path, error));
         }
         self.syncs.set(self.syncs.get() + 1);
         self.durable_end.set(self.durable_end.get().max(covered));
@@ -483,7 +483,15 @@ impl<F: FileSystem> WalWriter<F> {
         buf.pad_to_block();
         let (result, buf) = file.write_at(buf, batch.block_offset).await;
         batch.buf = buf;
-        result.context("write", &path)?;
+        if let Err(error) = result {
+            if self.options.sync_call == SyncCall::Dsync {
+                // The write carried its sync: whatever the errno (`ENOSPC` included), it is a
+                // failed sync, never retried.
+                self.state.borrow_mut().sync_failed = true;
+                return Err(Error::failed_sync("write (O_DSYNC)", &path, error));
+            }
+            return Err(Error::io("write", &path, error));
+        }
         self.written_end.set((batch.segment_number, batch.end_offset));
         if self.options.sync_call == SyncCall::Dsync {
             self.durable_end.set(self.written_end.get());
@@ -602,7 +610,7 @@ impl<F: FileSystem> WalWriter<F> {
             // now: the committer has stopped and `closing` stops the periodic timer.
             if let Err(error) = file.sync_data().await {
                 self.state.borrow_mut().sync_failed = true;
-                return Err(Error::io("sync", &path, error));
+                return Err(Error::failed_sync("sync", &path, error));
             }
             self.syncs.set(self.syncs.get() + 1);
         }
