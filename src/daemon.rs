@@ -20,6 +20,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal stops it. The error is a message for the operator.
 pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
+    crate::panic_trigger::install_abort_hook();
     let listener = bind(http.listen)?;
     raise_open_file_limit();
     tokio_uring::builder()

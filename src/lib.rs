@@ -30,6 +30,7 @@ pub mod http;
 pub mod io;
 pub mod manifest;
 pub mod memtable;
+pub mod panic_trigger;
 pub mod rate_limit;
 pub mod sst;
 #[expect(

@@ -28,6 +28,11 @@ impl<F: FileSystem> Worker<F> {
             first_live_wal_segment: Some(job.first_live_wal_segment),
             ..VersionEdit::default()
         };
+        if let Some(key) = crate::panic_trigger::key_at(crate::panic_trigger::Place::Background) {
+            if job.memtable.get(key).is_some() {
+                crate::panic_trigger::fire(crate::panic_trigger::Place::Background);
+            }
+        }
         if !job.memtable.is_empty() {
             let number = self.allocate();
             let mut builder =

@@ -104,6 +104,7 @@ async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]
             ),
         ));
     }
+    crate::panic_trigger::check(crate::panic_trigger::Place::Serving, key.as_bytes());
     let version = engine.set(key.as_bytes(), value).await.map_err(store_error)?;
     let mut body = Vec::with_capacity(key.len() + 32);
     body.extend_from_slice(b"{\"key\":");

@@ -93,6 +93,8 @@ struct Batch {
     /// No more records go in (its segment was sealed, or the strategy gives each record its own).
     closed: bool,
     ticket: Ticket,
+    /// Holds the key of a panic planted in the committer (`crate::panic_trigger`).
+    planted_panic: bool,
 }
 
 struct OpenSegment<F: FileSystem> {
@@ -291,6 +293,7 @@ impl<F: FileSystem> WalWriter<F> {
             value,
         );
         batch.records += 1;
+        batch.planted_panic |= crate::panic_trigger::key_at(crate::panic_trigger::Place::Wal) == Some(key);
         state.position.offset += len as u64;
         batch.end_offset = state.position.offset;
         batch.ticket.clone()
@@ -358,6 +361,7 @@ impl<F: FileSystem> WalWriter<F> {
             end_offset: start_offset,
             closed: false,
             ticket: Ticket(Rc::new(BatchSlot::default())),
+            planted_panic: false,
         }
     }
 
@@ -627,6 +631,9 @@ async fn run_committer<F: FileSystem>(writer: Rc<WalWriter<F>>) {
             writer.work.notified().await;
             continue;
         };
+        if batch.planted_panic {
+            crate::panic_trigger::fire(crate::panic_trigger::Place::Wal);
+        }
         match writer.write_batch(&mut batch).await {
             Ok(()) => {
                 batch.ticket.complete(Ok(()));

@@ -33,7 +33,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server on `dir` with extra arguments; waits for its "listening on" line.
     pub fn start(dir: &Path, args: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        Self::start_command(dir, Command::new(env!("CARGO_BIN_EXE_ringkv")), args)
+    }
+
+    /// As [`TestServer::start`], with `command` (the server binary, or a shell that `exec`s it
+    /// as its last word, with its own environment) in place of the plain binary.
+    pub fn start_command(dir: &Path, mut command: Command, args: &[&str]) -> TestServer {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
@@ -100,6 +106,28 @@ impl TestServer {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status and log lines.
+    pub fn wait_exit(mut self, limit: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // The log thread ends with the pipe; give it a moment to pass the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.log.try_iter().collect());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines printed so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
     }
 }
 
