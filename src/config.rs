@@ -149,6 +149,9 @@ pub struct StoreConfig {
     pub memtable_bytes: u64,
     pub compaction_trigger: usize,
     pub block_cache_bytes: usize,
+    /// Table files kept open for reads; others are opened per read. The server derives it from
+    /// the open-file limit (`crate::fd_budget`).
+    pub max_open_tables: std::num::NonZeroUsize,
     /// Pace of flush and compaction writes; 0 is unlimited.
     pub background_write_bytes_per_sec: u64,
     /// Size of each flush or compaction read and write (one in flight).
@@ -171,6 +174,7 @@ impl StoreConfig {
             memtable_bytes: 64 << 20,
             compaction_trigger: 4,
             block_cache_bytes: 64 << 20,
+            max_open_tables: std::num::NonZeroUsize::new(1000).expect("not zero"),
             background_write_bytes_per_sec: 256 << 20,
             background_io_bytes: 64 << 10,
             max_key_bytes: 4 << 10,
@@ -263,6 +267,9 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// How long a connection may wait for the first byte of its next request.
     pub idle_timeout: Duration,
+    /// Connections served at once; past it a new one is answered 503 and closed. `None`: no
+    /// limit of its own (the server binary always sets one, from `crate::fd_budget`).
+    pub max_connections: Option<usize>,
 }
 
 impl HttpConfig {

@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{HttpConfig, StoreConfig};
 use crate::engine::Engine;
+use crate::fd_budget::FdBudget;
 use crate::http::Server;
 use crate::io::UringFs;
 
@@ -19,22 +20,25 @@ const RING_ENTRIES: u32 = 4096;
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal stops it. The error is a message for the operator.
-pub fn run(store: StoreConfig, http: HttpConfig) -> Result<(), String> {
+pub fn run(mut store: StoreConfig, mut http: HttpConfig) -> Result<(), String> {
     crate::panic_trigger::install_abort_hook();
     let listener = bind(http.listen)?;
-    raise_open_file_limit();
+    let budget = fd_budget(&store, &http)?;
+    store.max_open_tables =
+        std::num::NonZeroUsize::new(budget.table_handles).ok_or("the fd budget gave tables no handle")?;
+    http.max_connections = Some(budget.max_connections);
     tokio_uring::builder()
         .entries(RING_ENTRIES)
-        .start(serve(listener, store, http))
+        .start(serve(listener, store, http, budget))
 }
 
-/// Every connection is a descriptor: take the hard limit rather than the soft one (often 1024),
-/// as servers meant for many connections do. Failing to is not fatal; accept backs off at the
-/// limit and the clients already connected keep being served.
-fn raise_open_file_limit() {
-    if let Err(error) = crate::sys::raise_open_file_limit() {
-        eprintln!("ringkv: could not raise the open-file limit: {error}");
-    }
+/// Every connection is a descriptor: the soft limit is raised to the hard one (the soft one is
+/// often 1024), as servers meant for many connections do, then split between the storage side
+/// and connections ([`FdBudget`]).
+fn fd_budget(store: &StoreConfig, http: &HttpConfig) -> Result<FdBudget, String> {
+    let limit = crate::sys::raise_open_file_limit()
+        .map_err(|error| format!("cannot read the open-file limit: {error}"))?;
+    FdBudget::plan(limit, store.compaction_trigger, http.max_connections)
 }
 
 /// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and
@@ -57,7 +61,12 @@ fn bind(address: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(socket.into())
 }
 
-async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpConfig) -> Result<(), String> {
+async fn serve(
+    listener: std::net::TcpListener,
+    store: StoreConfig,
+    http: HttpConfig,
+    budget: FdBudget,
+) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let (engine, report) = Engine::open(UringFs, &store)
@@ -68,7 +77,7 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
     eprintln!(
-        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}); recovered {} records from {} WAL segments{} and {} tables, next version {}",
+        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}); recovered {} records from {} WAL segments{} and {} tables, next version {}; max connections {} (open-file limit {}, {} kept for storage, {} of them table handles)",
         store.data_dir.display(),
         store.fsync,
         store.wal_io,
@@ -78,6 +87,10 @@ async fn serve(listener: std::net::TcpListener, store: StoreConfig, http: HttpCo
         if report.torn_tail { " (dropped a torn or damaged last record: a write the crash interrupted, or bit rot in the newest write)" } else { "" },
         report.tables,
         report.next_seq,
+        budget.max_connections,
+        budget.limit,
+        budget.storage_reserve,
+        budget.table_handles,
     );
     let server = Server::new(engine.clone(), http);
     let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));

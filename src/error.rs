@@ -25,6 +25,13 @@ pub enum Error {
     #[error("no space left on device while {op} {path}")]
     NoSpace { op: &'static str, path: PathBuf },
 
+    /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`). Transient, as
+    /// `NoSpace` is: nothing is poisoned, and the work is tried again. The storage side keeps a
+    /// reserve connections cannot take (`crate::fd_budget`), so this means the limit changed
+    /// under the server or another process took the system's last descriptors.
+    #[error("too many open files while {op} {path}: the open-file limit is reached (raise it with ulimit -n, or lower --max-connections)")]
+    OutOfDescriptors { op: &'static str, path: PathBuf },
+
     /// A sync or WAL write failed earlier; the store refuses writes until restarted, because
     /// retrying a failed fsync can report success for data the kernel already dropped.
     #[error("the store is read-only after an earlier write or sync failure ({cause}); restart the server after fixing the disk")]
@@ -94,15 +101,26 @@ impl Error {
     }
 
     /// Wraps an `io::Error` with the operation and file it happened on; `ENOSPC` and `EDQUOT`
-    /// become [`Error::NoSpace`] so callers can answer 507 instead of poisoning the store.
+    /// become [`Error::NoSpace`] (507), `EMFILE` and `ENFILE` [`Error::OutOfDescriptors`] (503),
+    /// both transient, so that callers try again instead of poisoning the store.
     /// Not for a failed sync: see [`Error::failed_sync`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-            Error::NoSpace { op, path }
-        } else {
-            Error::failed_sync(op, path, source)
+        match source.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Error::NoSpace { op, path },
+            Some(libc::EMFILE | libc::ENFILE) => Error::OutOfDescriptors { op, path },
+            _ => Error::Io {
+                op,
+                path,
+                source: Arc::new(source),
+            },
         }
+    }
+
+    /// Whether the failed work can simply be tried again later (a full disk, no descriptor
+    /// left): such an error never poisons the store.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::NoSpace { .. } | Error::OutOfDescriptors { .. })
     }
 
     /// A failed `fsync`/`fdatasync` or `O_DSYNC` write, whatever its errno: never

@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod dir_lock;
 pub mod engine;
 pub mod error;
+pub mod fd_budget;
 pub mod filename;
 pub mod http;
 pub mod io;

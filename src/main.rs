@@ -99,6 +99,12 @@ struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     request_timeout: Duration,
 
+    /// Connections served at once; past it a new one is answered 503 and closed. Default: what
+    /// the open-file limit leaves after the storage side's reserve (stated in the start-up
+    /// line); more than that is refused at start-up.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+
     /// How long a connection may wait for its next request before it is closed.
     #[arg(long, default_value = "5m", value_parser = parse_timeout)]
     idle_timeout: Duration,
@@ -150,6 +156,8 @@ fn main() -> ExitCode {
         memtable_bytes: cli.memtable_bytes,
         compaction_trigger: cli.compaction_trigger,
         block_cache_bytes: cli.block_cache_bytes,
+        // Set by `daemon::run` from the open-file limit.
+        max_open_tables: StoreConfig::for_dir(".").max_open_tables,
         background_write_bytes_per_sec: cli.background_write_bytes_per_sec,
         background_io_bytes: cli.background_io_bytes,
         max_key_bytes: cli.max_key_bytes,
@@ -167,6 +175,9 @@ fn main() -> ExitCode {
         max_value_bytes: cli.max_value_bytes,
         request_timeout: cli.request_timeout,
         idle_timeout: cli.idle_timeout,
+        max_connections: cli
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
     match ringkv::daemon::run(store, http) {
         Ok(()) => ExitCode::SUCCESS,

@@ -219,3 +219,48 @@ fn missing_manifest_with_tables_refuses_to_start_and_deletes_nothing() {
     assert!(stderr.contains("manifest is missing"), "{stderr}");
     assert_eq!(files_ending(dir.path(), ".sst"), tables, "tables were deleted");
 }
+
+/// With fewer table handles than tables (`max_open_tables`, which the server derives from the
+/// open-file limit), every key still reads back: tables past the limit are opened per read, the
+/// least recently read closed, and no more than the limit stay open.
+#[test]
+fn more_tables_than_open_table_handles_read_back() {
+    use ringkv::config::StoreConfig;
+    use ringkv::engine::Engine;
+    use ringkv::io::UringFs;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memtable_bytes: 16 << 10,
+        compaction_trigger: 64,
+        max_open_tables: std::num::NonZeroUsize::new(3).unwrap(),
+        block_cache_bytes: 0,
+        ..StoreConfig::for_dir(dir.path())
+    };
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        for table in 0..12 {
+            for i in 0..20 {
+                let key = format!("t{table:02}k{i:02}");
+                engine
+                    .set(key.as_bytes(), format!("{table}-{i}").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            engine.flush().await.unwrap();
+        }
+        let stats = engine.stats();
+        assert_eq!(stats.tables_per_level[0], 12, "{stats:?}");
+        for round in 0..2 {
+            for table in 0..12 {
+                for i in (0..20).step_by(3) {
+                    let key = format!("t{table:02}k{i:02}");
+                    let found = engine.get(key.as_bytes()).await.unwrap();
+                    let value = found.unwrap_or_else(|| panic!("round {round}: {key} lost"));
+                    assert_eq!(value.value.as_ref(), format!("{table}-{i}").as_bytes());
+                }
+                assert!(engine.stats().open_table_files <= 3, "{:?}", engine.stats());
+            }
+        }
+        engine.close().await.unwrap();
+    });
+}

@@ -70,7 +70,7 @@ fn table_round_trips_through_point_reads_and_scans() {
         assert_eq!(meta.max_seq(), u64::from(ENTRIES) + 999);
         assert_eq!(&meta.smallest[..], b"key000000");
         assert_eq!(&meta.largest[..], format!("key{:06}", ENTRIES - 1).as_bytes());
-        let readers = TableReaders::new(UringFs, 1 << 20);
+        let readers = TableReaders::new(UringFs, 1 << 20, std::num::NonZeroUsize::new(16).unwrap());
         readers.open(&meta).await.unwrap();
         for i in (0..ENTRIES).step_by(3) {
             let (key, version, value) = entry(i);
@@ -112,7 +112,7 @@ fn bloom_filter_skips_absent_keys_without_reading() {
             false_positives < 200,
             "{false_positives} of 10,000 absent keys pass the filter"
         );
-        let readers = TableReaders::new(UringFs, 1 << 20);
+        let readers = TableReaders::new(UringFs, 1 << 20, std::num::NonZeroUsize::new(16).unwrap());
         readers.open(&meta).await.unwrap();
         for i in 0..1000 {
             readers
@@ -134,7 +134,7 @@ fn bad_block_checksum_names_the_file_and_block_offset() {
         flip(&meta.path, block.offset + 20);
         // The footer, filter and index are intact: the table opens, and the damage shows on read.
         let meta = TableMeta::load(&UringFs, &meta.path, 7).await.unwrap();
-        let readers = TableReaders::new(UringFs, 1 << 20);
+        let readers = TableReaders::new(UringFs, 1 << 20, std::num::NonZeroUsize::new(16).unwrap());
         readers.open(&meta).await.unwrap();
         let key = meta.index[3].last_key.clone();
         let (path, offset, reason) = corruption_at(readers.get(&meta, &key).await.unwrap_err());

@@ -4,7 +4,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,23 +48,18 @@ pub(super) struct Worker<F: FileSystem> {
     pub(super) retirement: Retirement,
 }
 
-/// How long to wait before retrying work that hit `ENOSPC`.
-const NO_SPACE_RETRY: Duration = Duration::from_secs(1);
+/// How long to wait before retrying work that hit a transient error (`ENOSPC`, `EMFILE`).
+const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
 
-/// After `ENOSPC`: says so (log line, and the serving ring, which then refuses writes that would
-/// wait for a flush with 507) and waits before the same work is tried again.
-async fn wait_for_space<F: FileSystem>(
-    fs: &F,
-    events: &UnboundedSender<Event>,
-    op: &'static str,
-    path: PathBuf,
-) {
-    eprintln!(
-        "ringkv: no space left while {op} {}; background work retries in {NO_SPACE_RETRY:?}",
-        path.display()
-    );
-    let _ = events.send(Event::NoSpace { op, path });
-    fs.sleep(NO_SPACE_RETRY).await;
+/// After a transient error ([`Error::is_transient`]): says so (a log line; after `ENOSPC` also
+/// the serving ring, which then refuses writes that would wait for a flush with 507) and waits
+/// before the same work is tried again.
+async fn wait_to_retry<F: FileSystem>(fs: &F, events: &UnboundedSender<Event>, error: Error) {
+    eprintln!("ringkv: {error}; background work retries in {TRANSIENT_RETRY:?}");
+    if let Error::NoSpace { op, path } = error {
+        let _ = events.send(Event::NoSpace { op, path });
+    }
+    fs.sleep(TRANSIENT_RETRY).await;
 }
 
 impl<F: FileSystem> Worker<F> {
@@ -85,8 +79,8 @@ impl<F: FileSystem> Worker<F> {
         let manifest = loop {
             match ManifestWriter::create(&fs, &options.dir, &version.snapshot()).await {
                 Ok(manifest) => break manifest,
-                Err(Error::NoSpace { op, path }) if !stop.load(Ordering::SeqCst) => {
-                    wait_for_space(&fs, &events, op, path).await;
+                Err(error) if error.is_transient() && !stop.load(Ordering::SeqCst) => {
+                    wait_to_retry(&fs, &events, error).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -176,13 +170,14 @@ impl<F: FileSystem> Worker<F> {
         }
     }
 
-    /// Whether the loop that hit `error` should go on: after `ENOSPC`, yes, once a pause has
+    /// Whether the loop that hit `error` should go on: after a transient error (`ENOSPC`,
+    /// `EMFILE`), yes, once a pause has
     /// passed; after anything else the worker stops and the engine is told to refuse writes.
     pub(super) async fn recover_from(&self, error: Error) -> bool {
         match error {
             Error::ShuttingDown => false,
-            Error::NoSpace { op, path } => {
-                wait_for_space(&self.fs, &self.events, op, path).await;
+            error if error.is_transient() => {
+                wait_to_retry(&self.fs, &self.events, error).await;
                 !self.halted()
             }
             error => {
@@ -257,10 +252,9 @@ impl<F: FileSystem> Worker<F> {
                 // The edit is durable and announced: failing here would make the flush loop
                 // retry a published flush (a second table with the same entries). The old log
                 // stays valid and is rewritten at a later publish.
-                Err(Error::NoSpace { op, path }) => eprintln!(
-                    "ringkv: no space left while {op} {}; the manifest is rewritten later",
-                    path.display()
-                ),
+                Err(error) if error.is_transient() => {
+                    eprintln!("ringkv: {error}; the manifest is rewritten later");
+                }
                 Err(error) => return Err(error),
             }
         }

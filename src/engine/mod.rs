@@ -73,6 +73,8 @@ pub struct EngineStats {
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
     pub block_cache_bytes: usize,
+    /// Table files open for reads (at most `max_open_tables`).
+    pub open_table_files: usize,
     pub flushes: u64,
     pub compactions: u64,
     pub table_bytes_written: u64,
@@ -143,6 +145,7 @@ impl<F: FileSystem> Engine<F> {
             block_cache_hits: hits,
             block_cache_misses: misses,
             block_cache_bytes: cache_bytes,
+            open_table_files: self.readers.open_files(),
             flushes: status.flushes.load(Relaxed),
             compactions: status.compactions.load(Relaxed),
             table_bytes_written: status.table_bytes_written.load(Relaxed),

@@ -88,7 +88,7 @@ impl<F: FileSystem> Engine<F> {
         };
         let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
 
-        let readers = TableReaders::new(fs.clone(), config.block_cache_bytes);
+        let readers = TableReaders::new(fs.clone(), config.block_cache_bytes, config.max_open_tables);
         for table in version.tables() {
             readers.open(table).await?;
         }

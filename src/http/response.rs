@@ -55,6 +55,8 @@ pub struct Response {
     pub status: Status,
     pub body: Vec<u8>,
     pub allow: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (a 503 that will pass).
+    pub retry_after: Option<u32>,
 }
 
 impl Response {
@@ -63,6 +65,7 @@ impl Response {
             status,
             body,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -98,6 +101,9 @@ impl Response {
         );
         if let Some(allow) = self.allow {
             let _ = write!(out, "Allow: {allow}\r\n");
+        }
+        if let Some(seconds) = self.retry_after {
+            let _ = write!(out, "Retry-After: {seconds}\r\n");
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");

@@ -67,6 +67,41 @@ pub struct Server<F: FileSystem> {
     listener_fd: Cell<Option<RawFd>>,
     stopping: Cell<bool>,
     drained: Notify,
+    refused_connections: Cell<u64>,
+}
+
+/// The accept loop's pause after a failed accept: 10 ms, doubling to 1 s while accepts keep
+/// failing, with one log line when failures start and one when they end (not one per failure).
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u64,
+    pause: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const LONGEST: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        if self.failures == 0 {
+            eprintln!(
+                "ringkv: accept failed: {error}; backing off up to {:?} until it works again",
+                Self::LONGEST
+            );
+            self.pause = Self::FIRST;
+        } else {
+            self.pause = (self.pause * 2).min(Self::LONGEST);
+        }
+        self.failures += 1;
+        self.pause
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            eprintln!("ringkv: accept works again after {} failures", self.failures);
+            self.failures = 0;
+        }
+    }
 }
 
 impl<F: FileSystem> Server<F> {
@@ -79,20 +114,39 @@ impl<F: FileSystem> Server<F> {
             listener_fd: Cell::new(None),
             stopping: Cell::new(false),
             drained: Notify::new(),
+            refused_connections: Cell::new(0),
         })
     }
 
-    /// Accepts connections until [`Server::stop`], each served by its own task.
+    /// Accepts connections until [`Server::stop`], each served by its own task. Past
+    /// `max_connections`, a new connection is told 503 and closed at once.
     pub async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
         self.listener_fd.set(Some(listener.as_raw_fd()));
         tokio_uring::spawn(self.clone().reap_loop());
+        let max_connections = self.config.max_connections.unwrap_or(usize::MAX);
+        let mut refusal = Vec::new();
+        let message = format!(
+            "the server holds its limit of {max_connections} connections (--max-connections); retry later"
+        );
+        let mut response = Response::error(Status::ServiceUnavailable, &message);
+        response.retry_after = Some(1);
+        response.write_to(&mut refusal, false, false);
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = listener.accept().await;
             if self.stopping.get() {
                 return;
             }
             match accepted {
+                Ok((stream, _peer)) if self.connections.borrow().len() >= max_connections => {
+                    backoff.succeeded();
+                    self.refused_connections.set(self.refused_connections.get() + 1);
+                    // Best effort and never blocking: a new socket's buffer takes the short
+                    // answer. Dropping the stream closes it.
+                    let _ = crate::sys::send_nonblocking(stream.as_raw_fd(), &refusal);
+                }
                 Ok((stream, _peer)) => {
+                    backoff.succeeded();
                     let id = self.next_connection_id.get();
                     self.next_connection_id.set(id + 1);
                     let connection = Rc::new(Connection {
@@ -106,11 +160,16 @@ impl<F: FileSystem> Server<F> {
                 Err(error) => {
                     // Out of descriptors or memory: back off instead of spinning; the clients
                     // already connected keep being served.
-                    eprintln!("ringkv: accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let pause = backoff.failed(&error);
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
+    }
+
+    /// Connections answered 503 because `max_connections` were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections.get()
     }
 
     /// Stops accepting and closes idle connections; busy ones close after their current answer.

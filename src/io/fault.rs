@@ -33,6 +33,8 @@ struct Faults {
     /// Only the manifest's syncs fail (`MANIFEST`, `MANIFEST.tmp`).
     sync_fault_manifest_only: AtomicBool,
     fail_writes: AtomicBool,
+    /// The errno every `open` returns (`EMFILE`: out of descriptors); 0: opens succeed.
+    open_errno: AtomicI32,
     /// Only writes to table files (`.sst`, `.sst.tmp`): a failing flush or compaction.
     fail_table_writes: AtomicBool,
     fail_reads: AtomicBool,
@@ -194,6 +196,11 @@ impl FaultFs {
             .sync_fault_manifest_only
             .store(targets == SyncTargets::Manifest, Ordering::SeqCst);
         faults.sync_errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// Every `open` (creations included) fails with `errno` until it is set back to 0.
+    pub fn set_open_errno(&self, errno: i32) {
+        self.state.faults.open_errno.store(errno, Ordering::SeqCst);
     }
 
     /// Every write fails with `EIO` while set.
@@ -501,6 +508,10 @@ impl FileSystem for FaultFs {
     type DirLock = <UringFs as FileSystem>::DirLock;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FaultFile> {
+        let errno = self.state.faults.open_errno.load(Ordering::SeqCst);
+        if errno != 0 {
+            return Err(injected(errno));
+        }
         if mode.create_new {
             // Between the creation and its tracking, a crash image must not take the new file
             // for an old, durable one.

@@ -1,14 +1,18 @@
 //! Point reads of live tables on the serving ring: bloom filter first, then the in-memory index,
-//! then the block cache, and only then one aligned read through `io_uring`. Holds one open file per
-//! live table; the caller opens a table's file before the table becomes visible to reads and
-//! closes it when the table leaves the live set.
+//! then the block cache, and only then one aligned read through `io_uring`. Keeps the files of
+//! the most recently read live tables open, at most `max_open_tables` (the share of the
+//! descriptor limit `crate::fd_budget` gives tables), and opens any other per read, as leveldb's
+//! table cache does; the caller opens a table's file before the table becomes visible to reads
+//! (so a missing file fails the install, not a later read) and closes it when the table leaves
+//! the live set.
 
 use crate::coding;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use lru::LruCache;
 
 use super::block::EntryIter;
 use super::cache::BlockCache;
@@ -19,7 +23,7 @@ use crate::io::{FileSystem, OpenMode};
 /// See the module documentation.
 pub struct TableReaders<F: FileSystem> {
     fs: F,
-    files: RefCell<HashMap<u64, Rc<F::File>>>,
+    files: RefCell<LruCache<u64, Rc<F::File>>>,
     cache: RefCell<BlockCache>,
 }
 
@@ -27,17 +31,18 @@ pub struct TableReaders<F: FileSystem> {
 pub type Found = (u64, Option<Bytes>);
 
 impl<F: FileSystem> TableReaders<F> {
-    pub fn new(fs: F, cache_bytes: usize) -> Self {
+    pub fn new(fs: F, cache_bytes: usize, max_open_tables: NonZeroUsize) -> Self {
         TableReaders {
             fs,
-            files: RefCell::new(HashMap::new()),
+            files: RefCell::new(LruCache::new(max_open_tables)),
             cache: RefCell::new(BlockCache::new(cache_bytes)),
         }
     }
 
-    /// Opens the file of a table about to become readable.
+    /// Opens the file of a table about to become readable (closing the least recently read
+    /// one if `max_open_tables` are open).
     pub async fn open(&self, meta: &TableMeta) -> Result<()> {
-        if self.files.borrow().contains_key(&meta.number) {
+        if self.files.borrow().contains(&meta.number) {
             return Ok(());
         }
         let file = self
@@ -45,13 +50,18 @@ impl<F: FileSystem> TableReaders<F> {
             .open(&meta.path, OpenMode::READ)
             .await
             .context("open", &meta.path)?;
-        self.files.borrow_mut().insert(meta.number, Rc::new(file));
+        self.files.borrow_mut().put(meta.number, Rc::new(file));
         Ok(())
     }
 
     /// Forgets a table that left the live set (reads in flight keep their handle).
     pub fn close(&self, number: u64) {
-        self.files.borrow_mut().remove(&number);
+        self.files.borrow_mut().pop(&number);
+    }
+
+    /// How many table files are open for reads (reads in flight on closed ones aside).
+    pub fn open_files(&self) -> usize {
+        self.files.borrow().len()
     }
 
     /// The version of `key` that `meta` holds, if any.
@@ -66,18 +76,23 @@ impl<F: FileSystem> TableReaders<F> {
         let (bytes, count) = if let Some(cached) = cached {
             cached
         } else {
-            let file = self.files.borrow().get(&meta.number).cloned();
-            let file = match file {
-                Some(file) => file,
-                // Every live table is opened before it becomes visible; a table without a
-                // handle is one an older version, still held by this read, names. Open it for this read
-                // only (its file stays until the read drops that version).
-                None => Rc::new(
+            let file = self.files.borrow_mut().get(&meta.number).cloned();
+            let file = if let Some(file) = file {
+                file
+            } else {
+                // A live table whose file was closed to stay within `max_open_tables`, or a
+                // retired one that an older version, still held by this read, names (its file
+                // stays until the read drops that version). Only the live one is kept open.
+                let file = Rc::new(
                     self.fs
                         .open(&meta.path, OpenMode::READ)
                         .await
                         .context("open", &meta.path)?,
-                ),
+                );
+                if !meta.is_retired() {
+                    self.files.borrow_mut().put(meta.number, file.clone());
+                }
+                file
             };
             let (bytes, count) = read_block(&*file, meta, block).await?;
             self.cache

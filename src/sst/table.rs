@@ -95,6 +95,11 @@ impl TableMeta {
         assert!(first, "table {} retired twice", self.number);
     }
 
+    /// Whether the table has left the live set (its file goes with the last holder).
+    pub fn is_retired(&self) -> bool {
+        self.retired.get().is_some()
+    }
+
     /// Opens the table at `path` and reads its footer, filter and index, checking each.
     pub async fn load<F: FileSystem>(fs: &F, path: &Path, number: u64) -> Result<Arc<Self>> {
         let file = fs.open(path, OpenMode::READ).await.context("open", path)?;

@@ -509,11 +509,12 @@ impl<F: FileSystem> WalWriter<F> {
     }
 
     /// A batch failed: fail it and everything queued after it, and rewind the log position to where
-    /// it started. Anything but `ENOSPC` poisons the writer: after a failed write or sync the
+    /// it started. Anything but a transient error (`ENOSPC`, `EMFILE` opening a segment) poisons
+    /// the writer: after a failed write or sync the
     /// file's content is unknown, and retrying a sync can report success for lost data.
     fn fail_from(&self, batch: Batch, error: Error) {
         let mut state = self.state.borrow_mut();
-        if !matches!(error, Error::NoSpace { .. }) && state.poisoned.is_none() {
+        if !error.is_transient() && state.poisoned.is_none() {
             eprintln!("ringkv: WAL failure, refusing writes until restart: {error}");
             state.poisoned = Some(error.to_string());
         }

@@ -26,6 +26,8 @@ pub fn files_ending(dir: &Path, suffix: &str) -> usize {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The "ringkv listening on ..." line.
+    pub startup_line: String,
     child: Child,
     log: mpsc::Receiver<String>,
 }
@@ -75,6 +77,7 @@ impl TestServer {
                     return TestServer {
                         addr,
                         dir: dir.to_path_buf(),
+                        startup_line: line.clone(),
                         child,
                         log,
                     };
@@ -170,6 +173,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on a connection opened already.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream: BufReader::new(stream),
+        }
+    }
+
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
