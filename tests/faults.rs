@@ -208,6 +208,34 @@ fn out_of_descriptors_for_a_new_segment_fails_those_writes_only() {
     });
 }
 
+/// A data directory the store creates (with its missing parents) is made durable: the parent of
+/// each directory created is synced, so a power loss soon after the first start cannot take the
+/// directory and what was acknowledged into it. A directory that exists is left alone.
+#[test]
+fn creating_the_data_directory_syncs_the_parent_of_each_directory_created() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("a").join("b").join("data");
+    tokio_uring::start(async {
+        let fs = FaultFs::new();
+        let (engine, _) = Engine::open(fs.clone(), &config(&data)).await.unwrap();
+        let synced = fs.synced_dirs();
+        let expected = [
+            root.path().to_path_buf(),
+            root.path().join("a"),
+            root.path().join("a").join("b"),
+        ];
+        assert_eq!(synced.get(..3), Some(&expected[..]), "{synced:?}");
+        engine.close().await.unwrap();
+        drop(engine);
+
+        let fs = FaultFs::new();
+        let (engine, _) = Engine::open(fs.clone(), &config(&data)).await.unwrap();
+        let synced = fs.synced_dirs();
+        assert!(!synced.iter().any(|dir| expected.contains(dir)), "{synced:?}");
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn failed_write_poisons_the_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 use crate::coding;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ impl<F: FileSystem> Engine<F> {
     pub async fn open(fs: F, config: &StoreConfig) -> Result<(Rc<Self>, RecoveryReport)> {
         config.validate()?;
         let dir = &config.data_dir;
-        fs.create_dir_all(dir).await.context("create directory", dir)?;
+        create_data_dir(&fs, dir).await?;
         let lock = DirLock::acquire(&fs, dir)?;
         let manifest = manifest::recover(&fs, dir).await?;
         let mut version = load_tables(&fs, config, &manifest).await?;
@@ -215,6 +216,21 @@ async fn remove_unnamed_files<F: FileSystem>(
         if leftover {
             fs.remove(&path).await.context("remove", &path)?;
         }
+    }
+    Ok(())
+}
+
+/// Creates the data directory and its missing parents, and syncs the parent of each one it
+/// created: a directory's entry lives in its parent, and until that is synced a power loss can
+/// take the new directory, with everything acknowledged into it since.
+async fn create_data_dir<F: FileSystem>(fs: &F, dir: &Path) -> Result<()> {
+    let created = fs.create_dir_all(dir).await.context("create directory", dir)?;
+    for new_dir in &created {
+        let parent = match new_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        fs.sync_dir(parent).await.sync_context(parent)?;
     }
     Ok(())
 }

@@ -67,6 +67,8 @@ struct Files {
     pending: Vec<(u64, DirOp)>,
     /// Files being created right now: on disk already, not yet tracked.
     creating: Vec<PathBuf>,
+    /// Every directory synced, in order.
+    synced_dirs: Vec<PathBuf>,
     next_id: u64,
     /// Every completed write gets the next number; a sync covers those below the value it saw
     /// when it was called.
@@ -222,6 +224,11 @@ impl FaultFs {
     /// Writes that grow a file fail with `ENOSPC` while set.
     pub fn set_no_space(&self, on: bool) {
         self.state.faults.no_space.store(on, Ordering::SeqCst);
+    }
+
+    /// Every directory synced so far, in order.
+    pub fn synced_dirs(&self) -> Vec<PathBuf> {
+        self.state.files().synced_dirs.clone()
     }
 
     /// How many syncs have succeeded.
@@ -578,6 +585,7 @@ impl FileSystem for FaultFs {
         // As with data: the sync covers the changes made before it was called.
         let covered = self.state.files().completions;
         self.inner.sync_dir(dir).await?;
+        self.state.files().synced_dirs.push(dir.to_path_buf());
         let mut files = self.state.files();
         let pending = std::mem::take(&mut files.pending);
         let (synced, later): (Vec<_>, Vec<_>) = pending
@@ -595,7 +603,7 @@ impl FileSystem for FaultFs {
         self.inner.list_dir(dir)
     }
 
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.inner.create_dir_all(dir).await
     }
 

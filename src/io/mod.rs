@@ -119,8 +119,9 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
     /// before serving.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
-    /// Creates `dir` and its missing parents.
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `dir` and its missing parents; returns the directories it created, outermost
+    /// first (their entries are not durable until their parents are synced).
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
     /// Takes the exclusive lock of the data directory `dir` (a `LOCK` file in it), or fails at
     /// once with [`io::ErrorKind::WouldBlock`] if another store holds it; never waits.

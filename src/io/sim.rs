@@ -573,13 +573,16 @@ impl FileSystem for SimFs {
             .collect())
     }
 
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         // Directories are durable at once: the simulated store never removes or renames one.
         let mut world = self.world();
-        for ancestor in dir.ancestors() {
-            world.dirs.insert(ancestor.to_path_buf());
-        }
-        Ok(())
+        let mut created: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|ancestor| world.dirs.insert(ancestor.to_path_buf()))
+            .map(Path::to_path_buf)
+            .collect();
+        created.reverse();
+        Ok(created)
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<SimDirLock> {

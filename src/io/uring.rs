@@ -134,10 +134,17 @@ impl FileSystem for UringFs {
         Ok(paths)
     }
 
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         // Once per start, before serving: not worth a round through the ring (which has no
         // recursive mkdir).
-        std::fs::create_dir_all(dir)
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir)?;
+        missing.reverse();
+        Ok(missing)
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<File> {
