@@ -148,6 +148,13 @@ pub struct StoreConfig {
     pub wal_batch_bytes: usize,
     pub memtable_bytes: u64,
     pub compaction_trigger: usize,
+    /// Level-0 tables (flushed or being flushed) at which each write is delayed, so that
+    /// compaction catches up (`RocksDB`'s `level0_slowdown_writes_trigger`).
+    pub l0_slowdown_tables: usize,
+    /// Level-0 tables at which writes stop until compaction brings the count down (as
+    /// `RocksDB`'s `level0_stop_writes_trigger`): level 0, and with it the tables a read may check, never
+    /// grows past it.
+    pub l0_stop_tables: usize,
     pub block_cache_bytes: usize,
     /// Table files kept open for reads; others are opened per read. The server derives it from
     /// the open-file limit (`crate::fd_budget`).
@@ -160,7 +167,19 @@ pub struct StoreConfig {
     pub max_value_bytes: usize,
 }
 
+/// Writes per second while level 0 is at its slowdown count, shared by all writers: each write
+/// is delayed to keep to this pace (leveldb delays each write by 1 ms; one shared pace does the
+/// same for many connections).
+pub const L0_SLOWDOWN_WRITES_PER_SEC: u64 = 1000;
+
 impl StoreConfig {
+    /// The level-0 limits the server uses unless told otherwise: the defaults of `RocksDB`, 20
+    /// and 36, raised with a compaction trigger that high.
+    pub fn default_l0_limits(compaction_trigger: usize) -> (usize, usize) {
+        let slowdown = compaction_trigger.max(20);
+        (slowdown, (compaction_trigger + 16).max(36))
+    }
+
     /// Defaults suitable for tests. The WAL syncs with explicit `fdatasync` calls (not the
     /// server's `O_DSYNC` default for `group`), so that the fault layer can fail and count them.
     pub fn for_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -173,6 +192,8 @@ impl StoreConfig {
             wal_batch_bytes: 1 << 20,
             memtable_bytes: 64 << 20,
             compaction_trigger: 4,
+            l0_slowdown_tables: 20,
+            l0_stop_tables: 36,
             block_cache_bytes: 64 << 20,
             max_open_tables: std::num::NonZeroUsize::new(1000).expect("not zero"),
             background_write_bytes_per_sec: 256 << 20,
@@ -223,6 +244,15 @@ impl StoreConfig {
             return invalid(format!(
                 "compaction trigger {} is outside 2 to 64",
                 self.compaction_trigger
+            ));
+        }
+        if !(self.compaction_trigger <= self.l0_slowdown_tables
+            && self.l0_slowdown_tables <= self.l0_stop_tables
+            && self.compaction_trigger < self.l0_stop_tables)
+        {
+            return invalid(format!(
+                "level-0 limits: the compaction trigger {}, the slowdown {} and the stop {} must grow in that order, the stop above the trigger (at the stop, only a compaction lets writes go on)",
+                self.compaction_trigger, self.l0_slowdown_tables, self.l0_stop_tables
             ));
         }
         let io_bytes = self.background_io_bytes as u64;

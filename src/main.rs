@@ -66,6 +66,16 @@ struct Cli {
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64))]
     compaction_trigger: usize,
 
+    /// Level-0 tables at which writes are slowed to 1,000 per second until compaction catches
+    /// up (default: 20, or the compaction trigger if higher).
+    #[arg(long)]
+    l0_slowdown_tables: Option<usize>,
+
+    /// Level-0 tables at which writes stop until compaction catches up, so that level 0 (and
+    /// the tables a read checks) stays bounded (default: 36, or the trigger plus 16).
+    #[arg(long)]
+    l0_stop_tables: Option<usize>,
+
     /// Bytes of SST data blocks kept in memory for reads.
     #[arg(long, default_value_t = 64 << 20)]
     block_cache_bytes: usize,
@@ -155,6 +165,12 @@ fn main() -> ExitCode {
         wal_batch_bytes: cli.wal_batch_bytes,
         memtable_bytes: cli.memtable_bytes,
         compaction_trigger: cli.compaction_trigger,
+        l0_slowdown_tables: cli
+            .l0_slowdown_tables
+            .unwrap_or(StoreConfig::default_l0_limits(cli.compaction_trigger).0),
+        l0_stop_tables: cli
+            .l0_stop_tables
+            .unwrap_or(StoreConfig::default_l0_limits(cli.compaction_trigger).1),
         block_cache_bytes: cli.block_cache_bytes,
         // Set by `daemon::run` from the open-file limit.
         max_open_tables: StoreConfig::for_dir(".").max_open_tables,

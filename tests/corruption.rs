@@ -16,6 +16,8 @@ fn config(dir: &Path) -> StoreConfig {
         max_key_bytes: 64,
         max_value_bytes: 1024,
         compaction_trigger: 64,
+        l0_slowdown_tables: 64,
+        l0_stop_tables: 80,
         background_write_bytes_per_sec: 0,
         ..StoreConfig::for_dir(dir)
     }

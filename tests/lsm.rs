@@ -232,6 +232,8 @@ fn more_tables_than_open_table_handles_read_back() {
     let config = StoreConfig {
         memtable_bytes: 16 << 10,
         compaction_trigger: 64,
+        l0_slowdown_tables: 64,
+        l0_stop_tables: 80,
         max_open_tables: std::num::NonZeroUsize::new(3).unwrap(),
         block_cache_bytes: 0,
         ..StoreConfig::for_dir(dir.path())

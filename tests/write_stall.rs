@@ -14,6 +14,8 @@ fn config(dir: &Path) -> StoreConfig {
         background_write_bytes_per_sec: 4096,
         background_io_bytes: 4096,
         compaction_trigger: 64,
+        l0_slowdown_tables: 64,
+        l0_stop_tables: 80,
         ..StoreConfig::for_dir(dir)
     }
 }
@@ -91,6 +93,60 @@ fn flushed_memtables_are_freed_on_the_background_thread() {
         }
         assert!(stats.flushes >= 5, "{stats:?}");
         assert_eq!(stats.memtables_freed_in_background, stats.flushes, "{stats:?}");
+        engine.close().await.unwrap();
+    });
+}
+
+/// Level 0 cannot run away. Compaction is slowed (96 KiB/s) below the rate writes fill 16 KiB
+/// memtables, with the trigger at 2, the slowdown at 3 and the stop at 4 level-0 tables: level
+/// 0 (counting memtables being flushed) never passes 4, so a read checks at most 4 level-0
+/// tables; writes are first slowed, then stopped until compaction catches up, and the time
+/// they spent so is reported. Every write completes and reads back.
+#[test]
+fn level_0_never_passes_the_stop_count_and_stalls_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("\"{}\"", "v".repeat(100)).into_bytes();
+    let config = StoreConfig {
+        memtable_bytes: 16 << 10,
+        background_write_bytes_per_sec: 96 << 10,
+        background_io_bytes: 4096,
+        compaction_trigger: 2,
+        l0_slowdown_tables: 3,
+        l0_stop_tables: 4,
+        ..StoreConfig::for_dir(dir.path())
+    };
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut highest = 0;
+        let writes = 1500;
+        for i in 0..writes {
+            engine.set(&key(i), &value).await.unwrap();
+            let stats = engine.stats();
+            highest = highest.max(stats.l0_tables_with_flushes);
+            assert!(stats.l0_tables_with_flushes <= 4, "write {i}: {stats:?}");
+            if i % 100 == 99 {
+                let got = engine.get(&key(i / 2)).await.unwrap().expect("an earlier write");
+                assert_eq!(&got.value[..], &value[..]);
+            }
+        }
+        let stats = engine.stats();
+        eprintln!(
+            "{writes} writes in {:?}: level 0 at most {highest} (stop 4); {:?}; {} flushes, {} compactions",
+            started.elapsed(),
+            stats.stalls,
+            stats.flushes,
+            stats.compactions
+        );
+        assert_eq!(highest, 4, "the stop count was never reached: {stats:?}");
+        assert!(
+            stats.stalls.stopped_writes > 0 && stats.stalls.stop_micros > 0,
+            "{stats:?}"
+        );
+        assert!(stats.stalls.slowed_writes > 0, "{stats:?}");
+        for i in 0..writes {
+            assert!(engine.get(&key(i)).await.unwrap().is_some(), "write {i} lost");
+        }
         engine.close().await.unwrap();
     });
 }

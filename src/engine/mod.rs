@@ -83,6 +83,30 @@ pub struct EngineStats {
     pub compacting: bool,
     /// Every write with a sequence number up to this is in a table the manifest names.
     pub flushed_seq: u64,
+    /// Level-0 tables, counting memtables being flushed (what the slowdown and stop compare).
+    pub l0_tables_with_flushes: usize,
+    pub stalls: StallStats,
+}
+
+/// Time writes spent held back because level 0 had too many tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StallStats {
+    /// Writes delayed at the slowdown count, and their total delay.
+    pub slowed_writes: u64,
+    pub slowdown_micros: u64,
+    /// Writes that waited at the stop count, and their total wait.
+    pub stopped_writes: u64,
+    pub stop_micros: u64,
+}
+
+/// See [`Engine::admit`].
+#[derive(Default)]
+struct Stalls {
+    stats: StallStats,
+    /// When the next slowed write may go (the pace is shared by every writer).
+    slowdown_next: Option<std::time::Instant>,
+    /// When the current stop began, while writes are stopped (for the log lines).
+    stopped_since: Option<std::time::Instant>,
 }
 
 /// A write appended to the WAL but not yet applied to a memtable.
@@ -114,6 +138,9 @@ pub struct Engine<F: FileSystem> {
     /// Set while flushes fail for want of space (cleared by the next installed version): a write
     /// that would wait for a flush gets this error (507) instead of waiting without end.
     background_no_space: RefCell<Option<(&'static str, std::path::PathBuf)>>,
+    /// Level-0 write stalls: the slowdown's shared pace and the time writes spent delayed or
+    /// stopped.
+    stalls: RefCell<Stalls>,
     /// Set when `close` starts: background events still queued are dropped from then on (their
     /// edits are in the manifest; the next open reads them there).
     closing: Cell<bool>,
@@ -152,6 +179,8 @@ impl<F: FileSystem> Engine<F> {
             memtables_freed_in_background: status.memtables_freed.load(Relaxed),
             compacting: status.compacting.load(Relaxed),
             flushed_seq: version.flushed_seq,
+            l0_tables_with_flushes: version.levels[0].len() + memtables.frozen_count(),
+            stalls: self.stalls.borrow().stats,
         }
     }
 

@@ -121,6 +121,7 @@ impl<F: FileSystem> Engine<F> {
             progress: Notify::new(),
             background_failure: RefCell::new(None),
             background_no_space: RefCell::new(None),
+            stalls: RefCell::default(),
             closing: Cell::new(false),
             _lock: lock,
         });

@@ -6,6 +6,7 @@
 //! so that it serialises with writes in sequence order.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -13,6 +14,7 @@ use super::memtables::{FrozenAt, Slot};
 use super::read::visible;
 use super::{Deletion, Engine, Pending, VersionedValue, FROZEN_MEMTABLES_MAX};
 use crate::background::{FlushJob, Job};
+use crate::config::L0_SLOWDOWN_WRITES_PER_SEC;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::memtable::Memtable;
@@ -75,25 +77,83 @@ impl<F: FileSystem> Engine<F> {
         Ok(Some(Deletion { removed, seq }))
     }
 
-    /// Waits while too many memtables wait for their flush; refuses writes after a background
-    /// failure.
+    /// Waits while the active memtable is full and cannot be frozen (too many memtables wait
+    /// for their flush, or level 0 is at its stop count); delays the write while level 0 is at
+    /// its slowdown count; refuses writes after a background failure.
     pub(super) async fn admit(&self) -> Result<()> {
-        loop {
+        let mut stopped_at = None;
+        let outcome = loop {
             // Created before the checks so that a wake-up in between is not missed.
             let progress = self.progress.notified();
             if let Some(cause) = &*self.background_failure.borrow() {
-                return Err(Error::Poisoned { cause: cause.clone() });
+                break Err(Error::Poisoned { cause: cause.clone() });
             }
             if !self.memtables_full() {
-                return Ok(());
+                break Ok(());
             }
             if let Some((op, path)) = &*self.background_no_space.borrow() {
-                return Err(Error::NoSpace {
+                break Err(Error::NoSpace {
                     op,
                     path: path.clone(),
                 });
             }
+            if stopped_at.is_none() && self.l0_tables_with_flushes() >= self.config.l0_stop_tables {
+                stopped_at = Some(self.fs.now());
+                self.note_stop_started();
+            }
             progress.await;
+        };
+        if let Some(since) = stopped_at {
+            let mut stalls = self.stalls.borrow_mut();
+            stalls.stats.stopped_writes += 1;
+            stalls.stats.stop_micros += micros(self.fs.now().saturating_duration_since(since));
+        }
+        outcome?;
+        if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
+            self.slow_down().await;
+        } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
+            eprintln!(
+                "ringkv: writes go on: level 0 is below its slowdown count again after a stop of {:?}",
+                self.fs.now().saturating_duration_since(since)
+            );
+        }
+        Ok(())
+    }
+
+    /// Level-0 tables, counting the frozen memtables on their way there: what the slowdown and
+    /// stop counts compare, so that level 0 cannot pass the stop count even with flushes in
+    /// flight.
+    pub(super) fn l0_tables_with_flushes(&self) -> usize {
+        self.version.borrow().levels[0].len() + self.memtables.borrow().frozen_count()
+    }
+
+    fn note_stop_started(&self) {
+        let mut stalls = self.stalls.borrow_mut();
+        if stalls.stopped_since.is_none() {
+            stalls.stopped_since = Some(self.fs.now());
+            eprintln!(
+                "ringkv: writes stopped: level 0 holds {} tables (the stop count, --l0-stop-tables); they go on once compaction brings it down",
+                self.l0_tables_with_flushes()
+            );
+        }
+    }
+
+    /// Keeps writes to a shared pace of `L0_SLOWDOWN_WRITES_PER_SEC` (leveldb delays each write
+    /// by 1 ms at its slowdown count; one pace shared by every connection does the same for
+    /// many writers), leaving the disk and the CPU to compaction.
+    async fn slow_down(&self) {
+        let now = self.fs.now();
+        let step = Duration::from_micros(1_000_000 / L0_SLOWDOWN_WRITES_PER_SEC);
+        let go_at = {
+            let mut stalls = self.stalls.borrow_mut();
+            let go_at = stalls.slowdown_next.map_or(now, |next| next.max(now));
+            stalls.slowdown_next = Some(go_at + step);
+            stalls.stats.slowed_writes += 1;
+            stalls.stats.slowdown_micros += micros(go_at - now);
+            go_at
+        };
+        if go_at > now {
+            self.fs.sleep(go_at - now).await;
         }
     }
 
@@ -103,20 +163,24 @@ impl<F: FileSystem> Engine<F> {
     pub(super) fn note_append(&self, key: &[u8], value: &[u8]) -> Rc<Slot> {
         let bytes = Memtable::entry_bytes(key.len(), value.len());
         let slot = self.memtables.borrow_mut().note_append(bytes);
-        let can_freeze = self.memtables.borrow().frozen_count() < FROZEN_MEMTABLES_MAX;
-        if can_freeze && self.memtables.borrow().active_bytes() >= self.config.memtable_bytes {
+        if self.can_freeze() && self.memtables.borrow().active_bytes() >= self.config.memtable_bytes {
             self.freeze();
         }
         slot
     }
 
-    /// Whether writes must pause: the active memtable is full and cannot be frozen, because as
-    /// many frozen ones as allowed still wait for their flush. (Pausing while any memtable was
-    /// frozen stalled every write for the whole of each flush: 200 ms at 64 connections.)
+    /// Whether the active memtable may be frozen now: fewer frozen ones than allowed wait for
+    /// their flush, and its flush would not take level 0 past the stop count.
+    fn can_freeze(&self) -> bool {
+        self.memtables.borrow().frozen_count() < FROZEN_MEMTABLES_MAX
+            && self.l0_tables_with_flushes() < self.config.l0_stop_tables
+    }
+
+    /// Whether writes must pause: the active memtable is full and cannot be frozen. (Pausing
+    /// while any memtable was frozen stalled every write for the whole of each flush: 200 ms at
+    /// 64 connections.)
     pub(super) fn memtables_full(&self) -> bool {
-        let memtables = self.memtables.borrow();
-        memtables.frozen_count() >= FROZEN_MEMTABLES_MAX
-            && memtables.active_bytes() >= self.config.memtable_bytes
+        self.memtables.borrow().active_bytes() >= self.config.memtable_bytes && !self.can_freeze()
     }
 
     pub(super) fn freeze(&self) {
@@ -174,4 +238,8 @@ impl<F: FileSystem> Engine<F> {
         }
         outcome
     }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
