@@ -155,11 +155,70 @@ fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_is_freed() {
     eprintln!("writes resumed after {n} tries once space was freed");
     acknowledged.push(resumed);
 
+    // Nothing leaked: once the background work settles, no temporary file is left, and a
+    // restart (which deletes every table the manifest does not name) finds no orphan table.
+    let settled = settled_listing(&data);
+    let leftovers: Vec<_> = settled
+        .iter()
+        .filter(|(name, _)| name.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left after the storm: {leftovers:?}"
+    );
+    let tables = |listing: &[(String, u64)]| -> Vec<(String, u64)> {
+        listing
+            .iter()
+            .filter(|(name, _)| name.ends_with(".sst"))
+            .cloned()
+            .collect()
+    };
+    let total: u64 = settled.iter().map(|(_, bytes)| bytes).sum();
+    eprintln!(
+        "after the storm: {} files, {total} bytes, {} tables",
+        settled.len(),
+        tables(&settled).len()
+    );
+
     server.kill();
     let server = TestServer::start(&data, SERVER_ARGS);
+    let restarted = listing(&data);
+    assert_eq!(
+        tables(&restarted),
+        tables(&settled),
+        "the restart deleted tables nothing named: the storm left orphans"
+    );
     let mut client = server.connect();
     for key in &acknowledged {
         let response = client.get(key);
         assert_eq!(response.status, 200, "acknowledged {key} lost after the restart");
+    }
+}
+
+/// The files of `dir` with their sizes, by name.
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let bytes = entry.metadata().ok()?.len();
+            Some((entry.file_name().to_string_lossy().into_owned(), bytes))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The listing once it has not changed for a second (the background has retried and settled).
+fn settled_listing(dir: &Path) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = listing(dir);
+    loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = listing(dir);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
     }
 }

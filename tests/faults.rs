@@ -236,6 +236,63 @@ fn creating_the_data_directory_syncs_the_parent_of_each_directory_created() {
     });
 }
 
+/// A full disk leaks nothing. While the manifest cannot take an edit (`ENOSPC`), each flush
+/// retry writes a new table that no version names; once an append succeeds they are deleted. A
+/// spare WAL segment whose pre-write hits `ENOSPC` is deleted at once. After the storm the
+/// directory holds exactly the live tables and no temporary file. (Before, every retry left
+/// its table until the next start-up, and a failed pre-write its `.log.tmp`.)
+#[test]
+fn a_full_disk_leaves_no_unpublished_table_and_no_half_written_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreConfig {
+        memtable_bytes: 64 << 10,
+        ..config(dir.path())
+    };
+    let value = vec![b'v'; 500];
+    let temporary = |dir: &Path| common::files_ending(dir, ".tmp");
+    tokio_uring::start(async {
+        let fs = FaultFs::new();
+        let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+        engine.set(b"k", &value).await.unwrap();
+        engine.flush().await.unwrap();
+        spare_segment_prepared(dir.path()).await;
+
+        // Tables can be written, the manifest cannot take their edit: the flush retries.
+        fs.set_no_space_for_manifest(true);
+        for i in 0..140 {
+            engine.set(format!("m{i:03}").as_bytes(), &value).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let written_meanwhile = common::files_ending(dir.path(), ".sst");
+        fs.set_no_space_for_manifest(false);
+        engine
+            .flush()
+            .await
+            .expect("the flush goes through once the manifest has room");
+        let live: usize = engine.stats().tables_per_level.iter().sum();
+        let tables = common::files_ending(dir.path(), ".sst");
+        eprintln!("{written_meanwhile} table files while the manifest was full; {tables} after, {live} live");
+        assert!(written_meanwhile > live, "the flush was never retried");
+        assert_eq!(tables, live, "tables of failed publishes were left behind");
+
+        // No space for a new WAL segment: the writes that need it fail (507), and the spare's
+        // failed pre-write leaves no file.
+        fs.set_no_space(true);
+        let mut refused = false;
+        for i in 0..300 {
+            if engine.set(format!("w{i:03}").as_bytes(), &value).await.is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "300 writes of 500 bytes fit without a new segment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(temporary(dir.path()), 0, "a half-written segment was left");
+        fs.set_no_space(false);
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn failed_write_poisons_the_store() {
     let dir = tempfile::tempdir().unwrap();

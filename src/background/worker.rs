@@ -46,6 +46,9 @@ pub(super) struct Worker<F: FileSystem> {
     /// last holder drops it. Holds the job queue weakly, so that it never keeps this worker
     /// running; a table let go after the worker stopped keeps its file until the next start-up.
     pub(super) retirement: Retirement,
+    /// Tables written for an edit whose manifest append failed with a transient error: named
+    /// by no version. Deleted once a later append has succeeded (see `publish`).
+    pub(super) unpublished_tables: RefCell<Vec<std::path::PathBuf>>,
 }
 
 /// How long to wait before retrying work that hit a transient error (`ENOSPC`, `EMFILE`).
@@ -105,6 +108,7 @@ impl<F: FileSystem> Worker<F> {
                     let _ = jobs.send(Job::DeleteTable(number));
                 }
             }),
+            unpublished_tables: RefCell::new(Vec::new()),
         })
     }
 
@@ -233,7 +237,21 @@ impl<F: FileSystem> Worker<F> {
     pub(super) async fn publish(&self, mut edit: VersionEdit, flushed_memtable: Option<u64>) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
         edit.next_file_number = Some(self.next_file_number.get());
-        manifest.append(&edit).await?;
+        if let Err(error) = manifest.append(&edit).await {
+            if error.is_transient() {
+                // The flush or compaction is redone into new tables; these are named by nothing.
+                self.unpublished_tables
+                    .borrow_mut()
+                    .extend(edit.added.iter().map(|(_, table)| table.path.clone()));
+            }
+            return Err(error);
+        }
+        // Deleted only now: the failed edit's bytes may have reached the file, and until an
+        // append (which rewrites its block and syncs) succeeded, a crash could bring it back.
+        let unpublished = std::mem::take(&mut *self.unpublished_tables.borrow_mut());
+        for path in unpublished {
+            crate::io::remove_leftover(&self.fs, &path).await;
+        }
         // `apply` takes the edit's next file number, recorded just above.
         let previous = self.version.borrow().clone();
         let version = Arc::new(previous.apply(&edit));

@@ -41,6 +41,9 @@ struct Faults {
     /// Writes that would grow a file fail with `ENOSPC`, as on a full disk; overwrites of
     /// existing bytes still succeed, as they do on ext4.
     no_space: AtomicBool,
+    /// Every write to the manifest fails with `ENOSPC` (as when an edit needs a new block on a
+    /// full disk), whatever it overwrites.
+    no_space_for_manifest: AtomicBool,
     syncs_ok: AtomicU64,
 }
 
@@ -224,6 +227,14 @@ impl FaultFs {
     /// Writes that grow a file fail with `ENOSPC` while set.
     pub fn set_no_space(&self, on: bool) {
         self.state.faults.no_space.store(on, Ordering::SeqCst);
+    }
+
+    /// Every write to the manifest fails with `ENOSPC` while set; other files are written.
+    pub fn set_no_space_for_manifest(&self, on: bool) {
+        self.state
+            .faults
+            .no_space_for_manifest
+            .store(on, Ordering::SeqCst);
     }
 
     /// Every directory synced so far, in order.
@@ -466,7 +477,9 @@ impl DataFile for FaultFile {
         }
         let end = offset + buf.len() as u64;
         let size = self.state.files().shadows.get(&self.id).map_or(0, |s| s.size);
-        if faults.no_space.load(Ordering::SeqCst) && end > size {
+        let no_space = (faults.no_space.load(Ordering::SeqCst) && end > size)
+            || (self.manifest && faults.no_space_for_manifest.load(Ordering::SeqCst));
+        if no_space {
             return (Err(injected(libc::ENOSPC)), buf);
         }
         if let Some(errno) = self.sync_fault().filter(|_| self.dsync) {

@@ -139,3 +139,14 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
     /// This file system's clock.
     fn now(&self) -> Instant;
 }
+
+/// Deletes a file a failed operation left behind (a table never published, a segment whose
+/// pre-write failed). Gone already is fine; another failure is logged and the file left to the
+/// next start-up, which deletes every file the manifest does not name.
+pub async fn remove_leftover<F: FileSystem>(fs: &F, path: &Path) {
+    if let Err(error) = fs.remove(path).await {
+        if error.kind() != io::ErrorKind::NotFound {
+            eprintln!("ringkv: could not delete {}: {error}", path.display());
+        }
+    }
+}

@@ -163,7 +163,19 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
 
     /// Writes the filter, index and footer, makes the table durable under its final name, and
     /// returns its metadata. At least one entry must have been added.
+    /// On failure the table's file is deleted, under either name (a full disk must leave no
+    /// half-written table behind; its number was never published, so nothing needs it).
     pub async fn finish(mut self) -> Result<Arc<TableMeta>> {
+        match self.write_tail_and_publish().await {
+            Ok(meta) => Ok(meta),
+            Err(error) => {
+                self.abandon().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_tail_and_publish(&mut self) -> Result<Arc<TableMeta>> {
         assert!(self.entry_count > 0, "an SST holds at least one entry");
         if !self.block.is_empty() {
             self.finish_block().await?;
@@ -214,19 +226,21 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         ))
     }
 
-    /// Gives up on the table and removes its temporary file.
+    /// Gives up on the table and removes its file, under either name (`finish` may have
+    /// renamed it before failing; its number was never published, so nothing needs it).
     pub async fn abandon(mut self) {
         // Never leave a write running against a file about to be removed.
         let _ = self.complete_write().await;
         let TableBuilder {
-            fs, tmp_path, file, ..
+            fs,
+            dir,
+            number,
+            tmp_path,
+            file,
+            ..
         } = self;
         drop(file);
-        if let Err(error) = fs.remove(&tmp_path).await {
-            eprintln!(
-                "ringkv: could not remove abandoned table {}: {error}",
-                tmp_path.display()
-            );
-        }
+        crate::io::remove_leftover(&fs, &tmp_path).await;
+        crate::io::remove_leftover(&fs, &FileKind::Table(number).path(&dir)).await;
     }
 }

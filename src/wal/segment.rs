@@ -52,6 +52,27 @@ pub async fn open_or_create<F: FileSystem>(
         )
         .await
         .context("create", &tmp)?;
+    match prewrite_and_publish(fs, &file, &tmp, &path, segment_bytes).await {
+        Ok(()) => Ok(file),
+        Err(error) => {
+            // A full disk must not keep a half-written segment (up to a segment's bytes) until
+            // the next attempt or start-up. Nothing names it: the writer uses it only once this
+            // returns `Ok`.
+            drop(file);
+            crate::io::remove_leftover(fs, &tmp).await;
+            crate::io::remove_leftover(fs, &path).await;
+            Err(error)
+        }
+    }
+}
+
+async fn prewrite_and_publish<F: FileSystem>(
+    fs: &F,
+    file: &F::File,
+    tmp: &Path,
+    path: &Path,
+    segment_bytes: u64,
+) -> Result<()> {
     let mut zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES);
     let mut offset = 0;
     while offset < segment_bytes {
@@ -59,11 +80,10 @@ pub async fn open_or_create<F: FileSystem>(
         zeros.set_len(chunk);
         let (result, returned) = file.write_at(zeros, offset).await;
         zeros = returned;
-        result.context("pre-write", &tmp)?;
+        result.context("pre-write", tmp)?;
         offset += chunk as u64;
     }
-    crate::io::publish(fs, &file, &tmp, &path).await?;
-    Ok(file)
+    crate::io::publish(fs, file, tmp, path).await
 }
 
 /// Deletes segments `from..to`, which the manifest now says hold only flushed records: WAL
