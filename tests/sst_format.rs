@@ -136,12 +136,19 @@ fn bad_block_checksum_names_the_file_and_block_offset() {
         let meta = TableMeta::load(&UringFs, &meta.path, 7).await.unwrap();
         let readers = TableReaders::new(UringFs, 1 << 20, std::num::NonZeroUsize::new(16).unwrap());
         readers.open(&meta).await.unwrap();
-        let key = meta.index[3].last_key.clone();
+        // A key the table holds in block 3 (index entries hold separators, not keys).
+        let key_in = |block: usize| {
+            (0..ENTRIES)
+                .map(|i| entry(i).0)
+                .find(|key| meta.block_for(key) == Some(block))
+                .expect("every block holds a key")
+        };
+        let key = key_in(3);
         let (path, offset, reason) = corruption_at(readers.get(&meta, &key).await.unwrap_err());
         assert_eq!((path, offset), (meta.path.clone(), meta.index[3].offset));
         assert!(reason.contains("checksum"), "{reason}");
         // Other blocks still read.
-        let other = meta.index[10].last_key.clone();
+        let other = key_in(10);
         assert!(readers.get(&meta, &other).await.is_ok());
         let unlimited = RateLimiter::new(0, 1 << 20);
         let mut scanner = TableScanner::open(&UringFs, meta.clone(), &unlimited)

@@ -73,6 +73,11 @@ pub struct EngineStats {
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
     pub block_cache_bytes: usize,
+    /// Memory the live tables' indexes and bloom filters hold (kept for every live table), and
+    /// their data blocks.
+    pub table_index_bytes: usize,
+    pub table_filter_bytes: usize,
+    pub table_blocks: usize,
     /// Table files open for reads (at most `max_open_tables`).
     pub open_table_files: usize,
     pub flushes: u64,
@@ -172,6 +177,9 @@ impl<F: FileSystem> Engine<F> {
             block_cache_hits: hits,
             block_cache_misses: misses,
             block_cache_bytes: cache_bytes,
+            table_index_bytes: version.tables().map(|table| table.index_resident_bytes()).sum(),
+            table_filter_bytes: version.tables().map(|table| table.filter.resident_bytes()).sum(),
+            table_blocks: version.tables().map(|table| table.index.len()).sum(),
             open_table_files: self.readers.open_files(),
             flushes: status.flushes.load(Relaxed),
             compactions: status.compactions.load(Relaxed),

@@ -56,6 +56,11 @@ impl BloomFilter {
         probes(hash, self.hash_count, self.bits.len()).all(|position| self.bits[position])
     }
 
+    /// Bytes the filter holds in memory.
+    pub fn resident_bytes(&self) -> usize {
+        self.bits.as_raw_slice().len() * 8
+    }
+
     pub fn encoded_len(&self) -> usize {
         HEADER_BYTES + self.bits.as_raw_slice().len() * 8
     }

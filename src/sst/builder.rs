@@ -36,6 +36,9 @@ pub struct TableBuilder<'a, F: FileSystem> {
     chunk_offset: u64,
     block: BlockBuilder,
     block_last_key: Vec<u8>,
+    /// A finished block whose index entry waits for the next key (its separator lies between
+    /// the block's last key and that key): offset and length.
+    unindexed_block: Option<(u64, u32)>,
     index: Vec<IndexEntry>,
     hashes: Vec<u64>,
     smallest: Option<Bytes>,
@@ -65,6 +68,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             chunk_offset: 0,
             block: BlockBuilder::default(),
             block_last_key: Vec::new(),
+            unindexed_block: None,
             index: Vec::new(),
             hashes: Vec::new(),
             smallest: None,
@@ -87,6 +91,14 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         if self.smallest.is_none() {
             self.smallest = Some(Bytes::copy_from_slice(key));
         }
+        if let Some((offset, len)) = self.unindexed_block.take() {
+            let separator = super::separator::shortest_separator(&self.block_last_key, key);
+            self.index.push(IndexEntry {
+                separator: Bytes::from(separator),
+                offset,
+                len,
+            });
+        }
         self.block.add(key, seq, value);
         self.block_last_key.clear();
         self.block_last_key.extend_from_slice(key);
@@ -108,13 +120,11 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         self.entry_count
     }
 
+    /// Writes the block out; its index entry is made with the next key (or by `finish`).
     async fn finish_block(&mut self) -> Result<()> {
         let block = self.block.finish();
-        self.index.push(IndexEntry {
-            last_key: Bytes::copy_from_slice(&self.block_last_key),
-            offset: self.data_bytes,
-            len: coding::len_u32(block.len()),
-        });
+        debug_assert!(self.unindexed_block.is_none());
+        self.unindexed_block = Some((self.data_bytes, coding::len_u32(block.len())));
         self.data_bytes += block.len() as u64;
         self.append(&block).await
     }
@@ -180,6 +190,16 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         if !self.block.is_empty() {
             self.finish_block().await?;
         }
+        // The last block's entry holds its last key: the table's largest key, exact.
+        let (offset, len) = self
+            .unindexed_block
+            .take()
+            .expect("the last block was just finished");
+        self.index.push(IndexEntry {
+            separator: Bytes::copy_from_slice(&self.block_last_key),
+            offset,
+            len,
+        });
         let filter = BloomFilter::build(&self.hashes);
         let smallest = self.smallest.take().expect("set with the first entry");
         let mut tail = Vec::with_capacity(filter.encoded_len() + 64 * self.index.len() + FOOTER_BYTES);
@@ -213,7 +233,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         );
         let path = FileKind::Table(self.number).path(&self.dir);
         crate::io::publish(&self.fs, &self.file, &self.tmp_path, &path).await?;
-        let largest = self.index.last().expect("at least one block").last_key.clone();
+        let largest = self.index.last().expect("at least one block").separator.clone();
         Ok(TableMeta::new(
             self.number,
             path,

@@ -92,10 +92,11 @@ impl Footer {
     }
 }
 
-/// Where one data block is, and the last key it holds.
+/// Where one data block is, and its separator: a key at or above every key of the block and
+/// below every key of the next (`super::separator`); for the last block, its last key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
-    pub last_key: Bytes,
+    pub separator: Bytes,
     pub offset: u64,
     pub len: u32,
 }
@@ -139,8 +140,8 @@ pub fn encode_index(smallest: &[u8], entries: &[IndexEntry], out: &mut Vec<u8>) 
     for entry in entries {
         out.extend_from_slice(&entry.offset.to_le_bytes());
         out.extend_from_slice(&entry.len.to_le_bytes());
-        out.extend_from_slice(&coding::len_u32(entry.last_key.len()).to_le_bytes());
-        out.extend_from_slice(&entry.last_key);
+        out.extend_from_slice(&coding::len_u32(entry.separator.len()).to_le_bytes());
+        out.extend_from_slice(&entry.separator);
     }
     out.extend_from_slice(&coding::len_u32(entries.len()).to_le_bytes());
     seal(out, start);
@@ -169,7 +170,7 @@ pub fn decode_index(
         let offset = reader.u64()?;
         let len = reader.u32()?;
         let key_len = reader.u32()? as usize;
-        let last_key = Bytes::copy_from_slice(reader.take(key_len)?);
+        let separator = Bytes::copy_from_slice(reader.take(key_len)?);
         if offset != data_at || offset + u64::from(len) > data_end {
             return Err(format!(
                 "index entry for block at {offset} (+{len}) is out of place"
@@ -177,13 +178,13 @@ pub fn decode_index(
         }
         if entries
             .last()
-            .is_some_and(|previous: &IndexEntry| previous.last_key >= last_key)
+            .is_some_and(|previous: &IndexEntry| previous.separator >= separator)
         {
             return Err(format!("index keys out of order at block {offset}"));
         }
         data_at = offset + u64::from(len);
         entries.push(IndexEntry {
-            last_key,
+            separator,
             offset,
             len,
         });
@@ -191,7 +192,7 @@ pub fn decode_index(
     if reader.at != reader.bytes.len() {
         return Err("index block has trailing bytes".to_string());
     }
-    if entries.last().is_some_and(|last| last.last_key < smallest) {
+    if entries.last().is_some_and(|last| last.separator < smallest) {
         return Err("smallest key is above the largest".to_string());
     }
     Ok((smallest, entries))

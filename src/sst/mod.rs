@@ -12,6 +12,7 @@ mod cache;
 pub mod format;
 mod reader;
 mod scan;
+pub mod separator;
 mod table;
 
 pub use block::Entry;

@@ -95,6 +95,14 @@ impl TableMeta {
         assert!(first, "table {} retired twice", self.number);
     }
 
+    /// Bytes the index holds in memory: its entries and their separators, with the smallest
+    /// and largest keys.
+    pub fn index_resident_bytes(&self) -> usize {
+        let entries = self.index.len() * std::mem::size_of::<IndexEntry>();
+        let keys: usize = self.index.iter().map(|entry| entry.separator.len()).sum();
+        entries + keys + self.smallest.len() + self.largest.len()
+    }
+
     /// Whether the table has left the live set (its file goes with the last holder).
     pub fn is_retired(&self) -> bool {
         self.retired.get().is_some()
@@ -132,7 +140,7 @@ impl TableMeta {
         let largest = index
             .last()
             .expect("block_count checked non-zero")
-            .last_key
+            .separator
             .clone();
         if smallest > largest {
             return Err(Error::sst_corruption(
@@ -160,7 +168,7 @@ impl TableMeta {
 
     /// The block that would hold `key`, if any.
     pub fn block_for(&self, key: &[u8]) -> Option<usize> {
-        let at = self.index.partition_point(|entry| &entry.last_key[..] < key);
+        let at = self.index.partition_point(|entry| &entry.separator[..] < key);
         (at < self.index.len()).then_some(at)
     }
 
