@@ -2,7 +2,6 @@
 //! and on SIGTERM/SIGINT stop accepting, finish requests in flight, sync the WAL and return.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -16,8 +15,6 @@ use crate::io::UringFs;
 const LISTEN_BACKLOG: i32 = 4096;
 /// Entries in the serving ring's submission queue.
 const RING_ENTRIES: u32 = 4096;
-/// How long a shutdown waits for busy connections to finish their answers.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the server until a signal stops it. The error is a message for the operator.
 pub fn run(mut store: StoreConfig, mut http: HttpConfig) -> Result<(), String> {
@@ -92,6 +89,7 @@ async fn serve(
         budget.storage_reserve,
         budget.table_handles,
     );
+    let http_request_timeout = http.request_timeout;
     let server = Server::new(engine.clone(), http);
     let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));
     let signal_name = tokio::select! {
@@ -101,8 +99,11 @@ async fn serve(
     eprintln!("ringkv: {signal_name}: no longer accepting; finishing requests in flight");
     server.stop();
     let _ = accepting.await;
-    if !server.wait_drained(DRAIN_LIMIT).await {
-        eprintln!("ringkv: some connections were still busy after {DRAIN_LIMIT:?}; stopping anyway");
+    // Busy connections get as long as a request may take (`--request-timeout`), no more: a
+    // client that does not read its answers cannot hold the shutdown up.
+    let drain_limit = http_request_timeout;
+    if !server.wait_drained(drain_limit).await {
+        eprintln!("ringkv: some connections were still busy after {drain_limit:?}; stopping anyway");
     }
     engine
         .close()

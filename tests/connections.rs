@@ -242,3 +242,123 @@ fn a_client_that_never_reads_its_answers_is_cut_off() {
     );
     eprintln!("a client that never read was cut off after {received} bytes of answers");
 }
+
+/// A shutdown is bounded by `--request-timeout` even with a busy connection (a client that
+/// pipelines large answers and never reads them) and a flush paced to a crawl (4 KiB/s, a
+/// 64 KiB memtable): SIGTERM ends the process within the timeout plus a margin, not after the
+/// 10 s drain limit and the whole flush; the flush is dropped (the WAL still holds its writes)
+/// and a restart finds every acknowledged write.
+#[test]
+fn shutdown_is_bounded_by_the_request_timeout_with_a_busy_client_and_a_slow_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--request-timeout",
+        "1s",
+        "--memtable-bytes",
+        "65536",
+        "--background-write-bytes-per-sec",
+        "4096",
+        "--background-io-bytes",
+        "4096",
+    ];
+    let server = TestServer::start(dir.path(), &args);
+    let mut client = server.connect();
+    let big = json!("b".repeat(512 << 10));
+    assert_eq!(client.set("big", &big).status, 200);
+    let small = json!("s".repeat(1000));
+    let mut acknowledged = vec!["big".to_string()];
+    // Less than a memtable: the writes never wait for the crawling flush.
+    for i in 0..40 {
+        let key = format!("k{i}");
+        assert_eq!(client.set(&key, &small).status, 200);
+        acknowledged.push(key);
+    }
+    // The memtable holding `big` was frozen at once; its flush crawls along at 4 KiB/s.
+    let mut hog = TcpStream::connect(server.addr).unwrap();
+    let requests = "GET /get?key=big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(200);
+    hog.write_all(requests.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let (status, log) = server.signal_and_wait(libc::SIGTERM);
+    let took = asked.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}; {status:?}");
+    assert!(status.success(), "{status:?}: {log:#?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the shutdown took {took:?}: {log:#?}"
+    );
+    drop(hog);
+
+    let server = TestServer::start(dir.path(), &args);
+    let mut client = server.connect();
+    for key in &acknowledged {
+        assert_eq!(client.get(key).status, 200, "{key} lost");
+    }
+}
+
+/// A request whose last byte arrives as its deadline passes is either executed and answered,
+/// or not executed: never answered 408 and executed anyway. Requests are completed within a few
+/// milliseconds of a 100 ms request timeout, from several threads; each key is present after
+/// exactly the requests answered 200.
+#[test]
+fn a_request_finishing_at_its_deadline_is_never_answered_408_and_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--request-timeout", "100ms"]);
+    let addr = server.addr;
+    let outcomes: Vec<(String, Option<u16>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|worker| {
+                scope.spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for attempt in 0..25 {
+                        let key = format!("w{worker}a{attempt}");
+                        let body = format!("{{\"key\":\"{key}\",\"value\":1}}");
+                        let request = format!(
+                            "POST /set HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let (most, last) = request.as_bytes().split_at(request.len() - 1);
+                        let mut stream = TcpStream::connect(addr).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        stream.write_all(most).unwrap();
+                        // Around the deadline: 100 ms after the first byte, checked every 25 ms.
+                        let jitter = u64::try_from(attempt % 10).unwrap() * 7;
+                        std::thread::sleep(Duration::from_millis(75 + jitter));
+                        let _ = stream.write_all(last);
+                        let mut answer = Vec::new();
+                        let _ = stream.read_to_end(&mut answer);
+                        let status = String::from_utf8_lossy(&answer)
+                            .get(9..12)
+                            .and_then(|code| code.parse().ok());
+                        outcomes.push((key, status));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    let mut client = server.connect();
+    let (mut answered, mut timed_out) = (0, 0);
+    for (key, status) in &outcomes {
+        let stored = client.get(key).status == 200;
+        match status {
+            Some(200) => {
+                answered += 1;
+                assert!(stored, "{key} answered 200 but not stored");
+            }
+            _ => {
+                timed_out += 1;
+                assert!(!stored, "{key} answered {status:?} but executed");
+            }
+        }
+    }
+    eprintln!("{answered} answered 200, {timed_out} timed out (408 or closed), none both");
+    assert!(
+        answered > 0 && timed_out > 0,
+        "the attempts missed the deadline's edge"
+    );
+}

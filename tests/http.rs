@@ -291,3 +291,42 @@ fn concurrent_deletes_of_one_key_remove_it_once() {
         assert_eq!(statuses.iter().filter(|&&s| s == 404).count(), 3, "{statuses:?}");
     }
 }
+
+/// A client that sends a body over the limit in full without waiting (Python's `http.client`
+/// and `requests` send no `Expect: 100-continue`) reads the 413: the server answers from the
+/// head, then reads and discards what keeps coming before it closes (lingering close). Closing
+/// at once, with the body unread, made the kernel reset the connection, and the client got
+/// "connection reset" instead of the answer.
+#[test]
+fn a_client_sending_a_whole_oversized_body_reads_the_413() {
+    use std::io::{Read, Write};
+    let (_dir, server) = server();
+    let body = vec![b'x'; 4 << 20];
+    for attempt in 0..5 {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /set HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut sender = stream.try_clone().unwrap();
+        let body = body.clone();
+        let sending = std::thread::spawn(move || {
+            // Errors are expected once the server has closed; the answer is what matters.
+            let _ = sender
+                .write_all(head.as_bytes())
+                .and_then(|()| sender.write_all(&body));
+        });
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        sending.join().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok() && text.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {read:?}, {:?}",
+            text.chars().take(200).collect::<String>()
+        );
+    }
+}

@@ -39,6 +39,12 @@ impl<F: FileSystem> Worker<F> {
                 TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.flush_limiter).await?;
             let mut written = Ok(());
             for (key, entry) in job.memtable.newest_entries() {
+                // A shutdown does not wait for a flush paced by the rate limit: the WAL still
+                // holds these writes, and the next start replays them.
+                if self.stop.load(Ordering::Relaxed) {
+                    written = Err(crate::Error::ShuttingDown);
+                    break;
+                }
                 written = builder.add(&key, entry.seq, entry.value.as_deref()).await;
                 if written.is_err() {
                     break;

@@ -89,8 +89,10 @@ impl<F: FileSystem> Worker<F> {
             }
         };
         Ok(Worker {
-            flush_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
-            compaction_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes),
+            flush_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes)
+                .lifted_by(stop.clone()),
+            compaction_limiter: RateLimiter::new(options.write_bytes_per_sec, options.io_bytes)
+                .lifted_by(stop.clone()),
             next_file_number: Cell::new(version.next_file_number),
             wal_deleted_below: Cell::new(version.first_live_wal_segment),
             fs,

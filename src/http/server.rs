@@ -31,6 +31,11 @@ const IDLE_BUFFER_BYTES_MAX: usize = 64 << 10;
 /// A new connection's first read: enough for a typical request, small enough that ten thousand
 /// connections that never send anything hold little memory.
 const FIRST_READ_BYTES: usize = 2 << 10;
+/// After an error answered before the request was read to its end (413, 400, ...), the
+/// connection reads and discards for this long, or this many bytes, before it closes (see
+/// `linger`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 << 20;
 
 /// What a connection's task is doing, as the reaper and `stop` see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,8 @@ enum Phase {
     /// Answering: the store is working on it, no deadline.
     Handling,
     Writing,
+    /// Reading and discarding before a close (no answer is due, so no 408).
+    Lingering,
 }
 
 /// A connection's shared state: its task sets it, the reaper and `stop` read it.
@@ -49,6 +56,9 @@ struct Connection {
     fd: RawFd,
     phase: Cell<Phase>,
     deadline: Cell<Option<Instant>>,
+    /// Set by the reaper when the deadline passed. Bytes that arrive afterwards (a read that
+    /// completed in the same tick) are never executed: the client may have been told 408.
+    timed_out: Cell<bool>,
 }
 
 impl Connection {
@@ -153,6 +163,7 @@ impl<F: FileSystem> Server<F> {
                         fd: stream.as_raw_fd(),
                         phase: Cell::new(Phase::Idle),
                         deadline: Cell::new(None),
+                        timed_out: Cell::new(false),
                     });
                     self.connections.borrow_mut().insert(id, connection.clone());
                     tokio_uring::spawn(self.clone().serve_connection(stream, id, connection));
@@ -229,6 +240,7 @@ impl<F: FileSystem> Server<F> {
                     continue;
                 }
                 connection.deadline.set(None);
+                connection.timed_out.set(true);
                 // The descriptor stays open until its task removes it from this map, and while a
                 // connection is reading, its task writes nothing. The 408 is a courtesy: a full
                 // socket buffer drops it, and the shutdown closes the connection either way.
@@ -236,6 +248,30 @@ impl<F: FileSystem> Server<F> {
                     let _ = crate::sys::send_nonblocking(connection.fd, &timeout_answer);
                 }
                 crate::sys::shutdown_socket(connection.fd);
+            }
+        }
+    }
+
+    /// Before closing after an error answered early (413 from `Content-Length`, 400 in the
+    /// head), reads and discards what the client still sends, for at most `LINGER_TIME` and
+    /// `LINGER_BYTES`, after shutting the sending side so that the client sees the answer end.
+    /// Closing with unread bytes makes the kernel send a reset, and a client still sending its
+    /// body (Python's `http.client` and `requests` send it all without `Expect: 100-continue`)
+    /// gets "connection reset" instead of reading the answer (Apache's and nginx's lingering
+    /// close).
+    async fn linger(stream: &TcpStream, connection: &Connection, mut buffer: Vec<u8>) {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        connection.enter(Phase::Lingering, Some(Instant::now() + LINGER_TIME));
+        buffer.clear();
+        buffer.reserve(READ_CHUNK_BYTES);
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES && !connection.timed_out.get() {
+            let capacity = buffer.capacity();
+            let (read, slice) = stream.read(buffer.slice(0..capacity)).await;
+            buffer = slice.into_inner();
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
             }
         }
     }
@@ -262,6 +298,8 @@ impl<F: FileSystem> Server<F> {
         loop {
             let mut start = 0;
             let mut close = false;
+            // An error was answered before the request was read to its end.
+            let mut linger = false;
             loop {
                 match parse(&input[start..], limits) {
                     Ok(Parsed::Complete { request, consumed }) => {
@@ -291,6 +329,7 @@ impl<F: FileSystem> Server<F> {
                                 false,
                             );
                             close = true;
+                            linger = true;
                         } else if expects_continue && !continue_sent {
                             output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                             continue_sent = true;
@@ -301,6 +340,7 @@ impl<F: FileSystem> Server<F> {
                         Response::error(error.status, &error.message).write_to(&mut output, false, false);
                         start = input.len();
                         close = true;
+                        linger = true;
                         break;
                     }
                 }
@@ -319,6 +359,10 @@ impl<F: FileSystem> Server<F> {
                 if written.is_err() {
                     return;
                 }
+            }
+            if linger {
+                Self::linger(stream, connection, input).await;
+                return;
             }
             if close || (self.stopping.get() && input.is_empty()) {
                 return;
@@ -340,6 +384,10 @@ impl<F: FileSystem> Server<F> {
             }
             let (read, slice) = stream.read(input.slice(len..capacity)).await;
             input = slice.into_inner();
+            if connection.timed_out.get() {
+                // Reaped while this read completed: whatever arrived is not executed.
+                return;
+            }
             connection.enter(Phase::Handling, None);
             match read {
                 Ok(0) | Err(_) => return,
