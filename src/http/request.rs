@@ -61,6 +61,48 @@ enum BodyFraming {
 
 /// Parses the request at the start of `buf`.
 pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
+    parse_resuming(buf, limits, &mut ChunkedProgress::default())
+}
+
+/// What of a chunked body earlier calls decoded, so that each read decodes only the bytes that
+/// are new (a body sent in many reads, or in one-byte chunks, was decoded from its start on every
+/// read: quadratic). Belongs to the request at the start of the buffer; reset once it is
+/// complete or refused.
+#[derive(Debug, Default)]
+pub struct ChunkedProgress {
+    body: Vec<u8>,
+    /// Bytes after the head that `body` decodes (whole chunks).
+    raw_decoded: usize,
+    /// Chunk bytes decoding has looked at, over every call: linear in the body's raw size.
+    examined: usize,
+}
+
+impl ChunkedProgress {
+    /// Bytes held for the body being decoded.
+    pub fn held_bytes(&self) -> usize {
+        self.body.capacity()
+    }
+}
+
+/// As [`parse`], resuming a chunked body where `progress` left it. The caller passes the same
+/// buffer start (grown by the bytes read since) until the request is complete or refused.
+pub fn parse_resuming<'a>(
+    buf: &'a [u8],
+    limits: Limits,
+    progress: &mut ChunkedProgress,
+) -> Result<Parsed<'a>, HttpError> {
+    let parsed = parse_with(buf, limits, progress);
+    if !matches!(parsed, Ok(Parsed::Partial { .. })) {
+        *progress = ChunkedProgress::default();
+    }
+    parsed
+}
+
+fn parse_with<'a>(
+    buf: &'a [u8],
+    limits: Limits,
+    progress: &mut ChunkedProgress,
+) -> Result<Parsed<'a>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let head_len = match head.parse(buf) {
@@ -155,7 +197,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parsed<'_>, HttpError> {
             }
             (Cow::Borrowed(&rest[..length]), length)
         }
-        BodyFraming::Chunked => match decode_chunked(rest, limits)? {
+        BodyFraming::Chunked => match decode_chunked(rest, limits, progress)? {
             Some((body, consumed)) => (Cow::Owned(body), consumed),
             None => return Ok(Parsed::Partial { expects_continue }),
         },
@@ -186,11 +228,19 @@ fn body_too_large(limits: Limits) -> HttpError {
     )
 }
 
-/// Decodes a chunked body at the start of `data`: the body and the bytes it took, or `None` if
-/// incomplete. Trailers are read and ignored.
-fn decode_chunked(data: &[u8], limits: Limits) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
-    let mut body = Vec::new();
-    let mut pos = 0;
+/// Decodes a chunked body at the start of `data`, from where `progress` stopped: the body and
+/// the bytes it took, or `None` if incomplete (`progress` then holds every whole chunk so far).
+/// Trailers are read and ignored.
+fn decode_chunked(
+    data: &[u8],
+    limits: Limits,
+    progress: &mut ChunkedProgress,
+) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
+    debug_assert!(
+        progress.raw_decoded <= data.len(),
+        "the buffer shrank under a partial body"
+    );
+    let mut pos = progress.raw_decoded;
     loop {
         let (size_line_len, size) = match httparse::parse_chunk_size(&data[pos..]) {
             Ok(httparse::Status::Complete(found)) => found,
@@ -202,37 +252,40 @@ fn decode_chunked(data: &[u8], limits: Limits) -> Result<Option<(Vec<u8>, usize)
                 ))
             }
         };
-        pos += size_line_len;
+        let data_at = pos + size_line_len;
         if size == 0 {
             // Trailer section: header lines, then an empty line.
+            let mut at = data_at;
             loop {
-                let Some(line_len) = data[pos..].windows(2).position(|w| w == b"\r\n") else {
-                    if data.len() - pos > limits.max_head_bytes {
+                let Some(line_len) = data[at..].windows(2).position(|w| w == b"\r\n") else {
+                    if data.len() - at > limits.max_head_bytes {
                         return Err(head_too_large(limits));
                     }
                     return Ok(None);
                 };
-                pos += line_len + 2;
+                at += line_len + 2;
                 if line_len == 0 {
-                    return Ok(Some((body, pos)));
+                    return Ok(Some((std::mem::take(&mut progress.body), at)));
                 }
             }
         }
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > limits.max_body_bytes - body.len() {
+        if size > limits.max_body_bytes - progress.body.len() {
             return Err(body_too_large(limits));
         }
-        if data.len() - pos < size + 2 {
+        if data.len() - data_at < size + 2 {
             return Ok(None);
         }
-        body.extend_from_slice(&data[pos..pos + size]);
-        if &data[pos + size..pos + size + 2] != b"\r\n" {
+        if &data[data_at + size..data_at + size + 2] != b"\r\n" {
             return Err(HttpError::closing(
                 Status::BadRequest,
                 "chunk data not followed by CRLF",
             ));
         }
-        pos += size + 2;
+        progress.body.extend_from_slice(&data[data_at..data_at + size]);
+        progress.examined += data_at + size + 2 - pos;
+        pos = data_at + size + 2;
+        progress.raw_decoded = pos;
     }
 }
 
@@ -374,5 +427,45 @@ mod tests {
         assert_eq!(query_param("key=%2", "key"), Err(QueryError::BadPercentEncoding));
         assert_eq!(query_param("key=%zz", "key"), Err(QueryError::BadPercentEncoding));
         assert_eq!(query_param("key=%ff", "key"), Err(QueryError::NotUtf8));
+    }
+
+    #[test]
+    fn a_chunked_body_arriving_in_pieces_is_decoded_once() {
+        let mut raw = b"POST /set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let head_len = raw.len();
+        let body: Vec<u8> = (0..20_000u32)
+            .map(|i| b'a' + u8::try_from(i % 26).unwrap())
+            .collect();
+        for byte in &body {
+            raw.extend_from_slice(b"1\r\n");
+            raw.push(*byte);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let limits = Limits {
+            max_head_bytes: 1024,
+            max_body_bytes: 1 << 20,
+        };
+        let mut progress = ChunkedProgress::default();
+        let mut examined = 0;
+        // The bytes arrive 1,000 at a time, as reads would bring them.
+        for end in (1000..raw.len()).step_by(1000) {
+            assert!(matches!(
+                parse_resuming(&raw[..end], limits, &mut progress),
+                Ok(Parsed::Partial { .. })
+            ));
+            examined = progress.examined;
+        }
+        // Every chunk but the last few was looked at once, not once per read.
+        assert!(examined <= raw.len() - head_len, "{examined} bytes examined");
+        assert!(examined > raw.len() - head_len - 2000, "{examined}: not resumed");
+        match parse_resuming(&raw, limits, &mut progress) {
+            Ok(Parsed::Complete { request, consumed }) => {
+                assert_eq!(consumed, raw.len());
+                assert_eq!(&request.body[..], &body[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(progress.raw_decoded, 0, "reset once complete");
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
-use super::request::{parse, Limits, Parsed};
+use super::request::{parse_resuming, ChunkedProgress, Limits, Parsed};
 use super::response::{Response, Status};
 use super::routes;
 use crate::config::HttpConfig;
@@ -293,6 +293,8 @@ impl<F: FileSystem> Server<F> {
         let mut input: Vec<u8> = Vec::with_capacity(FIRST_READ_BYTES);
         let mut output: Vec<u8> = Vec::new();
         let mut continue_sent = false;
+        // The chunked body of the request at the start of `input`, decoded so far.
+        let mut chunked = ChunkedProgress::default();
         // When the first byte of the request being read arrived.
         let mut request_started = Instant::now();
         loop {
@@ -301,7 +303,7 @@ impl<F: FileSystem> Server<F> {
             // An error was answered before the request was read to its end.
             let mut linger = false;
             loop {
-                match parse(&input[start..], limits) {
+                match parse_resuming(&input[start..], limits, &mut chunked) {
                     Ok(Parsed::Complete { request, consumed }) => {
                         let response = routes::handle(
                             &self.engine,
