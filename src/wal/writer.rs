@@ -331,10 +331,17 @@ impl<F: FileSystem> WalWriter<F> {
         let start_offset = state.position.offset;
         let block_offset = round_down_to_block(start_offset);
         let prefix_len = crate::coding::to_usize(start_offset - block_offset);
-        // Room for the prefix, the records, a segment-end record and the padding block.
-        let capacity =
-            (self.options.batch_bytes.max(first_record_bytes) + SEGMENT_END_BYTES + 2 * BLOCK_BYTES)
-                .next_multiple_of(BLOCK_BYTES);
+        // Room for the prefix, the records, a segment-end record and the padding block. A batch
+        // that holds one record only (`always`) gets room for that record, not a whole
+        // `--wal-batch-bytes`: with a thousand writers queued, a buffer each of 1 MiB held a
+        // gigabyte (zeroed, so resident).
+        let one_record = self.options.fsync == FsyncStrategy::Always;
+        let records_bytes = if one_record {
+            first_record_bytes
+        } else {
+            self.options.batch_bytes.max(first_record_bytes)
+        };
+        let capacity = (records_bytes + SEGMENT_END_BYTES + 2 * BLOCK_BYTES).next_multiple_of(BLOCK_BYTES);
         let mut buf = match state.free_buffers.pop() {
             Some(buf) if buf.capacity() >= capacity => buf,
             _ => AlignedBuf::zeroed(capacity),
