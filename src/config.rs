@@ -300,6 +300,9 @@ pub struct HttpConfig {
     /// Connections served at once; past it a new one is answered 503 and closed. `None`: no
     /// limit of its own (the server binary always sets one, from `crate::fd_budget`).
     pub max_connections: Option<usize>,
+    /// Input and output buffer bytes all connections may hold together; past it, connections
+    /// in the middle of a request wait before reading more.
+    pub max_buffered_bytes: usize,
 }
 
 impl HttpConfig {

@@ -115,6 +115,12 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
 
+    /// Bytes of request and answer buffers all connections may hold together. Past it, a
+    /// connection in the middle of a request waits before reading more (within its
+    /// --request-timeout), so that many large or slow requests cannot exhaust memory.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_buffered_bytes: usize,
+
     /// How long a connection may wait for its next request before it is closed.
     #[arg(long, default_value = "5m", value_parser = parse_timeout)]
     idle_timeout: Duration,
@@ -191,6 +197,7 @@ fn main() -> ExitCode {
         max_value_bytes: cli.max_value_bytes,
         request_timeout: cli.request_timeout,
         idle_timeout: cli.idle_timeout,
+        max_buffered_bytes: cli.max_buffered_bytes,
         max_connections: cli
             .max_connections
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),

@@ -583,6 +583,7 @@ async fn serve_http_while(engine: Rc<Engine<FaultFs>>, client: impl FnOnce(Socke
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
+            max_buffered_bytes: 256 << 20,
         },
     );
     let accepting = tokio_uring::spawn(

@@ -28,6 +28,10 @@ use crate::io::FileSystem;
 const READ_CHUNK_BYTES: usize = 16 << 10;
 /// An idle connection keeps at most this much buffer; a larger one (after a big request) is freed.
 const IDLE_BUFFER_BYTES_MAX: usize = 64 << 10;
+/// Answers to pipelined requests are written out once this many bytes are waiting, before the
+/// next request is answered: a client that pipelines thousands of GETs of a large value and
+/// never reads holds one threshold plus one answer, not every answer.
+const OUTPUT_FLUSH_BYTES: usize = 256 << 10;
 /// A new connection's first read: enough for a typical request, small enough that ten thousand
 /// connections that never send anything hold little memory.
 const FIRST_READ_BYTES: usize = 2 << 10;
@@ -78,6 +82,10 @@ pub struct Server<F: FileSystem> {
     stopping: Cell<bool>,
     drained: Notify,
     refused_connections: Cell<u64>,
+    /// The budget for large requests being buffered (`--max-buffered-bytes`), in bytes: a
+    /// connection takes a request's worst case from it before its buffer grows past a small
+    /// request's, and gives it back once the request is read.
+    large_requests: tokio::sync::Semaphore,
 }
 
 /// The accept loop's pause after a failed accept: 10 ms, doubling to 1 s while accepts keep
@@ -118,13 +126,16 @@ impl<F: FileSystem> Server<F> {
     pub fn new(engine: Rc<Engine<F>>, config: HttpConfig) -> Rc<Self> {
         Rc::new(Server {
             engine,
-            config,
             connections: RefCell::new(HashMap::new()),
             next_connection_id: Cell::new(0),
             listener_fd: Cell::new(None),
             stopping: Cell::new(false),
             drained: Notify::new(),
             refused_connections: Cell::new(0),
+            large_requests: tokio::sync::Semaphore::new(
+                config.max_buffered_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            config,
         })
     }
 
@@ -175,6 +186,26 @@ impl<F: FileSystem> Server<F> {
                     tokio::time::sleep(pause).await;
                 }
             }
+        }
+    }
+
+    /// Takes `bytes` of the large-request budget for the request a connection is reading, in
+    /// arrival order. While waiting, the request's deadline still runs: `None` if it passed (the
+    /// reaper then answers 408). Requests that cannot all be buffered are thus let through a few
+    /// at a time, each reading to its end, rather than all stalling half read.
+    async fn reserve_large_request(
+        &self,
+        connection: &Connection,
+        request_started: Instant,
+        bytes: usize,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let deadline = request_started + self.config.request_timeout;
+        connection.enter(Phase::Reading, Some(deadline));
+        let bytes = u32::try_from(bytes.min(self.config.max_buffered_bytes)).unwrap_or(u32::MAX);
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            permit = self.large_requests.acquire_many(bytes) => permit.ok(),
+            () = tokio::time::sleep(left) => None,
         }
     }
 
@@ -297,11 +328,15 @@ impl<F: FileSystem> Server<F> {
         let mut chunked = ChunkedProgress::default();
         // When the first byte of the request being read arrived.
         let mut request_started = Instant::now();
+        // The budget a large request being read holds (`reserve_large_request`).
+        let mut large_request = None;
         loop {
             let mut start = 0;
             let mut close = false;
             // An error was answered before the request was read to its end.
             let mut linger = false;
+            // The output reached its threshold with requests left to answer in `input`.
+            let mut answers_pending = false;
             loop {
                 match parse_resuming(&input[start..], limits, &mut chunked) {
                     Ok(Parsed::Complete { request, consumed }) => {
@@ -319,6 +354,10 @@ impl<F: FileSystem> Server<F> {
                         continue_sent = false;
                         if !keep_alive {
                             close = true;
+                            break;
+                        }
+                        if output.len() >= OUTPUT_FLUSH_BYTES {
+                            answers_pending = true;
                             break;
                         }
                     }
@@ -348,6 +387,10 @@ impl<F: FileSystem> Server<F> {
                 }
             }
             input.drain(..start);
+            if start > 0 {
+                // The large request (if any) was read to its end.
+                large_request = None;
+            }
             if start > 0 && !input.is_empty() {
                 // What is left is the start of the next request. (With nothing left, the next
                 // read stamps it: one clock read per request saved.)
@@ -361,6 +404,9 @@ impl<F: FileSystem> Server<F> {
                 if written.is_err() {
                     return;
                 }
+                if output.capacity() > IDLE_BUFFER_BYTES_MAX {
+                    output = Vec::new();
+                }
             }
             if linger {
                 Self::linger(stream, connection, input).await;
@@ -369,10 +415,23 @@ impl<F: FileSystem> Server<F> {
             if close || (self.stopping.get() && input.is_empty()) {
                 return;
             }
+            if answers_pending {
+                continue;
+            }
             if input.is_empty() && input.capacity() > IDLE_BUFFER_BYTES_MAX {
                 input = Vec::with_capacity(READ_CHUNK_BYTES);
             }
             if input.capacity() - input.len() < FIRST_READ_BYTES / 2 {
+                // A request that outgrows a small one's buffer first takes its worst case
+                // from the budget for large requests.
+                if input.len() > FIRST_READ_BYTES && large_request.is_none() {
+                    large_request = self
+                        .reserve_large_request(connection, request_started, input_bytes_max)
+                        .await;
+                    if large_request.is_none() {
+                        return;
+                    }
+                }
                 input.reserve(READ_CHUNK_BYTES);
             }
             let (len, capacity) = (input.len(), input.capacity());
