@@ -23,6 +23,8 @@ pub enum FileKind {
     TableTmp(u64),
     Manifest,
     ManifestTmp,
+    SeqLease,
+    SeqLeaseTmp,
     Lock,
 }
 
@@ -57,6 +59,8 @@ impl FileKind {
             FileKind::TableTmp(number) => format!("{number:016}.sst.tmp"),
             FileKind::Manifest => "MANIFEST".to_string(),
             FileKind::ManifestTmp => "MANIFEST.tmp".to_string(),
+            FileKind::SeqLease => "SEQ_LEASE".to_string(),
+            FileKind::SeqLeaseTmp => "SEQ_LEASE.tmp".to_string(),
             FileKind::Lock => "LOCK".to_string(),
         }
     }
@@ -71,6 +75,8 @@ impl FileKind {
         match name {
             "MANIFEST" => return Some(FileKind::Manifest),
             "MANIFEST.tmp" => return Some(FileKind::ManifestTmp),
+            "SEQ_LEASE" => return Some(FileKind::SeqLease),
+            "SEQ_LEASE.tmp" => return Some(FileKind::SeqLeaseTmp),
             "LOCK" => return Some(FileKind::Lock),
             _ => {}
         }
@@ -98,6 +104,8 @@ mod tests {
             FileKind::TableTmp(1),
             FileKind::Manifest,
             FileKind::ManifestTmp,
+            FileKind::SeqLease,
+            FileKind::SeqLeaseTmp,
             FileKind::Lock,
         ];
         for kind in kinds {

@@ -33,6 +33,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod panic_trigger;
 pub mod rate_limit;
+pub mod seq_lease;
 pub mod sst;
 #[expect(
     unsafe_code,

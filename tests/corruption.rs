@@ -460,3 +460,78 @@ fn damage_at_the_end_of_a_sealed_segment_is_refused_even_with_one_write_after_it
     open_and_read(&config, writes, &segment(1), &mut sweep, false);
     assert_eq!(sweep.refused_at_open, 1, "{writes} writes: {sweep:?}");
 }
+
+/// Damage that a compaction finds (a flipped bit in a data block no read had touched): the
+/// compaction fails and is reported (a log line; writes answer 503 naming the table and the
+/// offset, since the background ring stops rather than merge around lost data), nothing is
+/// deleted, reads of undamaged keys go on, and a read of the damaged block fails (500) instead
+/// of answering a wrong value or a false "not found".
+#[test]
+fn damage_found_by_a_compaction_fails_it_and_undamaged_keys_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = StoreConfig {
+        memtable_bytes: 64 << 20,
+        compaction_trigger: 64,
+        ..config(dir.path())
+    };
+    let per_table = 200;
+    let table_key = |table: usize, i: usize| format!("t{table}k{i:04}").into_bytes();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &quiet).await.unwrap();
+        for table in 0..4 {
+            for i in 0..per_table {
+                engine.set(&table_key(table, i), b"\"v\"").await.unwrap();
+            }
+            engine.flush().await.unwrap();
+        }
+        engine.close().await.unwrap();
+    });
+    let tables = names_ending(dir.path(), ".sst");
+    assert_eq!(tables.len(), 4, "{tables:?}");
+    let damaged = dir.path().join(tables.iter().nth(1).unwrap());
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    // A trigger of 2: the background ring compacts level 0 as soon as it starts.
+    let compacting = StoreConfig {
+        compaction_trigger: 2,
+        ..quiet.clone()
+    };
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &compacting).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let refusal = loop {
+            if let Err(error) = engine.set(b"probe", b"1").await {
+                break error;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the compaction never failed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let message = refusal.to_string();
+        eprintln!("writes refused: {message}");
+        assert!(matches!(refusal, ringkv::Error::Poisoned { .. }), "{refusal:?}");
+        assert!(
+            message.contains("corruption") && message.contains(".sst"),
+            "{message}"
+        );
+        // Undamaged tables are read; the damaged block fails its read, never answers wrongly.
+        for table in [0, 2, 3] {
+            for i in (0..per_table).step_by(17) {
+                let found = engine.get(&table_key(table, i)).await.unwrap();
+                assert!(found.is_some(), "t{table}k{i} lost");
+            }
+        }
+        let first_of_damaged = engine.get(&table_key(1, 0)).await;
+        assert!(first_of_damaged.is_err(), "{first_of_damaged:?}");
+        drop(engine);
+    });
+    assert_eq!(
+        names_ending(dir.path(), ".sst"),
+        tables,
+        "the failed compaction deleted tables"
+    );
+}

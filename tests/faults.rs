@@ -293,6 +293,43 @@ fn a_full_disk_leaves_no_unpublished_table_and_no_half_written_segment() {
     });
 }
 
+/// Versions are never handed out twice. Under `never` a power loss takes back acknowledged
+/// writes (the WAL was not synced), and recovery finds a lower last version than clients were
+/// told; the next writes must still get versions above every one handed out before, which the
+/// durable sequence lease (`SEQ_LEASE`) guarantees. Without it the next life reused them.
+#[test]
+fn versions_are_never_reused_after_a_power_loss_takes_acknowledged_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let store = StoreConfig {
+        fsync: FsyncStrategy::Never,
+        ..config(dir.path())
+    };
+    let mut handed_out = 0;
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(fs.clone(), &store).await.unwrap();
+        for i in 0..100 {
+            handed_out = engine.set(format!("k{i}").as_bytes(), b"1").await.unwrap();
+        }
+        // No close: the process dies with the machine.
+        drop(engine);
+    });
+    fs.crash(|_, _, _| false).unwrap();
+    tokio_uring::start(async {
+        let (engine, report) = Engine::open(fs.clone(), &store).await.unwrap();
+        assert!(
+            engine.get(b"k99").await.unwrap().is_none(),
+            "the power loss took the unsynced writes ({report:?})"
+        );
+        let next = engine.set(b"after", b"2").await.unwrap();
+        assert!(
+            next > handed_out,
+            "version {next} handed out again (the last life reached {handed_out})"
+        );
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn failed_write_poisons_the_store() {
     let dir = tempfile::tempdir().unwrap();

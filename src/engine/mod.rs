@@ -143,6 +143,13 @@ pub struct Engine<F: FileSystem> {
     /// Set while flushes fail for want of space (cleared by the next installed version): a write
     /// that would wait for a flush gets this error (507) instead of waiting without end.
     background_no_space: RefCell<Option<(&'static str, std::path::PathBuf)>>,
+    /// The end of the durable sequence-number lease: writes get versions below it only
+    /// (`crate::seq_lease`). One writer at a time extends it; after a failed extension the
+    /// next try waits until `seq_lease_retry_at`, unless no version is left.
+    seq_lease: crate::seq_lease::SeqLease<F>,
+    seq_lease_end: Cell<u64>,
+    seq_lease_extending: Cell<bool>,
+    seq_lease_retry_at: Cell<u64>,
     /// Level-0 write stalls: the slowdown's shared pace and the time writes spent delayed or
     /// stopped.
     stalls: RefCell<Stalls>,

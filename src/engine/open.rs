@@ -26,6 +26,7 @@ use crate::filename::FileKind;
 use crate::io::FileSystem;
 use crate::manifest::{self, ManifestState};
 use crate::memtable::Memtable;
+use crate::seq_lease::SeqLease;
 use crate::sst::{TableMeta, TableReaders};
 use crate::version::{Version, VersionEdit};
 use crate::wal::{self, RecordKind, WalOptions, WalWriter};
@@ -70,8 +71,14 @@ impl<F: FileSystem> Engine<F> {
         // name is then a leftover of an unfinished flush or compaction, not the only copy of data
         // whose manifest edit was lost.
         remove_unnamed_files(&fs, config, &manifest, &mut version).await?;
-        // Versions never go back, even when every WAL segment was retired.
-        let next_seq = log.next_seq.max(flushed_seq + 1).max(version.max_entry_seq() + 1);
+        // Versions never go back, even when every WAL segment was retired, and are never
+        // handed out twice, even when a power loss took acknowledged writes (the lease).
+        let found_seq = log.next_seq.max(flushed_seq + 1).max(version.max_entry_seq() + 1);
+        let (seq_lease, leased) = SeqLease::open(&fs, dir, found_seq).await?;
+        let next_seq = found_seq.max(leased);
+        // In place (see `seq_lease`): no new space needed, so a full disk does not stop a start.
+        let seq_lease_end = next_seq + crate::seq_lease::LEASE_SPAN;
+        seq_lease.extend(seq_lease_end).await?;
         let report = RecoveryReport {
             records: replayed,
             segments: log.segments,
@@ -122,6 +129,10 @@ impl<F: FileSystem> Engine<F> {
             background_failure: RefCell::new(None),
             background_no_space: RefCell::new(None),
             stalls: RefCell::default(),
+            seq_lease,
+            seq_lease_end: Cell::new(seq_lease_end),
+            seq_lease_extending: Cell::new(false),
+            seq_lease_retry_at: Cell::new(0),
             closing: Cell::new(false),
             _lock: lock,
         });
@@ -206,11 +217,15 @@ async fn remove_unnamed_files<F: FileSystem>(
                 version.next_file_number = version.next_file_number.max(number + 1);
                 !live.contains(&number)
             }
-            Some(FileKind::ManifestTmp) => true,
+            Some(FileKind::ManifestTmp | FileKind::SeqLeaseTmp) => true,
             // The manifest, the lock, and WAL segments (recovery already removed the retired
             // ones and unfinished pre-writes); files the store never writes are left alone.
             Some(
-                FileKind::Manifest | FileKind::Lock | FileKind::WalSegment(_) | FileKind::WalSegmentTmp(_),
+                FileKind::Manifest
+                | FileKind::SeqLease
+                | FileKind::Lock
+                | FileKind::WalSegment(_)
+                | FileKind::WalSegmentTmp(_),
             )
             | None => false,
         };

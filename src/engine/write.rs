@@ -18,6 +18,7 @@ use crate::config::L0_SLOWDOWN_WRITES_PER_SEC;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::memtable::Memtable;
+use crate::seq_lease;
 use crate::wal::{RecordKind, Ticket};
 
 impl<F: FileSystem> Engine<F> {
@@ -109,6 +110,7 @@ impl<F: FileSystem> Engine<F> {
             stalls.stats.stop_micros += micros(self.fs.now().saturating_duration_since(since));
         }
         outcome?;
+        self.lease_seq().await?;
         if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
             self.slow_down().await;
         } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
@@ -118,6 +120,48 @@ impl<F: FileSystem> Engine<F> {
             );
         }
         Ok(())
+    }
+
+    /// Makes sure the next version is below the durable lease end (`crate::seq_lease`). The
+    /// writer that finds less than half a lease left extends it, and waits for the write;
+    /// others go on while versions are left, and wait once none is.
+    async fn lease_seq(&self) -> Result<()> {
+        loop {
+            let progress = self.progress.notified();
+            let next = self.wal.next_seq();
+            let end = self.seq_lease_end.get();
+            let wants_extension =
+                end.saturating_sub(next) < seq_lease::LEASE_SPAN / 2 && next >= self.seq_lease_retry_at.get();
+            if wants_extension && !self.seq_lease_extending.get() {
+                self.seq_lease_extending.set(true);
+                let new_end = next.max(end) + seq_lease::LEASE_SPAN;
+                let extended = self.seq_lease.extend(new_end).await;
+                self.seq_lease_extending.set(false);
+                self.progress.notify_waiters();
+                match extended {
+                    Ok(()) => self.seq_lease_end.set(new_end),
+                    Err(error) => {
+                        eprintln!("ringkv: could not extend the sequence lease: {error}");
+                        if self.wal.next_seq() >= self.seq_lease_end.get() {
+                            return Err(error);
+                        }
+                        // Versions are left: try again after some more writes, not on each.
+                        self.seq_lease_retry_at
+                            .set(self.wal.next_seq() + seq_lease::LEASE_SPAN / 64);
+                    }
+                }
+                continue;
+            }
+            if self.wal.next_seq() < self.seq_lease_end.get() {
+                return Ok(());
+            }
+            if !self.seq_lease_extending.get() {
+                // None left and nobody extending (the last try failed): this writer tries.
+                self.seq_lease_retry_at.set(0);
+                continue;
+            }
+            progress.await;
+        }
     }
 
     /// Level-0 tables, counting the frozen memtables on their way there: what the slowdown and
