@@ -229,16 +229,7 @@ impl<F: FileSystem> ManifestWriter<F> {
     /// Writes a new manifest holding `snapshot` alone and makes it the manifest.
     pub async fn create(fs: &F, dir: &Path, snapshot: &VersionEdit) -> Result<Self> {
         let tmp = FileKind::ManifestTmp.path(dir);
-        match fs.remove(&tmp).await {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &tmp, error))
-            }
-            _ => {}
-        }
-        let file = fs
-            .open(&tmp, OpenMode::CREATE_NEW)
-            .await
-            .context("create", &tmp)?;
+        let file = crate::io::create_fresh(fs, &tmp).await?;
         let mut writer = ManifestWriter {
             path: tmp.clone(),
             file,

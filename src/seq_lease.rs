@@ -108,16 +108,7 @@ impl<F: FileSystem> SeqLease<F> {
 
     async fn create(fs: &F, dir: &Path, lease_end: u64) -> Result<()> {
         let tmp = FileKind::SeqLeaseTmp.path(dir);
-        match fs.remove(&tmp).await {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &tmp, error))
-            }
-            _ => {}
-        }
-        let file = fs
-            .open(&tmp, OpenMode::CREATE_NEW)
-            .await
-            .context("create", &tmp)?;
+        let file = crate::io::create_fresh(fs, &tmp).await?;
         let mut written = Ok(());
         for slot in 0..SLOTS {
             let (result, _) = file

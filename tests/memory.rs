@@ -39,6 +39,26 @@ fn read_status(stream: &mut TcpStream) -> u16 {
     head[9..12].parse().unwrap()
 }
 
+/// Sends `set slow{i}` with a 1 MB value in pieces of 100 KB, `pause` apart, on a new
+/// connection; stops sending if the server closes. The connection, to read the answer from.
+fn send_slowly(addr: std::net::SocketAddr, i: usize, pause: Duration) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let body = format!("{{\"key\":\"slow{i}\",\"value\":\"{}\"}}", "s".repeat(1_000_000));
+    let head = format!(
+        "POST /set HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    for piece in body.as_bytes().chunks(100_000) {
+        if stream.write_all(piece).is_err() {
+            break;
+        }
+        std::thread::sleep(pause);
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+}
+
 /// A thousand writers at once under `always`: each write is queued with its own WAL batch, and
 /// each batch's buffer is sized for its record, not for `--wal-batch-bytes` (1 MiB): a
 /// thousand of those were a gigabyte, zeroed and so resident.
@@ -101,18 +121,7 @@ fn clients_that_never_read_or_send_slowly_keep_memory_bounded() {
     let senders: Vec<_> = (0..SLOW_SENDERS)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
-                let body = format!("{{\"key\":\"slow{i}\",\"value\":\"{}\"}}", "s".repeat(1_000_000));
-                let head = format!(
-                    "POST /set HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).unwrap();
-                for piece in body.as_bytes().chunks(100_000) {
-                    stream.write_all(piece).unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut stream = send_slowly(addr, i, Duration::from_millis(100));
                 read_status(&mut stream)
             })
         })
@@ -161,20 +170,7 @@ fn the_buffer_budget_holds_slow_large_requests_back_and_small_ones_go_on() {
     let senders: Vec<_> = (0..SENDERS)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(addr).unwrap();
-                let body = format!("{{\"key\":\"slow{i}\",\"value\":\"{}\"}}", "s".repeat(1_000_000));
-                let head = format!(
-                    "POST /set HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                for piece in body.as_bytes().chunks(100_000) {
-                    if stream.write_all(piece).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut stream = send_slowly(addr, i, Duration::from_millis(50));
                 let mut answer = Vec::new();
                 let _ = stream.read_to_end(&mut answer);
                 String::from_utf8_lossy(&answer)

@@ -150,3 +150,16 @@ pub async fn remove_leftover<F: FileSystem>(fs: &F, path: &Path) {
         }
     }
 }
+
+/// Creates `tmp` for writing, new and empty, removing a stale one a crash left first (the file
+/// a publish renames into place: the manifest, the sequence lease).
+pub async fn create_fresh<F: FileSystem>(fs: &F, tmp: &Path) -> crate::Result<F::File> {
+    use crate::error::IoContext;
+    match fs.remove(tmp).await {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            return Err(crate::Error::io("remove", tmp, error))
+        }
+        _ => {}
+    }
+    fs.open(tmp, OpenMode::CREATE_NEW).await.context("create", tmp)
+}
