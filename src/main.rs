@@ -14,15 +14,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// ringkv: a persistent key-value server (LSM tree, `io_uring`, `O_DIRECT` WAL) with an HTTP API:
 /// GET /get?key=K, POST /set {"key":K,"value":V}, DELETE /del?key=K.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Sizes take units: 65536, 64KiB, 64MiB, 1GiB (KB, MB, GB are powers of 1000). Every option can also come from the environment, as shown ([env: ...]); a flag on the command line wins."
+)]
 struct Cli {
     /// Address to serve on. The default keeps the server on this machine; 0.0.0.0:8081 exposes it.
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "RINGKV_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
 
     /// Directory holding the WAL, the SST files and the manifest. Created if missing; one server per
     /// directory (a second one exits with an error).
-    #[arg(long, default_value = "./data")]
+    #[arg(long, env = "RINGKV_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
     /// When a write is acknowledged. always: after its own durable WAL write (no sharing).
@@ -30,14 +35,14 @@ struct Cli {
     /// periodic:MS: once written to the WAL (`O_DIRECT`, so a killed process loses nothing), synced
     /// every MS ms; a power loss can take back up to MS ms of acknowledged writes.
     /// never: once written; only synced at shutdown.
-    #[arg(long, default_value = "group", value_parser = parse_fsync)]
+    #[arg(long, env = "RINGKV_FSYNC", default_value = "group", value_parser = parse_fsync)]
     fsync: FsyncStrategy,
 
     /// How WAL writes reach the file. direct: `O_DIRECT` from aligned buffers, past the page cache;
     /// a completed write survives a killed process. buffered: through the page cache; also
     /// survives a killed process (the kernel holds the bytes), and the sync does the writeback.
     /// Neither survives a power loss without the sync that --fsync and --sync-call provide.
-    #[arg(long, default_value = "direct", value_parser = parse_keyword::<WalIo>)]
+    #[arg(long, env = "RINGKV_WAL_IO", default_value = "direct", value_parser = parse_keyword::<WalIo>)]
     wal_io: WalIo,
 
     /// How the WAL is made durable. fdatasync: after each write, a separate call that flushes the
@@ -46,83 +51,83 @@ struct Cli {
     /// separate call; every acknowledged write is then durable, even under periodic and never.
     /// Default: dsync for always and group (the same flush, one round trip fewer: faster for always in
     /// BENCHMARKS.md), fdatasync for periodic and never (their writes must not wait for the disk).
-    #[arg(long, value_parser = parse_keyword::<SyncCall>)]
+    #[arg(long, env = "RINGKV_SYNC_CALL", value_parser = parse_keyword::<SyncCall>)]
     sync_call: Option<SyncCall>,
 
     /// Size of each pre-written WAL segment file; a multiple of 4096.
-    #[arg(long, default_value_t = 64 << 20, value_parser = parse_segment_bytes)]
+    #[arg(long, env = "RINGKV_WAL_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_segment_bytes)]
     wal_segment_bytes: u64,
 
     /// Upper bound on the bytes of one group-commit batch (one WAL write).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, env = "RINGKV_WAL_BATCH_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     wal_batch_bytes: usize,
 
     /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold). While one frozen memtable
     /// waits for its flush, writes go on into the next; when that one is full too, they pause.
-    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    #[arg(long, env = "RINGKV_MEMTABLE_BYTES", default_value = "64MiB", value_parser = parse_memtable_bytes)]
     memtable_bytes: u64,
 
     /// Number of level-0 SST files that triggers a compaction (`CompactionThreshold`); at least 2.
-    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64))]
+    #[arg(long, env = "RINGKV_COMPACTION_TRIGGER", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=64))]
     compaction_trigger: usize,
 
     /// Level-0 tables at which writes are slowed to 1,000 per second until compaction catches
     /// up (default: 20, or the compaction trigger if higher).
-    #[arg(long)]
+    #[arg(long, env = "RINGKV_L0_SLOWDOWN_TABLES")]
     l0_slowdown_tables: Option<usize>,
 
     /// Level-0 tables at which writes stop until compaction catches up, so that level 0 (and
     /// the tables a read checks) stays bounded (default: 36, or the trigger plus 16).
-    #[arg(long)]
+    #[arg(long, env = "RINGKV_L0_STOP_TABLES")]
     l0_stop_tables: Option<usize>,
 
     /// Bytes of SST data blocks kept in memory for reads.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, env = "RINGKV_BLOCK_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     block_cache_bytes: usize,
 
     /// Pace of flush I/O and, separately, of compaction I/O (reads and writes), in bytes per
     /// second (0: unlimited), so that background work leaves the disk to WAL syncs and reads.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, env = "RINGKV_BACKGROUND_WRITE_BYTES_PER_SEC", default_value = "256MiB", value_parser = parse_bytes_u64)]
     background_write_bytes_per_sec: u64,
 
     /// Size of each flush and compaction read and write (one in flight; a multiple of 4096). A
     /// point read that arrives behind one waits for all of it: 64 KiB kept GET p99 during a
     /// compaction within 2x of idle where 1 MiB made it 3-5x (BENCHMARKS.md).
-    #[arg(long, default_value_t = 64 << 10, value_parser = parse_io_bytes)]
+    #[arg(long, env = "RINGKV_BACKGROUND_IO_BYTES", default_value = "64KiB", value_parser = parse_io_bytes)]
     background_io_bytes: usize,
 
     /// Largest key accepted, in bytes (larger: 413).
-    #[arg(long, default_value_t = 4 << 10)]
+    #[arg(long, env = "RINGKV_MAX_KEY_BYTES", default_value = "4KiB", value_parser = parse_bytes)]
     max_key_bytes: usize,
 
     /// Largest value accepted, in bytes of JSON text (larger: 413).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, env = "RINGKV_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     max_value_bytes: usize,
 
     /// Largest request line plus headers, in bytes (larger: 431).
-    #[arg(long, default_value_t = 16 << 10)]
+    #[arg(long, env = "RINGKV_MAX_HEAD_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
     max_head_bytes: usize,
 
     /// How long a request may take to arrive, first byte to last, and an answer to be taken by
     /// the client (e.g. 10s, 500ms). Past it: 408 if a request was under way, and the connection
     /// is closed.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, env = "RINGKV_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     request_timeout: Duration,
 
     /// Connections served at once; past it a new one is answered 503 and closed. Default: what
     /// the open-file limit leaves after the storage side's reserve (stated in the start-up
     /// line); more than that is refused at start-up.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "RINGKV_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
 
     /// Bytes of request and answer buffers all connections may hold together. Past it, a
     /// connection in the middle of a request waits before reading more (within its
     /// --request-timeout), so that many large or slow requests cannot exhaust memory.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, env = "RINGKV_MAX_BUFFERED_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     max_buffered_bytes: usize,
 
     /// How long a connection may wait for its next request before it is closed.
-    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    #[arg(long, env = "RINGKV_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     idle_timeout: Duration,
 }
 
@@ -142,16 +147,36 @@ fn parse_keyword<T: std::str::FromStr<Err = String>>(text: &str) -> Result<T, St
     text.parse()
 }
 
+/// A size with an optional unit, binary or decimal (`65536`, `64KiB`, `64MiB`, `1GiB`, `1GB`),
+/// parsed by the `parse-size` crate.
+fn parse_bytes_u64(text: &str) -> Result<u64, String> {
+    parse_size::parse_size(text)
+        .map_err(|error| format!("not a size: {text:?} ({error}); e.g. 65536, 64KiB, 64MiB, 1GiB"))
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes_u64(text)?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
+}
+
 fn parse_segment_bytes(text: &str) -> Result<u64, String> {
-    let bytes: u64 = text.parse().map_err(|_| format!("not a byte count: {text:?}"))?;
+    let bytes = parse_bytes_u64(text)?;
     if bytes == 0 || !bytes.is_multiple_of(4096) {
         return Err(format!("{bytes} is not a positive multiple of 4096"));
     }
     Ok(bytes)
 }
 
+fn parse_memtable_bytes(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes_u64(text)?;
+    if bytes < 4096 {
+        return Err(format!("{bytes} is below 4096"));
+    }
+    Ok(bytes)
+}
+
 fn parse_io_bytes(text: &str) -> Result<usize, String> {
-    let bytes: usize = text.parse().map_err(|_| format!("not a byte count: {text:?}"))?;
+    let bytes = parse_bytes(text)?;
     if !(4096..=(8 << 20)).contains(&bytes) || !bytes.is_multiple_of(4096) {
         return Err(format!(
             "{bytes} is not a multiple of 4096 between 4 KiB and 8 MiB"
@@ -208,5 +233,33 @@ fn main() -> ExitCode {
             eprintln!("ringkv: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes_take_units_and_checks_still_apply() {
+        assert_eq!(parse_bytes_u64("65536"), Ok(65536));
+        assert_eq!(parse_bytes_u64("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes_u64("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes_u64("1GB"), Ok(1_000_000_000));
+        assert!(parse_bytes_u64("lots").unwrap_err().contains("64MiB"));
+        assert_eq!(parse_segment_bytes("4MiB"), Ok(4 << 20));
+        assert!(parse_segment_bytes("1000").is_err());
+        assert!(parse_memtable_bytes("1KiB").is_err());
+        assert_eq!(parse_io_bytes("64KiB"), Ok(64 << 10));
+        assert!(parse_io_bytes("16MiB").is_err());
+    }
+
+    #[test]
+    fn every_default_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["ringkv"]).unwrap();
+        assert_eq!(cli.memtable_bytes, 64 << 20);
+        assert_eq!(cli.max_buffered_bytes, 256 << 20);
     }
 }

@@ -330,3 +330,27 @@ fn a_client_sending_a_whole_oversized_body_reads_the_413() {
         );
     }
 }
+
+/// Options come from the environment too (`RINGKV_` and the name in capitals), and sizes take
+/// units: a server started with `RINGKV_FSYNC=always` and `--wal-segment-bytes 4MiB` runs
+/// `always` and takes writes.
+#[test]
+fn options_come_from_the_environment_and_sizes_take_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ringkv"));
+    command.env("RINGKV_FSYNC", "always");
+    let server = TestServer::start_command(
+        dir.path(),
+        command,
+        &["--wal-segment-bytes", "4MiB", "--memtable-bytes", "1MiB"],
+    );
+    assert!(
+        server.startup_line.contains("fsync always"),
+        "{}",
+        server.startup_line
+    );
+    let mut client = server.connect();
+    assert_eq!(client.set("a", &json!(1)).status, 200);
+    let segment = dir.path().join("wal-0000000000000001.log");
+    assert_eq!(std::fs::metadata(segment).unwrap().len(), 4 << 20);
+}
