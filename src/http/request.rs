@@ -77,13 +77,6 @@ pub struct ChunkedProgress {
     examined: usize,
 }
 
-impl ChunkedProgress {
-    /// Bytes held for the body being decoded.
-    pub fn held_bytes(&self) -> usize {
-        self.body.capacity()
-    }
-}
-
 /// As [`parse`], resuming a chunked body where `progress` left it. The caller passes the same
 /// buffer start (grown by the bytes read since) until the request is complete or refused.
 pub fn parse_resuming<'a>(

@@ -81,7 +81,6 @@ pub struct Server<F: FileSystem> {
     listener_fd: Cell<Option<RawFd>>,
     stopping: Cell<bool>,
     drained: Notify,
-    refused_connections: Cell<u64>,
     /// The budget for large requests being buffered (`--max-buffered-bytes`), in bytes: a
     /// connection takes a request's worst case from it before its buffer grows past a small
     /// request's, and gives it back once the request is read.
@@ -131,7 +130,6 @@ impl<F: FileSystem> Server<F> {
             listener_fd: Cell::new(None),
             stopping: Cell::new(false),
             drained: Notify::new(),
-            refused_connections: Cell::new(0),
             large_requests: tokio::sync::Semaphore::new(
                 config.max_buffered_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
@@ -161,7 +159,6 @@ impl<F: FileSystem> Server<F> {
             match accepted {
                 Ok((stream, _peer)) if self.connections.borrow().len() >= max_connections => {
                     backoff.succeeded();
-                    self.refused_connections.set(self.refused_connections.get() + 1);
                     // Best effort and never blocking: a new socket's buffer takes the short
                     // answer. Dropping the stream closes it.
                     let _ = crate::sys::send_nonblocking(stream.as_raw_fd(), &refusal);
@@ -207,11 +204,6 @@ impl<F: FileSystem> Server<F> {
             permit = self.large_requests.acquire_many(bytes) => permit.ok(),
             () = tokio::time::sleep(left) => None,
         }
-    }
-
-    /// Connections answered 503 because `max_connections` were open.
-    pub fn refused_connections(&self) -> u64 {
-        self.refused_connections.get()
     }
 
     /// Stops accepting and closes idle connections; busy ones close after their current answer.
