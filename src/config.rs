@@ -22,7 +22,74 @@ pub enum FsyncStrategy {
 impl FsyncStrategy {
     /// Whether an acknowledged write survives a machine crash (not only a process crash).
     pub fn syncs_before_ack(self) -> bool {
-        matches!(self, FsyncStrategy::Always | FsyncStrategy::Group)
+        self.durability().syncs_before_ack()
+    }
+
+    /// The class a write gets when its request names none.
+    pub fn durability(self) -> Durability {
+        match self {
+            FsyncStrategy::Always => Durability::Always,
+            FsyncStrategy::Group => Durability::Group,
+            FsyncStrategy::Periodic { .. } => Durability::Periodic,
+            FsyncStrategy::Never => Durability::Never,
+        }
+    }
+
+    /// How often the WAL is synced while `periodic` writes are unsynced: the interval of
+    /// `periodic:MS`, one second under any other strategy (for requests that ask for `periodic`).
+    pub fn periodic_interval(self) -> Duration {
+        match self {
+            FsyncStrategy::Periodic { interval_ms } => Duration::from_millis(interval_ms),
+            _ => DEFAULT_PERIODIC_INTERVAL,
+        }
+    }
+}
+
+/// The periodic sync interval when `--fsync` does not give one.
+pub const DEFAULT_PERIODIC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How durable one write is when it is acknowledged: a request's `?durability=`, else the class of
+/// the server's `--fsync` strategy; `--min-durability` is a floor. Ordered from weakest to
+/// strongest, so that the floor is a `max`.
+///
+/// All classes share one WAL: a durable write makes every record before it durable too, so a
+/// weaker write acknowledged before a stronger one is as durable as that one once it is
+/// acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Durability {
+    /// Acknowledged once its WAL write completes; made durable only by a later durable write or a
+    /// clean shutdown.
+    Never,
+    /// Acknowledged once its WAL write completes; the WAL is synced within the periodic interval.
+    Periodic,
+    /// Acknowledged after the durable WAL write that covers it, shared with concurrent writes.
+    Group,
+    /// Acknowledged after a durable WAL write of its own.
+    Always,
+}
+
+impl Durability {
+    /// Every class, weakest first.
+    pub const ALL: [Durability; 4] = [
+        Durability::Never,
+        Durability::Periodic,
+        Durability::Group,
+        Durability::Always,
+    ];
+
+    /// Whether an acknowledged write of this class survives a power loss.
+    pub fn syncs_before_ack(self) -> bool {
+        self >= Durability::Group
+    }
+
+    /// The name used in requests, headers and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Group => "group",
+            Durability::Periodic => "periodic",
+            Durability::Never => "never",
+        }
     }
 }
 
@@ -80,9 +147,11 @@ pub enum SyncCall {
     Fdatasync,
     /// `fsync`: as `fdatasync`, plus every other inode change (mtime), which costs a journal commit.
     Fsync,
-    /// `O_DSYNC` on the segment: each write returns only once it is durable (a FUA write or a write
-    /// followed by a flush, decided by the kernel); no separate sync call is made. Every WAL write
-    /// is then durable when it completes, whatever the fsync strategy.
+    /// `O_DSYNC` for durable writes: a durable batch is written through a second file descriptor
+    /// of the segment opened `O_DSYNC`, and returns only once it is durable (a FUA write or a write
+    /// followed by a flush, decided by the kernel), with no separate sync call, when everything
+    /// before it is durable already. A FUA write covers only its own bytes, so otherwise (and for
+    /// the periodic timer) the sync is an `fdatasync`.
     Dsync,
 }
 
@@ -114,19 +183,21 @@ macro_rules! keyword_enum {
 }
 
 impl SyncCall {
-    /// What the server uses unless told otherwise: `O_DSYNC` writes where the strategy makes each
-    /// write durable before acknowledging it (the same flush as `fdatasync`, without the extra
-    /// round trip through the ring), `fdatasync` where it does not (an `O_DSYNC` write would make
-    /// `periodic` and `never` wait for the disk on every write).
-    pub fn default_for(fsync: FsyncStrategy) -> SyncCall {
-        if fsync.syncs_before_ack() {
-            SyncCall::Dsync
-        } else {
-            SyncCall::Fdatasync
-        }
-    }
+    /// What the server uses unless told otherwise: `O_DSYNC` writes for durable writes (the same
+    /// flush as `fdatasync`, without the extra round trip through the ring). Writes that need not
+    /// be durable go through a file opened without it, so `periodic` and `never` never wait for
+    /// the disk.
+    pub const DEFAULT: SyncCall = SyncCall::Dsync;
 }
 
+keyword_enum!(
+    Durability,
+    "durability class",
+    Durability::Always => "always",
+    Durability::Group => "group",
+    Durability::Periodic => "periodic",
+    Durability::Never => "never"
+);
 keyword_enum!(WalIo, "WAL I/O mode", WalIo::Direct => "direct", WalIo::Buffered => "buffered");
 keyword_enum!(
     SyncCall,
@@ -140,7 +211,12 @@ keyword_enum!(
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
+    /// The strategy, whose class a write gets when its request names none.
     pub fsync: FsyncStrategy,
+    /// The weakest class a write gets, whatever its request asks for.
+    pub min_durability: Durability,
+    /// How often `periodic` writes are synced; `None`: the interval of `periodic:MS`, else 1 s.
+    pub periodic_sync_interval: Option<Duration>,
     pub wal_io: WalIo,
     pub sync_call: SyncCall,
     pub wal_segment_bytes: u64,
@@ -186,6 +262,8 @@ impl StoreConfig {
         StoreConfig {
             data_dir: data_dir.into(),
             fsync: FsyncStrategy::Group,
+            min_durability: Durability::Never,
+            periodic_sync_interval: None,
             wal_io: WalIo::Direct,
             sync_call: SyncCall::Fdatasync,
             wal_segment_bytes: 64 << 20,
@@ -255,6 +333,21 @@ impl StoreConfig {
                 self.compaction_trigger, self.l0_slowdown_tables, self.l0_stop_tables
             ));
         }
+        if let (FsyncStrategy::Periodic { interval_ms }, Some(interval)) =
+            (self.fsync, self.periodic_sync_interval)
+        {
+            if Duration::from_millis(interval_ms) != interval {
+                return invalid(format!(
+                    "two periodic sync intervals: {interval_ms} ms from the fsync strategy and {interval:?}"
+                ));
+            }
+        }
+        if self
+            .periodic_sync_interval
+            .is_some_and(|interval| interval < Duration::from_millis(1))
+        {
+            return invalid("the periodic sync interval is below 1 ms".to_string());
+        }
         let io_bytes = self.background_io_bytes as u64;
         if !(BLOCK..=(8 << 20)).contains(&io_bytes) || !io_bytes.is_multiple_of(BLOCK) {
             return invalid(format!(
@@ -262,6 +355,20 @@ impl StoreConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How often `periodic` writes are synced.
+    pub fn periodic_interval(&self) -> Duration {
+        self.periodic_sync_interval
+            .unwrap_or_else(|| self.fsync.periodic_interval())
+    }
+
+    /// The class a write gets: the one its request asked for, else the strategy's, and never
+    /// below the floor.
+    pub fn durability_for(&self, requested: Option<Durability>) -> Durability {
+        requested
+            .unwrap_or_else(|| self.fsync.durability())
+            .max(self.min_durability)
     }
 
     /// Target size of level 1: what `compaction_trigger` full L0 files hold, so that an L0

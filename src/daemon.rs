@@ -73,12 +73,13 @@ async fn serve(
     let address = listener
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
-    eprintln!(
-        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}); recovered {} records from {} WAL segments{} and {} tables, next version {}; max connections {} (open-file limit {}, {} kept for storage, {} of them table handles)",
+    crate::logging::ready(&format!(
+        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}; requests may ask for a class down to {}); recovered {} records from {} WAL segments{} and {} tables, next version {}; max connections {} (open-file limit {}, {} kept for storage, {} of them table handles)",
         store.data_dir.display(),
         store.fsync,
         store.wal_io,
         store.sync_call,
+        store.min_durability,
         report.records,
         report.segments,
         if report.torn_tail { " (dropped a torn or damaged last record: a write the crash interrupted, or bit rot in the newest write)" } else { "" },
@@ -88,7 +89,7 @@ async fn serve(
         budget.limit,
         budget.storage_reserve,
         budget.table_handles,
-    );
+    ));
     let http_request_timeout = http.request_timeout;
     let server = Server::new(engine.clone(), http);
     let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));
@@ -96,19 +97,19 @@ async fn serve(
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     };
-    eprintln!("ringkv: {signal_name}: no longer accepting; finishing requests in flight");
+    tracing::info!("{signal_name}: no longer accepting; finishing requests in flight");
     server.stop();
     let _ = accepting.await;
     // Busy connections get as long as a request may take (`--request-timeout`), no more: a
     // client that does not read its answers cannot hold the shutdown up.
     let drain_limit = http_request_timeout;
     if !server.wait_drained(drain_limit).await {
-        eprintln!("ringkv: some connections were still busy after {drain_limit:?}; stopping anyway");
+        tracing::warn!("some connections were still busy after {drain_limit:?}; stopping anyway");
     }
     engine
         .close()
         .await
         .map_err(|error| format!("could not make the WAL durable on shutdown: {error}"))?;
-    eprintln!("ringkv: stopped; WAL synced");
+    tracing::info!("stopped; WAL synced");
     Ok(())
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ringkv::config::{FsyncStrategy, HttpConfig, StoreConfig, SyncCall, WalIo};
+use ringkv::config::{Durability, FsyncStrategy, HttpConfig, StoreConfig, SyncCall, WalIo};
+use ringkv::logging::LogFormat;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,13 +31,24 @@ struct Cli {
     #[arg(long, env = "RINGKV_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// When a write is acknowledged. always: after its own durable WAL write (no sharing).
-    /// group: after the durable WAL write that covers it; concurrent writes share one.
-    /// periodic:MS: once written to the WAL (`O_DIRECT`, so a killed process loses nothing), synced
-    /// every MS ms; a power loss can take back up to MS ms of acknowledged writes.
-    /// never: once written; only synced at shutdown.
+    /// When a write is acknowledged, unless its request asks otherwise (?durability=CLASS).
+    /// always: after its own durable WAL write (no sharing). group: after the durable WAL write
+    /// that covers it; concurrent writes share one. periodic:MS: once written to the WAL
+    /// (`O_DIRECT`, so a killed process loses nothing), synced every MS ms; a power loss can take
+    /// back up to MS ms of acknowledged writes. never: once written; synced only by a later
+    /// durable write or at shutdown.
     #[arg(long, env = "RINGKV_FSYNC", default_value = "group", value_parser = parse_fsync)]
     fsync: FsyncStrategy,
+
+    /// The weakest class a write gets: a request asking for less (?durability=never) gets this
+    /// one (its answer's Durability header says so). Default: never (every request chooses).
+    #[arg(long, env = "RINGKV_MIN_DURABILITY", default_value = "never", value_parser = parse_keyword::<Durability>)]
+    min_durability: Durability,
+
+    /// How often the WAL is synced while writes acknowledged as periodic are not durable
+    /// (e.g. 200ms). Default: the MS of --fsync periodic:MS, else 1s.
+    #[arg(long, env = "RINGKV_PERIODIC_SYNC_INTERVAL", value_parser = parse_interval)]
+    periodic_sync_interval: Option<Duration>,
 
     /// How WAL writes reach the file. direct: `O_DIRECT` from aligned buffers, past the page cache;
     /// a completed write survives a killed process. buffered: through the page cache; also
@@ -45,14 +57,14 @@ struct Cli {
     #[arg(long, env = "RINGKV_WAL_IO", default_value = "direct", value_parser = parse_keyword::<WalIo>)]
     wal_io: WalIo,
 
-    /// How the WAL is made durable. fdatasync: after each write, a separate call that flushes the
-    /// data and the metadata needed to read it. fsync: also every other inode change (mtime).
-    /// dsync: segments are opened `O_DSYNC`, so each WAL write returns only once durable, with no
-    /// separate call; every acknowledged write is then durable, even under periodic and never.
-    /// Default: dsync for always and group (the same flush, one round trip fewer: faster for always in
-    /// BENCHMARKS.md), fdatasync for periodic and never (their writes must not wait for the disk).
-    #[arg(long, env = "RINGKV_SYNC_CALL", value_parser = parse_keyword::<SyncCall>)]
-    sync_call: Option<SyncCall>,
+    /// How the WAL is made durable. fdatasync: after each durable write, a separate call that
+    /// flushes the data and the metadata needed to read it. fsync: also every other inode change
+    /// (mtime). dsync: a durable write goes through an `O_DSYNC` descriptor and returns only once
+    /// durable, with no separate call (the same flush, one round trip fewer: faster for always in
+    /// BENCHMARKS.md); writes that need not be durable go through a plain one, and the periodic
+    /// timer, or a durable write after them, uses fdatasync.
+    #[arg(long, env = "RINGKV_SYNC_CALL", default_value = "dsync", value_parser = parse_keyword::<SyncCall>)]
+    sync_call: SyncCall,
 
     /// Size of each pre-written WAL segment file; a multiple of 4096.
     #[arg(long, env = "RINGKV_WAL_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_segment_bytes)]
@@ -126,9 +138,28 @@ struct Cli {
     #[arg(long, env = "RINGKV_MAX_BUFFERED_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     max_buffered_bytes: usize,
 
+    /// Which log events are written: error, warn, info, debug or trace, or a `tracing` filter
+    /// (ringkv=debug,warn). `RUST_LOG`, when set, takes precedence. Events, never one line per
+    /// request.
+    #[arg(long, env = "RINGKV_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+
+    /// text: one line per event (the start-up line stays as it is, "ringkv listening on ...").
+    /// json: one JSON object per line.
+    #[arg(long, env = "RINGKV_LOG_FORMAT", default_value = "text", value_parser = parse_keyword::<LogFormat>)]
+    log_format: LogFormat,
+
     /// How long a connection may wait for its next request before it is closed.
     #[arg(long, env = "RINGKV_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_timeout)]
     idle_timeout: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!("{text:?} is below 1ms"));
+    }
+    Ok(duration)
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -187,11 +218,17 @@ fn parse_io_bytes(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = ringkv::logging::init(&cli.log_level, cli.log_format) {
+        eprintln!("ringkv: {error}");
+        return ExitCode::FAILURE;
+    }
     let store = StoreConfig {
         data_dir: cli.data_dir,
         fsync: cli.fsync,
+        min_durability: cli.min_durability,
+        periodic_sync_interval: cli.periodic_sync_interval,
         wal_io: cli.wal_io,
-        sync_call: cli.sync_call.unwrap_or(SyncCall::default_for(cli.fsync)),
+        sync_call: cli.sync_call,
         wal_segment_bytes: cli.wal_segment_bytes,
         wal_batch_bytes: cli.wal_batch_bytes,
         memtable_bytes: cli.memtable_bytes,
@@ -212,7 +249,7 @@ fn main() -> ExitCode {
     };
     // Checked again by `Engine::open`; here it fails before the port is taken.
     if let Err(error) = store.validate() {
-        eprintln!("ringkv: {error}");
+        tracing::error!("{error}");
         return ExitCode::FAILURE;
     }
     let http = HttpConfig {
@@ -230,7 +267,7 @@ fn main() -> ExitCode {
     match ringkv::daemon::run(store, http) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("ringkv: {message}");
+            tracing::error!("{message}");
             ExitCode::FAILURE
         }
     }

@@ -58,3 +58,31 @@ pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The soft open-file limit.
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes into the local struct it is given a valid pointer to.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// The memory page size and the clock ticks per second of `/proc/self/stat`'s CPU times.
+pub fn page_size_and_clock_ticks() -> (u64, u64) {
+    // SAFETY: `sysconf` takes no pointers; it returns -1 for an unknown name, mapped to a default.
+    let (page, ticks) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PAGESIZE),
+            libc::sysconf(libc::_SC_CLK_TCK),
+        )
+    };
+    (
+        u64::try_from(page).unwrap_or(4096),
+        u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
+    )
+}

@@ -9,8 +9,10 @@
 //! - those prefixes together are one prefix of the log in sequence order, across connections: if
 //!   the image holds a write with seq S, it holds every acknowledged write below S, whichever
 //!   connection made it;
-//! - under `always` and `group` that prefix includes every write acknowledged before the image,
-//!   and under `periodic` and `never` the floor of [`durable_floor`];
+//! - that prefix includes every write acknowledged as `always` or `group` before the image, and
+//!   for the others the floor of [`durable_floor`];
+//! - with mixed classes (each write a random `?durability=`), the same: one log serves them all,
+//!   and a durable write keeps every write before it;
 //! - a second power loss right after the image is opened (one image in three) (the recovered store's background ring
 //!   flushing and compacting what recovery found) loses nothing the first recovery showed.
 //!
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv::config::{FsyncStrategy, StoreConfig, SyncCall};
+use ringkv::config::{Durability, FsyncStrategy, StoreConfig, SyncCall};
 use ringkv::engine::Engine;
 use ringkv::io::{FaultFs, UringFs};
 
@@ -34,6 +36,9 @@ fn config(dir: &Path, fsync: FsyncStrategy, sync_call: SyncCall) -> StoreConfig 
     StoreConfig {
         fsync,
         sync_call,
+        // For writes that ask for `periodic` when the strategy is another.
+        periodic_sync_interval: (!matches!(fsync, FsyncStrategy::Periodic { .. }))
+            .then_some(Duration::from_millis(5)),
         // Small segments, memtables and batches: images land across segment switches, flushes,
         // compactions and WAL retirement.
         wal_segment_bytes: 64 << 10,
@@ -74,6 +79,7 @@ struct Acknowledged {
     at: Instant,
     syncs: u64,
     seq: Option<u64>,
+    durability: Durability,
 }
 
 /// What a connection had done when an image was taken.
@@ -89,10 +95,13 @@ async fn write_loop(
     log: Rc<RefCell<Vec<Connection>>>,
     stop: Rc<Cell<bool>>,
     seed: u64,
+    mixed: bool,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut n = 0;
     while !stop.get() {
+        let requested = mixed.then(|| Durability::ALL[rng.gen_range(0..4)]);
+        let durability = engine.config().durability_for(requested);
         let k = rng.gen_range(0..KEYS_PER_CONNECTION);
         let op = if rng.gen_bool(0.15) {
             None
@@ -106,9 +115,12 @@ async fn write_loop(
         };
         log.borrow_mut()[connection].ops.push((k, op.clone()));
         let outcome = match &op {
-            Some(value) => engine.set(&key(connection, k), value).await.map(Some),
+            Some(value) => engine
+                .set_with(&key(connection, k), value, durability)
+                .await
+                .map(Some),
             None => engine
-                .delete(&key(connection, k))
+                .delete_with(&key(connection, k), durability)
                 .await
                 .map(|deletion| deletion.map(|d| d.seq)),
         };
@@ -119,13 +131,14 @@ async fn write_loop(
             at: Instant::now(),
             syncs: engine.wal_syncs(),
             seq,
+            durability,
         });
         n += 1;
     }
 }
 
 /// The store's durability figures when an image was taken.
-struct Durability {
+struct StoreNow {
     at: Instant,
     syncs: u64,
     flushed_seq: u64,
@@ -135,24 +148,24 @@ struct Durability {
 /// more than a sync takes here, so that a slow machine does not fail the test.
 const PERIODIC_SLACK: Duration = Duration::from_secs(1);
 
-/// How many of a connection's first acknowledged writes must survive under `periodic` and `never`
-/// (the lower bound that used to be 0, so that even an empty prefix passed):
+/// How many of a connection's first acknowledged writes must survive (for `periodic` and `never`
+/// the lower bound used to be 0, so that even an empty prefix passed):
+/// - those acknowledged as `always` or `group` (a delete that found nothing writes nothing);
 /// - those in published tables (seq up to `flushed_seq`);
 /// - those a completed sync covered. A sync covers the writes completed before it was called,
 ///   syncs run one at a time, and the count rises as each completes: with `k` done when a write
 ///   was acknowledged, the `k+1`th may have started before it, but the `k+2`th started after;
-/// - under `periodic:MS`, those acknowledged more than MS plus [`PERIODIC_SLACK`] ago.
-fn durable_floor(acknowledged_at: &[Acknowledged], now: &Durability, fsync: FsyncStrategy) -> usize {
-    let interval = match fsync {
-        FsyncStrategy::Periodic { interval_ms } => Some(Duration::from_millis(interval_ms) + PERIODIC_SLACK),
-        _ => None,
-    };
+/// - those acknowledged as `periodic` more than the interval plus [`PERIODIC_SLACK`] ago.
+fn durable_floor(acknowledged_at: &[Acknowledged], now: &StoreNow, periodic_interval: Duration) -> usize {
     let mut floor = 0;
     for (n, ack) in acknowledged_at.iter().enumerate() {
+        // A delete that found nothing wrote nothing: it makes nothing durable.
+        let durable = ack.durability.syncs_before_ack() && ack.seq.is_some();
         let synced = ack.syncs + 2 <= now.syncs;
         let in_tables = ack.seq.is_some_and(|seq| seq <= now.flushed_seq);
-        let timer_due = interval.is_some_and(|interval| ack.at + interval < now.at);
-        if synced || in_tables || timer_due {
+        let timer_due =
+            ack.durability == Durability::Periodic && ack.at + periodic_interval + PERIODIC_SLACK < now.at;
+        if durable || synced || in_tables || timer_due {
             floor = n + 1;
         }
     }
@@ -257,11 +270,11 @@ struct Totals {
     second_losses: usize,
 }
 
-fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> Totals {
+fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize, mixed: bool) -> Totals {
     let live = tempfile::tempdir().unwrap();
     let image_root = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
-    let must_keep_acknowledged = fsync.syncs_before_ack();
+    let periodic_interval = config(live.path(), fsync, sync_call).periodic_interval();
     tokio_uring::start(async {
         let (engine, _) = Engine::open(fs.clone(), &config(live.path(), fsync, sync_call))
             .await
@@ -280,6 +293,7 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> T
                     log.clone(),
                     stop.clone(),
                     seed * 100 + c as u64,
+                    mixed,
                 ))
             })
             .collect();
@@ -307,7 +321,7 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> T
                 .collect();
             let dir = image_root.path().join(format!("image-{image}"));
             std::fs::create_dir(&dir).unwrap();
-            let now = Durability {
+            let now = StoreNow {
                 at: Instant::now(),
                 syncs: engine.wal_syncs(),
                 flushed_seq: engine.stats().flushed_seq,
@@ -346,11 +360,11 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize) -> T
             let mut ranges = Vec::with_capacity(CONNECTIONS);
             for (c, (progress, found)) in progress.iter().zip(&found_all).enumerate() {
                 let log = log.borrow();
-                let at_least = if must_keep_acknowledged {
-                    progress.acknowledged
-                } else {
-                    durable_floor(&log[c].acknowledged_at[..progress.acknowledged], &now, fsync)
-                };
+                let at_least = durable_floor(
+                    &log[c].acknowledged_at[..progress.acknowledged],
+                    &now,
+                    periodic_interval,
+                );
                 let ops = &log[c].ops[..progress.issued];
                 let consistent = consistent_prefixes(ops, found);
                 let Some(kept) = consistent.iter().copied().find(|&k| k >= at_least) else {
@@ -434,6 +448,7 @@ fn group_keeps_every_acknowledged_write_in_every_crash_image() {
         SyncCall::Fdatasync,
         1,
         images_per_strategy(),
+        false,
     );
     assert!(totals.ops_acknowledged > 0);
 }
@@ -445,6 +460,7 @@ fn always_keeps_every_acknowledged_write_in_every_crash_image() {
         SyncCall::Fdatasync,
         2,
         images_per_strategy(),
+        false,
     );
 }
 
@@ -455,6 +471,7 @@ fn periodic_keeps_a_prefix_in_every_crash_image() {
         SyncCall::Fdatasync,
         3,
         images_per_strategy(),
+        false,
     );
     assert!(
         totals.writes_lost_unacknowledged_or_unsynced > 0,
@@ -469,6 +486,7 @@ fn never_keeps_a_prefix_in_every_crash_image() {
         SyncCall::Fdatasync,
         4,
         images_per_strategy(),
+        false,
     );
     assert!(totals.writes_lost_unacknowledged_or_unsynced > 0);
 }
@@ -476,7 +494,39 @@ fn never_keeps_a_prefix_in_every_crash_image() {
 /// The server's default mechanism for `group`: `O_DSYNC` writes, each durable when it completes.
 #[test]
 fn group_with_dsync_keeps_every_acknowledged_write_in_every_crash_image() {
-    run(FsyncStrategy::Group, SyncCall::Dsync, 5, images_per_strategy());
+    run(
+        FsyncStrategy::Group,
+        SyncCall::Dsync,
+        5,
+        images_per_strategy(),
+        false,
+    );
+}
+
+/// Each write asks for a random class, on the server's default mechanism (`O_DSYNC` for durable
+/// writes when everything before them is durable, `fdatasync` after weaker ones).
+#[test]
+fn mixed_classes_keep_every_durable_write_and_a_prefix_in_every_crash_image() {
+    let totals = run(
+        FsyncStrategy::Group,
+        SyncCall::Dsync,
+        6,
+        images_per_strategy(),
+        true,
+    );
+    assert!(totals.writes_lost_unacknowledged_or_unsynced > 0);
+}
+
+/// The same with explicit `fdatasync` calls.
+#[test]
+fn mixed_classes_with_fdatasync_keep_every_durable_write_in_every_crash_image() {
+    run(
+        FsyncStrategy::Group,
+        SyncCall::Fdatasync,
+        7,
+        images_per_strategy(),
+        true,
+    );
 }
 
 #[test]

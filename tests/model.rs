@@ -3,7 +3,9 @@
 //! and a `BTreeMap`. Memtables are a few KiB and L0 compacts at 2 files, so a run goes through
 //! hundreds of flushes and compactions and several levels. Under `group` and `always` every
 //! acknowledged write is synced, so a power failure (the fault layer dropping all unsynced
-//! bytes) must lose nothing acknowledged.
+//! bytes) must lose nothing acknowledged. With mixed classes (each write a random
+//! `?durability=`), power fails right after a durable write, which must keep every write before
+//! it, whatever its class.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv::config::{FsyncStrategy, StoreConfig, SyncCall, WalIo};
+use ringkv::config::{Durability as Class, FsyncStrategy, StoreConfig, SyncCall, WalIo};
 use ringkv::engine::Engine;
 use ringkv::io::FaultFs;
 
@@ -23,6 +25,8 @@ struct Durability {
     fsync: FsyncStrategy,
     wal_io: WalIo,
     sync_call: SyncCall,
+    /// Each write asks for a random class.
+    mixed: bool,
 }
 
 impl Durability {
@@ -31,6 +35,7 @@ impl Durability {
             fsync,
             wal_io: WalIo::Direct,
             sync_call: SyncCall::Fdatasync,
+            mixed: false,
         }
     }
 }
@@ -67,12 +72,16 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
     let mut model = Model::new();
     let mut last_version = 0;
     let (mut flushes, mut compactions) = (0, 0);
+    // Whether the last write was acknowledged as durable (a power failure may come now).
+    let mut last_write_durable = true;
     tokio_uring::start(async {
         let (mut engine, _) = Engine::open(fs.clone(), &config(dir.path(), fsync))
             .await
             .unwrap();
         for step in 0..steps {
             let key = key(rng.gen_range(0..KEYS));
+            let requested = fsync.mixed.then(|| Class::ALL[rng.gen_range(0..4)]);
+            let class = engine.config().durability_for(requested);
             match rng.gen_range(0..1000) {
                 0..=449 => {
                     let len = if rng.gen_bool(0.03) {
@@ -81,7 +90,8 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                         rng.gen_range(0..60)
                     };
                     let value = format!("\"{step}:{}\"", "x".repeat(len)).into_bytes();
-                    let version = engine.set(&key, &value).await.unwrap();
+                    let version = engine.set_with(&key, &value, class).await.unwrap();
+                    last_write_durable = class.syncs_before_ack();
                     assert!(
                         version > last_version,
                         "step {step}: version {version} after {last_version}"
@@ -90,7 +100,10 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                     model.insert(key, (value, version));
                 }
                 450..=649 => {
-                    let removed = engine.delete(&key).await.unwrap();
+                    let removed = engine.delete_with(&key, class).await.unwrap();
+                    if removed.is_some() {
+                        last_write_durable = class.syncs_before_ack();
+                    }
                     let expected = model.remove(&key);
                     assert_eq!(
                         removed
@@ -122,6 +135,14 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                     engine = reopen(&fs, dir.path(), fsync, &model, last_version).await;
                 }
                 _ => {
+                    if !last_write_durable {
+                        // One durable write makes every write before it durable.
+                        let value = format!("\"{step}:durable\"").into_bytes();
+                        let version = engine.set_with(&key, &value, Class::Group).await.unwrap();
+                        last_version = version;
+                        model.insert(key, (value, version));
+                        last_write_durable = true;
+                    }
                     // Power failure: no close, and every unsynced byte is lost.
                     flushes += engine.stats().flushes;
                     compactions += engine.stats().compactions;
@@ -212,14 +233,20 @@ fn model_group_commit_buffered_fsync() {
     run_model(200, durability, 1200);
 }
 
-/// Under `O_DSYNC` every WAL write is durable when it completes, so even `never`, which makes no
-/// sync call at all, keeps every acknowledged write through a power loss.
+/// Mixed classes on one log, with each mechanism for durable writes: `O_DSYNC` (direct and
+/// buffered), and `fdatasync`. A power failure right after a durable write loses nothing
+/// acknowledged before it, `never` and `periodic` writes included.
 #[test]
-fn model_never_with_dsync_loses_nothing_acknowledged() {
-    for (seed, wal_io) in [(300, WalIo::Direct), (301, WalIo::Buffered)] {
+fn model_mixed_classes_a_durable_write_keeps_every_write_before_it() {
+    for (seed, wal_io, sync_call) in [
+        (300, WalIo::Direct, SyncCall::Dsync),
+        (301, WalIo::Buffered, SyncCall::Dsync),
+        (302, WalIo::Direct, SyncCall::Fdatasync),
+    ] {
         let durability = Durability {
             wal_io,
-            sync_call: SyncCall::Dsync,
+            sync_call,
+            mixed: true,
             ..Durability::new(FsyncStrategy::Never)
         };
         run_model(seed, durability, 1000);

@@ -11,10 +11,12 @@
 //!   that version (never visible before it is acknowledged);
 //! - after a power failure the store holds the writes of a *prefix* in sequence order across all
 //!   clients (acknowledged writes up to some S, and any subset of the failed ones below S), and S
-//!   is at least the durability floor: every acknowledged write under `always` and `group`
-//!   (and everything any client saw), under `periodic:MS` every write acknowledged more than
-//!   MS plus two sync latencies before the failure, after a clean close every acknowledged write,
-//!   and always everything in published tables;
+//!   is at least the durability floor: every acknowledged write of class `always` and `group`
+//!   (and, when every write is of those, everything any client saw), every `periodic` write
+//!   acknowledged more than the periodic interval plus two sync latencies before the failure,
+//!   after a clean close every acknowledged write, and always everything in published tables.
+//!   Half the seeds give each write a random class (`?durability=`, with a random floor), so
+//!   that one log serves them all; the others use the strategy's class;
 //! - what a recovery found survives the next power failure as it is (a second crash right after
 //!   recovery loses nothing).
 //!
@@ -29,7 +31,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ringkv::config::{FsyncStrategy, StoreConfig, SyncCall, WalIo};
+use ringkv::config::{Durability, FsyncStrategy, StoreConfig, SyncCall, WalIo};
 use ringkv::engine::Engine;
 use ringkv::io::sim::{RunEnd, SimFaults, SimStats, Simulation};
 use ringkv::io::{FileSystem, SimFs};
@@ -61,6 +63,8 @@ enum Outcome {
 struct Write {
     /// The value's JSON text, or `None` for a delete.
     value: Option<Vec<u8>>,
+    /// The class it was acknowledged under.
+    durability: Durability,
     outcome: Outcome,
 }
 
@@ -73,7 +77,8 @@ struct Model {
     state: BTreeMap<usize, Value>,
     /// This life's writes per key, in the order its one writer issued them.
     writes: BTreeMap<usize, Vec<Write>>,
-    /// Under `always`/`group`: the largest seq acknowledged or seen by any reader.
+    /// The largest seq acknowledged under `always`/`group`, or seen by any reader when every
+    /// write is of those classes.
     floor_seq: u64,
     /// The largest `flushed_seq` the engine reported (in a published table, so durable).
     flushed_seq: u64,
@@ -94,6 +99,10 @@ struct Setup {
     background_io_bytes: usize,
     background_write_bytes_per_sec: u64,
     faults: SimFaults,
+    /// Each write asks for a random class; `None`: every write gets the strategy's.
+    mixed: bool,
+    min_durability: Durability,
+    periodic_sync_interval: Option<Duration>,
 }
 
 impl Setup {
@@ -119,6 +128,7 @@ impl Setup {
         } else {
             SimFaults::default()
         };
+
         // A quarter of the seeds never flush within a life: only the WAL's syncs make their
         // writes durable (with small memtables a flush always came first, and a periodic timer
         // that never synced went unnoticed).
@@ -142,7 +152,37 @@ impl Setup {
             background_io_bytes: 4096 * fs.random(1..4),
             background_write_bytes_per_sec: if fs.random(0..2) == 0 { 0 } else { 4 << 20 },
             faults,
+            mixed: false,
+            min_durability: Durability::Never,
+            periodic_sync_interval: None,
         }
+        .with_classes(fs)
+    }
+
+    /// Drawn after the rest, so that a seed keeps the rest of the set-up it had before classes.
+    fn with_classes(mut self, fs: &SimFs) -> Self {
+        self.mixed = fs.random(0..2) == 0;
+        if self.mixed {
+            self.min_durability = if fs.random(0..3) == 0 {
+                Durability::ALL[fs.random(0..4)]
+            } else {
+                Durability::Never
+            };
+            if !matches!(self.fsync, FsyncStrategy::Periodic { .. }) {
+                self.periodic_sync_interval = Some(Duration::from_millis(fs.random(2..40)));
+            }
+        }
+        self
+    }
+
+    /// The class a write asks for: a random one when classes are mixed.
+    fn request(&self, fs: &SimFs) -> Option<Durability> {
+        self.mixed.then(|| Durability::ALL[fs.random(0..4)])
+    }
+
+    /// Whether every acknowledged write is durable when acknowledged.
+    fn all_durable(&self) -> bool {
+        !self.mixed && self.fsync.syncs_before_ack() || self.min_durability.syncs_before_ack()
     }
 
     fn config(&self) -> StoreConfig {
@@ -158,6 +198,8 @@ impl Setup {
             background_write_bytes_per_sec: self.background_write_bytes_per_sec,
             background_io_bytes: self.background_io_bytes,
             max_value_bytes: 2048,
+            min_durability: self.min_durability,
+            periodic_sync_interval: self.periodic_sync_interval,
             ..StoreConfig::for_dir(PathBuf::from("/sim/data"))
         }
     }
@@ -309,14 +351,16 @@ async fn run_client(
                 let padding = "x".repeat(fs.random(0..1800));
                 let value =
                     format!("\"c{client}-op{op}-t{}-{padding}\"", fs.elapsed().as_nanos()).into_bytes();
+                let durability = engine.config().durability_for(setup.request(&fs));
                 // Noted as failed until it is acknowledged: a crash may cut the wait short.
                 let index = note_issued(
                     &mut model.borrow_mut(),
                     key,
                     Some(value.clone()),
+                    durability,
                     engine.next_seq(),
                 );
-                let outcome = engine.set(&name, &value).await;
+                let outcome = engine.set_with(&name, &value, durability).await;
                 let mut model = model.borrow_mut();
                 match outcome {
                     Ok(seq) => {
@@ -325,18 +369,19 @@ async fn run_client(
                             seq,
                             at: fs.elapsed(),
                         };
-                        settle_write(&mut model, setup, key, index, acknowledged);
+                        settle_write(&mut model, key, index, acknowledged);
                     }
                     Err(error) => check_error(&fs, faults_at_start, "set", &error)?,
                 }
             }
             60..=74 => {
                 let expected = model.borrow().state.get(&key).cloned().flatten();
+                let durability = engine.config().durability_for(setup.request(&fs));
                 // A delete of a present key writes a tombstone, which a crash may cut short.
                 let index = expected
                     .is_some()
-                    .then(|| note_issued(&mut model.borrow_mut(), key, None, engine.next_seq()));
-                let outcome = engine.delete(&name).await;
+                    .then(|| note_issued(&mut model.borrow_mut(), key, None, durability, engine.next_seq()));
+                let outcome = engine.delete_with(&name, durability).await;
                 let mut model = model.borrow_mut();
                 match outcome {
                     Ok(Some(deletion)) => {
@@ -354,7 +399,7 @@ async fn run_client(
                             at: fs.elapsed(),
                         };
                         let index = index.expect("noted: the model held the key");
-                        settle_write(&mut model, setup, key, index, acknowledged);
+                        settle_write(&mut model, key, index, acknowledged);
                     }
                     Ok(None) if expected.is_none() => {}
                     Ok(None) => {
@@ -389,7 +434,7 @@ async fn run_client(
                     Ok(Some(found)) => {
                         let mut model = model.borrow_mut();
                         model.observed.push((other, found.version, found.value.to_vec()));
-                        if setup.fsync.syncs_before_ack() {
+                        if setup.all_durable() {
                             model.floor_seq = model.floor_seq.max(found.version);
                         }
                     }
@@ -407,21 +452,30 @@ async fn run_client(
 
 /// Notes a write about to be issued, as failed until it is acknowledged (a crash or an error
 /// may leave it either way); returns its index among the key's writes.
-fn note_issued(model: &mut Model, key: usize, value: Option<Vec<u8>>, seq_at_least: u64) -> usize {
+fn note_issued(
+    model: &mut Model,
+    key: usize,
+    value: Option<Vec<u8>>,
+    durability: Durability,
+    seq_at_least: u64,
+) -> usize {
     let writes = model.writes.entry(key).or_default();
     writes.push(Write {
         value,
+        durability,
         outcome: Outcome::Failed { seq_at_least },
     });
     writes.len() - 1
 }
 
 /// The write noted at `index` was acknowledged.
-fn settle_write(model: &mut Model, setup: Setup, key: usize, index: usize, outcome: Outcome) {
-    if let (Outcome::Acknowledged { seq, .. }, true) = (&outcome, setup.fsync.syncs_before_ack()) {
+fn settle_write(model: &mut Model, key: usize, index: usize, outcome: Outcome) {
+    let write = &mut model.writes.get_mut(&key).expect("noted before it was issued")[index];
+    let durable = write.durability.syncs_before_ack();
+    write.outcome = outcome.clone();
+    if let (Outcome::Acknowledged { seq, .. }, true) = (&outcome, durable) {
         model.floor_seq = model.floor_seq.max(*seq);
     }
-    model.writes.get_mut(&key).expect("noted before it was issued")[index].outcome = outcome;
 }
 
 fn show(value: &Value) -> String {
@@ -455,23 +509,12 @@ fn check_observed(model: &Model) -> Result<(), String> {
 /// The durability floor when the process died at `crash_at` (virtual time).
 fn floor(model: &Model, setup: Setup, crash_at: Duration) -> u64 {
     let mut floor = model.floor_seq.max(model.flushed_seq);
-    if let FsyncStrategy::Periodic { interval_ms } = setup.fsync {
-        if setup.sync_call != SyncCall::Dsync {
-            let covered_by = Duration::from_millis(interval_ms) + 2 * SYNC_LATENCY_MAX;
-            for write in model.writes.values().flatten() {
-                if let Outcome::Acknowledged { seq, at } = write.outcome {
-                    if at + covered_by < crash_at {
-                        floor = floor.max(seq);
-                    }
-                }
-            }
-        }
-    }
-    if setup.sync_call == SyncCall::Dsync {
-        // Every acknowledged write was an O_DSYNC write: durable when acknowledged.
-        for write in model.writes.values().flatten() {
-            if let Outcome::Acknowledged { seq, .. } = write.outcome {
-                floor = floor.max(seq);
+    let covered_by = setup.config().periodic_interval() + 2 * SYNC_LATENCY_MAX;
+    for write in model.writes.values().flatten() {
+        if let (Outcome::Acknowledged { seq, at }, Durability::Periodic) = (&write.outcome, write.durability)
+        {
+            if *at + covered_by < crash_at {
+                floor = floor.max(*seq);
             }
         }
     }

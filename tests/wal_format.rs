@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ringkv::config::{FsyncStrategy, SyncCall, WalIo};
+use ringkv::config::{Durability, FsyncStrategy, SyncCall, WalIo};
 use ringkv::io::UringFs;
 use ringkv::wal::{self, record, LogPosition, RecordKind, WalOptions, WalWriter};
 use ringkv::Error;
@@ -17,6 +17,7 @@ fn options(dir: &Path) -> WalOptions {
         segment_bytes: SEGMENT_BYTES,
         batch_bytes: 1 << 20,
         fsync: FsyncStrategy::Group,
+        periodic_interval: std::time::Duration::from_secs(1),
         io: WalIo::Direct,
         sync_call: SyncCall::Fdatasync,
     }
@@ -50,7 +51,12 @@ fn write_log_then(dir: &Path, batches: &[usize], close: bool) {
         for &count in batches {
             let mut tickets = Vec::new();
             for _ in 0..count {
-                tickets.push(writer.append(RecordKind::Put, &key(i), VALUE).unwrap().1);
+                tickets.push(
+                    writer
+                        .append(RecordKind::Put, &key(i), VALUE, Durability::Group)
+                        .unwrap()
+                        .1,
+                );
                 i += 1;
             }
             for ticket in tickets {
@@ -223,7 +229,9 @@ fn writing_resumes_at_the_recovered_position() {
     let log = result.unwrap();
     tokio_uring::start(async {
         let writer = WalWriter::start(UringFs, options(dir.path()), log.position.clone(), log.next_seq);
-        let (seq, ticket) = writer.append(RecordKind::Delete, &key(0), b"").unwrap();
+        let (seq, ticket) = writer
+            .append(RecordKind::Delete, &key(0), b"", Durability::Group)
+            .unwrap();
         assert_eq!(seq, 4);
         ticket.wait().await.unwrap();
         writer.close().await.unwrap();

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::worker::Worker;
+use super::protocol::WorkKind;
+use super::worker::{WorkDone, Worker};
 use crate::compaction::{self, Task};
 use crate::error::Result;
 use crate::io::FileSystem;
@@ -34,13 +35,22 @@ impl<F: FileSystem> Worker<F> {
         self.pointers.borrow_mut()[task.level] = Some(task.largest.clone());
         let target = task.target_level();
         let inputs: Vec<Arc<TableMeta>> = task.inputs.iter().map(|&n| self.table(task.level, n)).collect();
+        let mut work = WorkDone {
+            kind: WorkKind::Move,
+            started: self.fs.now(),
+            tables_in: inputs.len(),
+            bytes_read: 0,
+        };
         if task.is_move() {
             let edit = compaction::edit_for(&task, inputs);
-            return self.publish(edit, None).await;
+            return self.publish(edit, None, work).await;
         }
         let overlapping: Vec<Arc<TableMeta>> =
             task.overlapping.iter().map(|&n| self.table(target, n)).collect();
         let sources: Vec<Arc<TableMeta>> = inputs.into_iter().chain(overlapping).collect();
+        work.kind = WorkKind::Compaction;
+        work.tables_in = sources.len();
+        work.bytes_read = sources.iter().map(|table| table.file_bytes).sum();
         self.status.compacting.store(true, Ordering::SeqCst);
         let outputs = compaction::run(
             &self.fs,
@@ -60,7 +70,7 @@ impl<F: FileSystem> Worker<F> {
             .table_bytes_written
             .fetch_add(written, Ordering::Relaxed);
         let edit = compaction::edit_for(&task, outputs);
-        self.publish(edit, None).await?;
+        self.publish(edit, None, work).await?;
         self.status.compactions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

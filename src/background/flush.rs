@@ -4,8 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::protocol::FlushJob;
-use super::worker::Worker;
+use super::protocol::{FlushJob, WorkKind};
+use super::worker::{WorkDone, Worker};
 use crate::error::Result;
 use crate::io::FileSystem;
 use crate::sst::TableBuilder;
@@ -23,6 +23,7 @@ impl<F: FileSystem> Worker<F> {
             job.memtable_id,
             job.flushed_seq
         );
+        let started = self.fs.now();
         let mut edit = VersionEdit {
             flushed_seq: Some(job.flushed_seq),
             first_live_wal_segment: Some(job.first_live_wal_segment),
@@ -62,7 +63,13 @@ impl<F: FileSystem> Worker<F> {
                 .fetch_add(table.file_bytes, Ordering::Relaxed);
             edit.added.push((0, table));
         }
-        self.publish(edit, Some(job.memtable_id)).await?;
+        let work = WorkDone {
+            kind: WorkKind::Flush,
+            started,
+            tables_in: 0,
+            bytes_read: 0,
+        };
+        self.publish(edit, Some(job.memtable_id), work).await?;
         self.status.flushes.fetch_add(1, Ordering::Relaxed);
         let retired_below = self.wal_deleted_below.get();
         if retired_below < job.first_live_wal_segment {

@@ -29,7 +29,7 @@ use crate::compaction::Policy;
 use crate::error::{IoContext, Result};
 use crate::io::{FileSystem, ThreadHandle};
 use crate::version::Version;
-pub use protocol::{Event, FlushJob, Job};
+pub use protocol::{Event, FlushJob, Job, Work, WorkKind};
 use worker::Worker;
 
 /// How the background work is shaped.
@@ -96,7 +96,7 @@ impl Background {
                 match worker.await {
                     Ok(worker) => worker.run(receiver).await,
                     Err(error) => {
-                        eprintln!("ringkv: background ring failed to start: {error}");
+                        tracing::error!("background ring failed to start: {error}");
                         let _ = events.send(Event::Failed(error.to_string()));
                     }
                 }
@@ -135,7 +135,7 @@ impl Background {
     pub async fn shutdown(&mut self) {
         if let Some(thread) = self.stop() {
             if !thread.join().await {
-                eprintln!("ringkv: background thread panicked");
+                tracing::error!("background thread panicked");
             }
         }
     }
@@ -145,7 +145,7 @@ impl Drop for Background {
     fn drop(&mut self) {
         if let Some(mut thread) = self.stop() {
             if !thread.join_blocking() {
-                eprintln!("ringkv: background thread panicked");
+                tracing::error!("background thread panicked");
             }
         }
     }

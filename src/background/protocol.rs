@@ -59,11 +59,34 @@ pub enum Job {
 }
 
 /// News for the serving ring.
+/// What one flush or compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    pub kind: WorkKind,
+    /// From the job's start to its edit being durable in the manifest.
+    pub duration: std::time::Duration,
+    pub tables_in: usize,
+    pub tables_out: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkKind {
+    Flush,
+    /// A merge of tables into new ones.
+    Compaction,
+    /// A table moved to the next level unchanged (no I/O but the manifest edit).
+    Move,
+}
+
 pub enum Event {
     /// A new version is durable in the manifest. `flushed_memtable` is now in a table.
     Installed {
         version: Arc<Version>,
         flushed_memtable: Option<u64>,
+        /// The flush or compaction that made it, for `/metrics` and the log.
+        work: Work,
     },
     /// The worker stopped on an error; the store must refuse writes.
     Failed(String),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::Notify;
 
-use super::protocol::{Event, FlushJob, Job};
+use super::protocol::{Event, FlushJob, Job, Work, WorkKind};
 use super::{BackgroundOptions, BackgroundStatus};
 use crate::error::{Error, Result};
 use crate::filename::FileKind;
@@ -51,6 +51,14 @@ pub(super) struct Worker<F: FileSystem> {
     pub(super) unpublished_tables: RefCell<Vec<std::path::PathBuf>>,
 }
 
+/// What a flush or compaction tells `publish` about itself (the rest comes from its edit).
+pub(super) struct WorkDone {
+    pub kind: WorkKind,
+    pub started: std::time::Instant,
+    pub tables_in: usize,
+    pub bytes_read: u64,
+}
+
 /// How long to wait before retrying work that hit a transient error (`ENOSPC`, `EMFILE`).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
 
@@ -58,7 +66,7 @@ const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
 /// the serving ring, which then refuses writes that would wait for a flush with 507) and waits
 /// before the same work is tried again.
 async fn wait_to_retry<F: FileSystem>(fs: &F, events: &UnboundedSender<Event>, error: Error) {
-    eprintln!("ringkv: {error}; background work retries in {TRANSIENT_RETRY:?}");
+    tracing::warn!("{error}; background work retries in {TRANSIENT_RETRY:?}");
     if let Error::NoSpace { op, path } = error {
         let _ = events.send(Event::NoSpace { op, path });
     }
@@ -188,7 +196,7 @@ impl<F: FileSystem> Worker<F> {
             }
             error => {
                 if !self.failed.replace(true) {
-                    eprintln!("ringkv: background failure, refusing writes until restart: {error}");
+                    tracing::error!("background failure, refusing writes until restart: {error}");
                     let _ = self.events.send(Event::Failed(error.to_string()));
                 }
                 self.compaction_wake.notify_one();
@@ -219,10 +227,7 @@ impl<F: FileSystem> Worker<F> {
             Job::DeleteTable(number) => {
                 let path = FileKind::Table(number).path(&self.options.dir);
                 if let Err(error) = self.fs.remove(&path).await {
-                    eprintln!(
-                        "ringkv: could not delete obsolete table {}: {error}",
-                        path.display()
-                    );
+                    tracing::warn!("could not delete obsolete table {}: {error}", path.display());
                 }
             }
         }
@@ -236,7 +241,12 @@ impl<F: FileSystem> Worker<F> {
 
     /// Makes `edit` durable in the manifest, retires the tables it removed from the live set
     /// (a table moved to another level stays), then announces the new version.
-    pub(super) async fn publish(&self, mut edit: VersionEdit, flushed_memtable: Option<u64>) -> Result<()> {
+    pub(super) async fn publish(
+        &self,
+        mut edit: VersionEdit,
+        flushed_memtable: Option<u64>,
+        work: WorkDone,
+    ) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
         edit.next_file_number = Some(self.next_file_number.get());
         if let Err(error) = manifest.append(&edit).await {
@@ -262,9 +272,32 @@ impl<F: FileSystem> Worker<F> {
         }
         drop(previous);
         *self.version.borrow_mut() = version.clone();
+        let work = Work {
+            kind: work.kind,
+            duration: self.fs.now().saturating_duration_since(work.started),
+            tables_in: work.tables_in,
+            tables_out: edit.added.len(),
+            bytes_read: work.bytes_read,
+            bytes_written: edit.added.iter().map(|(_, table)| table.file_bytes).sum(),
+        };
+        tracing::info!(
+            kind = ?work.kind,
+            tables_in = work.tables_in,
+            tables_out = work.tables_out,
+            bytes_read = work.bytes_read,
+            bytes_written = work.bytes_written,
+            duration_ms = work.duration.as_millis(),
+            "{} done",
+            match work.kind {
+                WorkKind::Flush => "flush",
+                WorkKind::Compaction => "compaction",
+                WorkKind::Move => "table move",
+            }
+        );
         let _ = self.events.send(Event::Installed {
             version: version.clone(),
             flushed_memtable,
+            work,
         });
         if manifest.wants_rewrite() {
             match ManifestWriter::create(&self.fs, &self.options.dir, &version.snapshot()).await {
@@ -273,7 +306,7 @@ impl<F: FileSystem> Worker<F> {
                 // retry a published flush (a second table with the same entries). The old log
                 // stays valid and is rewritten at a later publish.
                 Err(error) if error.is_transient() => {
-                    eprintln!("ringkv: {error}; the manifest is rewritten later");
+                    tracing::warn!("{error}; the manifest is rewritten later");
                 }
                 Err(error) => return Err(error),
             }

@@ -22,7 +22,9 @@ impl<F: FileSystem> Engine<F> {
             Event::Installed {
                 version,
                 flushed_memtable,
+                work,
             } => {
+                self.work.note(&work);
                 // Open new tables before any read can pick them from the version.
                 for table in version.tables() {
                     let opened = self.readers.open(table).await;
@@ -61,7 +63,7 @@ impl<F: FileSystem> Engine<F> {
     }
 
     pub(super) fn fail(&self, cause: String) {
-        eprintln!("ringkv: refusing writes until restart: {cause}");
+        tracing::error!("refusing writes until restart: {cause}");
         self.background_failure.borrow_mut().get_or_insert(cause);
         self.progress.notify_waiters();
     }

@@ -104,10 +104,24 @@ pub struct StallStats {
     pub stop_micros: u64,
 }
 
+impl Default for Stalls {
+    fn default() -> Self {
+        Stalls {
+            stats: StallStats::default(),
+            slowdown_latency: crate::metrics::Histogram::latency(),
+            stop_latency: crate::metrics::Histogram::latency(),
+            slowdown_next: None,
+            stopped_since: None,
+        }
+    }
+}
+
 /// See [`Engine::admit`].
-#[derive(Default)]
 struct Stalls {
     stats: StallStats,
+    /// Per stalled write: its delay at the slowdown count, its wait at the stop count.
+    slowdown_latency: crate::metrics::Histogram,
+    stop_latency: crate::metrics::Histogram,
     /// When the next slowed write may go (the pace is shared by every writer).
     slowdown_next: Option<std::time::Instant>,
     /// When the current stop began, while writes are stopped (for the log lines).
@@ -153,6 +167,8 @@ pub struct Engine<F: FileSystem> {
     /// Level-0 write stalls: the slowdown's shared pace and the time writes spent delayed or
     /// stopped.
     stalls: RefCell<Stalls>,
+    /// What the background ring reported doing.
+    work: crate::metrics::WorkStats,
     /// Set when `close` starts: background events still queued are dropped from then on (their
     /// edits are in the manifest; the next open reads them there).
     closing: Cell<bool>,
@@ -168,6 +184,38 @@ impl<F: FileSystem> Engine<F> {
     /// How many WAL syncs have completed since start.
     pub fn wal_syncs(&self) -> u64 {
         self.wal.syncs()
+    }
+
+    /// The WAL writer, for its figures (`/metrics`).
+    pub fn wal(&self) -> &WalWriter<F> {
+        &self.wal
+    }
+
+    /// The store's clock (virtual under the simulator).
+    pub fn now(&self) -> std::time::Instant {
+        self.fs.now()
+    }
+
+    /// What the background ring's flushes and compactions did.
+    pub fn work_stats(&self) -> &crate::metrics::WorkStats {
+        &self.work
+    }
+
+    /// Per stalled write, the time it was held back: (at the slowdown count, at the stop count).
+    pub fn stall_latency(
+        &self,
+    ) -> (
+        std::cell::Ref<'_, crate::metrics::Histogram>,
+        std::cell::Ref<'_, crate::metrics::Histogram>,
+    ) {
+        let stalls = self.stalls.borrow();
+        let (slowdown, stop) = std::cell::Ref::map_split(stalls, |s| (&s.slowdown_latency, &s.stop_latency));
+        (slowdown, stop)
+    }
+
+    /// The options the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> EngineStats {

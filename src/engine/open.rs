@@ -91,6 +91,7 @@ impl<F: FileSystem> Engine<F> {
             segment_bytes: config.wal_segment_bytes,
             batch_bytes: config.wal_batch_bytes,
             fsync: config.fsync,
+            periodic_interval: config.periodic_interval(),
             io: config.wal_io,
             sync_call: config.sync_call,
         };
@@ -129,6 +130,7 @@ impl<F: FileSystem> Engine<F> {
             background_failure: RefCell::new(None),
             background_no_space: RefCell::new(None),
             stalls: RefCell::default(),
+            work: crate::metrics::WorkStats::default(),
             seq_lease,
             seq_lease_end: Cell::new(seq_lease_end),
             seq_lease_extending: Cell::new(false),

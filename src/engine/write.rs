@@ -14,7 +14,7 @@ use super::memtables::{FrozenAt, Slot};
 use super::read::visible;
 use super::{Deletion, Engine, Pending, VersionedValue, FROZEN_MEMTABLES_MAX};
 use crate::background::{FlushJob, Job};
-use crate::config::L0_SLOWDOWN_WRITES_PER_SEC;
+use crate::config::{Durability, L0_SLOWDOWN_WRITES_PER_SEC};
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::memtable::Memtable;
@@ -22,11 +22,17 @@ use crate::seq_lease;
 use crate::wal::{RecordKind, Ticket};
 
 impl<F: FileSystem> Engine<F> {
-    /// Stores `value` (JSON text) under `key`; returns its seq (the version the API reports) once durable per the fsync
-    /// strategy.
+    /// Stores `value` (JSON text) under `key`; returns its seq (the version the API reports) once
+    /// durable as the strategy's class says.
     pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.set_with(key, value, self.config.durability_for(None)).await
+    }
+
+    /// As [`Engine::set`], acknowledged as `durability` says (see
+    /// [`crate::config::StoreConfig::durability_for`] for the floor).
+    pub async fn set_with(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<u64> {
         self.admit().await?;
-        let (seq, ticket) = self.wal.append(RecordKind::Put, key, value)?;
+        let (seq, ticket) = self.wal.append(RecordKind::Put, key, value, durability)?;
         let slot = self.note_append(key, value);
         let key = Bytes::copy_from_slice(key);
         let value = Bytes::copy_from_slice(value);
@@ -37,6 +43,11 @@ impl<F: FileSystem> Engine<F> {
     /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
     /// written).
     pub async fn delete(&self, key: &[u8]) -> Result<Option<Deletion>> {
+        self.delete_with(key, self.config.durability_for(None)).await
+    }
+
+    /// As [`Engine::delete`], acknowledged as `durability` says.
+    pub async fn delete_with(&self, key: &[u8], durability: Durability) -> Result<Option<Deletion>> {
         self.admit().await?;
         let (current, unacknowledged) = loop {
             if let Some(pending) = self.pending.borrow().get(key) {
@@ -64,14 +75,14 @@ impl<F: FileSystem> Engine<F> {
             }
         };
         let Some(removed) = current else {
-            // Absent only because of a delete not yet durable: answer once it is, so that a 404
-            // never reports a state a crash could take back.
+            // Absent only because of a delete not yet acknowledged: answer once it is, so that a
+            // 404 never reports a state that delete's class could take back.
             if let Some(ticket) = unacknowledged {
                 ticket.wait().await?;
             }
             return Ok(None);
         };
-        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"")?;
+        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"", durability)?;
         let slot = self.note_append(key, b"");
         self.settle(slot, Bytes::copy_from_slice(key), seq, None, ticket)
             .await?;
@@ -106,16 +117,18 @@ impl<F: FileSystem> Engine<F> {
         };
         if let Some(since) = stopped_at {
             let mut stalls = self.stalls.borrow_mut();
+            let waited = self.fs.now().saturating_duration_since(since);
             stalls.stats.stopped_writes += 1;
-            stalls.stats.stop_micros += micros(self.fs.now().saturating_duration_since(since));
+            stalls.stats.stop_micros += micros(waited);
+            stalls.stop_latency.record_duration(waited);
         }
         outcome?;
         self.lease_seq().await?;
         if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
             self.slow_down().await;
         } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
-            eprintln!(
-                "ringkv: writes go on: level 0 is below its slowdown count again after a stop of {:?}",
+            tracing::warn!(
+                "writes go on: level 0 is below its slowdown count again after a stop of {:?}",
                 self.fs.now().saturating_duration_since(since)
             );
         }
@@ -141,7 +154,7 @@ impl<F: FileSystem> Engine<F> {
                 match extended {
                     Ok(()) => self.seq_lease_end.set(new_end),
                     Err(error) => {
-                        eprintln!("ringkv: could not extend the sequence lease: {error}");
+                        tracing::warn!("could not extend the sequence lease: {error}");
                         if self.wal.next_seq() >= self.seq_lease_end.get() {
                             return Err(error);
                         }
@@ -175,8 +188,8 @@ impl<F: FileSystem> Engine<F> {
         let mut stalls = self.stalls.borrow_mut();
         if stalls.stopped_since.is_none() {
             stalls.stopped_since = Some(self.fs.now());
-            eprintln!(
-                "ringkv: writes stopped: level 0 holds {} tables (the stop count, --l0-stop-tables); they go on once compaction brings it down",
+            tracing::info!(
+                "writes stopped: level 0 holds {} tables (the stop count, --l0-stop-tables); they go on once compaction brings it down",
                 self.l0_tables_with_flushes()
             );
         }
@@ -194,6 +207,7 @@ impl<F: FileSystem> Engine<F> {
             stalls.slowdown_next = Some(go_at + step);
             stalls.stats.slowed_writes += 1;
             stalls.stats.slowdown_micros += micros(go_at - now);
+            stalls.slowdown_latency.record_duration(go_at - now);
             go_at
         };
         if go_at > now {

@@ -6,5 +6,6 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod stats;
 
 pub use server::Server;

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use crate::config::Durability;
+
 /// The statuses this server answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -49,23 +51,37 @@ impl Status {
     }
 }
 
-/// A response before it is written: status, JSON body, and the `Allow` header for a 405.
+/// A response before it is written: status, body, and the headers some answers carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Status,
+    pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
     /// Seconds for a `Retry-After` header (a 503 that will pass).
     pub retry_after: Option<u32>,
+    /// The `Durability` header of a write's answer: the class that applied.
+    pub durability: Option<Durability>,
 }
 
 impl Response {
     pub fn json(status: Status, body: Vec<u8>) -> Self {
         Response {
             status,
+            content_type: "application/json",
             body,
             allow: None,
             retry_after: None,
+            durability: None,
+        }
+    }
+
+    /// A `200` in the Prometheus text exposition format.
+    pub fn prometheus_text(body: Vec<u8>) -> Self {
+        Response {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            ..Response::json(Status::Ok, body)
         }
     }
 
@@ -94,13 +110,17 @@ impl Response {
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             self.status.code(),
             self.status.reason(),
+            self.content_type,
             self.body.len()
         );
         if let Some(allow) = self.allow {
             let _ = write!(out, "Allow: {allow}\r\n");
+        }
+        if let Some(durability) = self.durability {
+            let _ = write!(out, "Durability: {}\r\n", durability.name());
         }
         if let Some(seconds) = self.retry_after {
             let _ = write!(out, "Retry-After: {seconds}\r\n");

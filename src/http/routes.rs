@@ -6,15 +6,16 @@ use serde_json::value::RawValue;
 
 use super::request::{query_param, QueryError};
 use super::response::{push_json_string, Response, Status};
-use crate::config::HttpConfig;
+use crate::config::{Durability, HttpConfig};
 use crate::engine::{Engine, VersionedValue};
 use crate::error::Error;
 use crate::io::FileSystem;
 
-/// Answers one request.
+/// Answers one request; `scrape` renders the `/metrics` page.
 pub async fn handle<F: FileSystem>(
     engine: &Engine<F>,
     limits: &HttpConfig,
+    scrape: &dyn Fn() -> Vec<u8>,
     method: &str,
     target: &str,
     body: &[u8],
@@ -24,10 +25,13 @@ pub async fn handle<F: FileSystem>(
         "/get" => ("GET", method == "GET"),
         "/set" => ("POST", method == "POST"),
         "/del" => ("DELETE", method == "DELETE"),
+        "/metrics" => ("GET", method == "GET"),
         _ => {
             return Response::error(
                 Status::NotFound,
-                &format!("no endpoint {path}: use GET /get?key=K, POST /set or DELETE /del?key=K"),
+                &format!(
+                    "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K or GET /metrics"
+                ),
             )
         }
     };
@@ -40,11 +44,56 @@ pub async fn handle<F: FileSystem>(
         return response;
     }
     let outcome = match path {
+        "/metrics" => Ok(Response::prometheus_text(scrape())),
         "/get" => get(engine, limits, query).await,
-        "/set" => set(engine, limits, body).await,
-        _ => delete(engine, limits, query).await,
+        "/set" => match durability(engine, query) {
+            Ok(class) => with_durability(set(engine, limits, body, class).await, class),
+            Err(response) => Err(response),
+        },
+        _ => match durability(engine, query) {
+            Ok(class) => with_durability(delete(engine, limits, query, class).await, class),
+            Err(response) => Err(response),
+        },
     };
     outcome.unwrap_or_else(|response| response)
+}
+
+/// The class a write gets: its `?durability=`, else the server's, never below the floor.
+fn durability<F: FileSystem>(engine: &Engine<F>, query: &str) -> Result<Durability, Response> {
+    let requested = match query_param(query, "durability") {
+        Ok(None) => None,
+        Ok(Some(name)) => Some(name.parse::<Durability>().map_err(|_| {
+            Response::error(
+                Status::BadRequest,
+                &format!(
+                    "unknown durability {name:?}: use one of {}",
+                    Durability::ALL
+                        .map(Durability::name)
+                        .iter()
+                        .rev()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?),
+        Err(_) => {
+            return Err(Response::error(
+                Status::BadRequest,
+                "bad durability parameter: use ?durability=always|group|periodic|never",
+            ))
+        }
+    };
+    Ok(engine.config().durability_for(requested))
+}
+
+/// Every answer of a write whose class is known names it, failures included.
+fn with_durability(answer: Answer, class: Durability) -> Answer {
+    let name = |mut response: Response| {
+        response.durability = Some(class);
+        response
+    };
+    answer.map(name).map_err(name)
 }
 
 type Answer = Result<Response, Response>;
@@ -57,9 +106,18 @@ async fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str
     }
 }
 
-async fn delete<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
+async fn delete<F: FileSystem>(
+    engine: &Engine<F>,
+    limits: &HttpConfig,
+    query: &str,
+    durability: Durability,
+) -> Answer {
     let key = key_from_query(query, limits)?;
-    match engine.delete(key.as_bytes()).await.map_err(store_error)? {
+    match engine
+        .delete_with(key.as_bytes(), durability)
+        .await
+        .map_err(store_error)?
+    {
         Some(deletion) => Ok(value_response(&key, &deletion.removed)),
         None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
     }
@@ -81,7 +139,12 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]) -> Answer {
+async fn set<F: FileSystem>(
+    engine: &Engine<F>,
+    limits: &HttpConfig,
+    body: &[u8],
+    durability: Durability,
+) -> Answer {
     let parsed: SetBody = serde_json::from_slice(body)
         .map_err(|error| Response::error(Status::BadRequest, &format!("malformed JSON body: {error}")))?;
     let raw_key = parsed
@@ -105,7 +168,10 @@ async fn set<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, body: &[u8]
         ));
     }
     crate::panic_trigger::check(crate::panic_trigger::Place::Serving, key.as_bytes());
-    let version = engine.set(key.as_bytes(), value).await.map_err(store_error)?;
+    let version = engine
+        .set_with(key.as_bytes(), value, durability)
+        .await
+        .map_err(store_error)?;
     let mut body = Vec::with_capacity(key.len() + 32);
     body.extend_from_slice(b"{\"key\":");
     push_json_string(&mut body, &key);
@@ -169,7 +235,7 @@ fn value_response(key: &str, found: &VersionedValue) -> Response {
 
 /// A read failed (an I/O error or a damaged block): this request fails, the server goes on.
 fn read_error(error: Error) -> Response {
-    eprintln!("ringkv: read failed: {error}");
+    tracing::error!("read failed: {error}");
     Response::error(Status::InternalServerError, &format!("the read failed: {error}"))
 }
 

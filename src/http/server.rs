@@ -20,6 +20,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use super::request::{parse_resuming, ChunkedProgress, Limits, Parsed};
 use super::response::{Response, Status};
 use super::routes;
+use super::stats::HttpStats;
 use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::io::FileSystem;
@@ -85,6 +86,7 @@ pub struct Server<F: FileSystem> {
     /// connection takes a request's worst case from it before its buffer grows past a small
     /// request's, and gives it back once the request is read.
     large_requests: tokio::sync::Semaphore,
+    stats: HttpStats,
 }
 
 /// The accept loop's pause after a failed accept: 10 ms, doubling to 1 s while accepts keep
@@ -101,8 +103,8 @@ impl AcceptBackoff {
 
     fn failed(&mut self, error: &std::io::Error) -> Duration {
         if self.failures == 0 {
-            eprintln!(
-                "ringkv: accept failed: {error}; backing off up to {:?} until it works again",
+            tracing::warn!(
+                "accept failed: {error}; backing off up to {:?} until it works again",
                 Self::LONGEST
             );
             self.pause = Self::FIRST;
@@ -115,7 +117,7 @@ impl AcceptBackoff {
 
     fn succeeded(&mut self) {
         if self.failures > 0 {
-            eprintln!("ringkv: accept works again after {} failures", self.failures);
+            tracing::info!("accept works again after {} failures", self.failures);
             self.failures = 0;
         }
     }
@@ -134,6 +136,7 @@ impl<F: FileSystem> Server<F> {
                 config.max_buffered_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
             config,
+            stats: HttpStats::default(),
         })
     }
 
@@ -162,9 +165,11 @@ impl<F: FileSystem> Server<F> {
                     // Best effort and never blocking: a new socket's buffer takes the short
                     // answer. Dropping the stream closes it.
                     let _ = crate::sys::send_nonblocking(stream.as_raw_fd(), &refusal);
+                    HttpStats::add(&self.stats.connections_refused);
                 }
                 Ok((stream, _peer)) => {
                     backoff.succeeded();
+                    HttpStats::add(&self.stats.connections_accepted);
                     let id = self.next_connection_id.get();
                     self.next_connection_id.set(id + 1);
                     let connection = Rc::new(Connection {
@@ -332,14 +337,21 @@ impl<F: FileSystem> Server<F> {
             loop {
                 match parse_resuming(&input[start..], limits, &mut chunked) {
                     Ok(Parsed::Complete { request, consumed }) => {
+                        // The request's last byte is in: the answer's latency starts.
+                        let received = Instant::now();
+                        let scrape = || {
+                            crate::metrics::render(&self.engine, &self.stats, self.connections.borrow().len())
+                        };
                         let response = routes::handle(
                             &self.engine,
                             &self.config,
+                            &scrape,
                             request.method,
                             request.target,
                             &request.body,
                         )
                         .await;
+                        self.stats.note(request.target, &response, received.elapsed());
                         let keep_alive = request.keep_alive && !self.stopping.get();
                         response.write_to(&mut output, keep_alive, request.http10);
                         start += consumed;

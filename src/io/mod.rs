@@ -146,7 +146,7 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
 pub async fn remove_leftover<F: FileSystem>(fs: &F, path: &Path) {
     if let Err(error) = fs.remove(path).await {
         if error.kind() != io::ErrorKind::NotFound {
-            eprintln!("ringkv: could not delete {}: {error}", path.display());
+            tracing::warn!("could not delete {}: {error}", path.display());
         }
     }
 }

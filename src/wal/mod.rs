@@ -5,9 +5,11 @@
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod stats;
 pub mod writer;
 
 pub use record::{Record, RecordKind};
 pub use recovery::{recover, RecoveredLog};
 pub use segment::{retire_segments, segment_path};
+pub use stats::WalStats;
 pub use writer::{LogPosition, Ticket, WalOptions, WalWriter};

@@ -94,10 +94,7 @@ pub async fn retire_segments<F: FileSystem>(fs: &F, dir: &Path, from: u64, to: u
         let path = segment_path(dir, number);
         if let Err(error) = fs.remove(&path).await {
             if error.kind() != io::ErrorKind::NotFound {
-                eprintln!(
-                    "ringkv: could not delete retired WAL segment {}: {error}",
-                    path.display()
-                );
+                tracing::warn!("could not delete retired WAL segment {}: {error}", path.display());
             }
         }
     }

@@ -1,7 +1,13 @@
 //! The WAL writer: assigns sequence numbers, gathers records into group-commit batches, and runs
-//! the one committer task that writes each batch with a single `O_DIRECT` write (and a sync, when
-//! the fsync strategy asks for one). Knows bytes and segments, not memtables: a caller learns
-//! through its [`Ticket`] when its record is durable and applies it itself.
+//! the one committer task that writes each batch with a single `O_DIRECT` write (and makes it
+//! durable, when a record in it asks for that). Knows bytes and segments, not memtables: a caller
+//! learns through its [`Ticket`] when its record is acknowledged and applies it itself.
+//!
+//! Each record carries its own [`Durability`] class, and one log serves them all: a batch holding
+//! an `always` or `group` record is made durable before any of its records is acknowledged (an
+//! `always` record gets a batch of its own); the others are acknowledged once written, and the
+//! periodic timer syncs what `periodic` records left unsynced. A durable write makes the whole log
+//! before it durable (earlier segments included), so what is durable is always a prefix.
 //!
 //! Batches are written strictly in order and a failed batch fails every batch queued after it, so
 //! what is durable is always a prefix of what was appended.
@@ -16,7 +22,8 @@ use tokio::sync::Notify;
 
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
 use super::segment;
-use crate::config::{FsyncStrategy, SyncCall, WalIo};
+use super::stats::WalStats;
+use crate::config::{Durability, FsyncStrategy, SyncCall, WalIo};
 use crate::error::{Error, Result};
 use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
 
@@ -26,15 +33,18 @@ pub struct WalOptions {
     pub dir: PathBuf,
     pub segment_bytes: u64,
     pub batch_bytes: usize,
+    /// The server's strategy: under `periodic`, a segment is synced before the writer leaves it.
     pub fsync: FsyncStrategy,
+    /// How often the WAL is synced while `periodic` records are unsynced.
+    pub periodic_interval: Duration,
     pub io: WalIo,
     pub sync_call: SyncCall,
 }
 
 impl WalOptions {
-    /// How segment files are opened for this mechanism.
-    pub fn open_mode(&self) -> OpenMode {
-        OpenMode::READ_WRITE.with_mechanism(self.io == WalIo::Buffered, self.sync_call == SyncCall::Dsync)
+    /// How segment files are opened: `O_DIRECT` or buffered, with `O_DSYNC` or without.
+    pub fn open_mode(&self, dsync: bool) -> OpenMode {
+        OpenMode::READ_WRITE.with_mechanism(self.io == WalIo::Buffered, dsync)
     }
 }
 
@@ -90,17 +100,59 @@ struct Batch {
     records: u32,
     /// Where its last record ends.
     end_offset: u64,
-    /// No more records go in (its segment was sealed, or the strategy gives each record its own).
-    closed: bool,
+    /// No more records go in: its segment was sealed.
+    sealed: bool,
+    /// Holds an `always` record: nothing else goes in but the segment end.
+    single: bool,
+    /// Made durable before its records are acknowledged (holds an `always` or `group` record).
+    durable: bool,
+    /// Holds a `periodic` record: the periodic timer syncs it if nothing else does.
+    periodic: bool,
+    /// Everything before this (segment, offset) will be durable when the batch reaches the disk
+    /// (the end of the last durable batch queued before it), if known.
+    floor: Option<(u64, u64)>,
     ticket: Ticket,
     /// Holds the key of a panic planted in the committer (`crate::panic_trigger`).
     planted_panic: bool,
+    /// The sequence number of its last record.
+    last_seq: u64,
+}
+
+/// The files of the segment being written. Under `--sync-call dsync` a segment has two: a durable
+/// write goes through the `O_DSYNC` one when everything before it is durable already (its own
+/// flush then covers all), any other write through the plain one (a `never` write must not wait
+/// for the disk) with an `fdatasync` after it when it must be durable. An `O_DSYNC` write may be a
+/// FUA write, which makes durable only its own bytes, not earlier writes still in the device's
+/// cache: hence the condition.
+impl Batch {
+    /// What a batch written after this one may count on being durable when it is written: this
+    /// batch's end if it is durable (the committer makes it durable before writing the next,
+    /// and a durable write covers the whole log before it), else what this one counted on.
+    fn floor_after(&self) -> Option<(u64, u64)> {
+        match (self.durable, self.sealed) {
+            (true, true) => Some((self.segment_number + 1, 0)),
+            (true, false) => Some((self.segment_number, self.end_offset)),
+            (false, _) => self.floor,
+        }
+    }
 }
 
 struct OpenSegment<F: FileSystem> {
     number: u64,
     path: PathBuf,
     file: Rc<F::File>,
+    dsync_file: Option<Rc<F::File>>,
+}
+
+impl<F: FileSystem> Clone for OpenSegment<F> {
+    fn clone(&self) -> Self {
+        OpenSegment {
+            number: self.number,
+            path: self.path.clone(),
+            file: self.file.clone(),
+            dsync_file: self.dsync_file.clone(),
+        }
+    }
 }
 
 struct State<F: FileSystem> {
@@ -116,8 +168,11 @@ struct State<F: FileSystem> {
     closing: bool,
     current: Option<OpenSegment<F>>,
     spare: Option<(u64, Task<Result<F::File>>)>,
-    /// Written but not yet synced (drives `periodic`).
-    unsynced: bool,
+    /// A `periodic` record was written and no sync has covered it yet (drives the timer).
+    periodic_unsynced: bool,
+    /// The floor of a batch created when the queue is empty: what the batches taken so far
+    /// guarantee (see `Batch::floor`).
+    floor_after_taken: Option<(u64, u64)>,
     free_buffers: Vec<AlignedBuf>,
 }
 
@@ -136,7 +191,7 @@ pub struct WalWriter<F: FileSystem> {
     /// segment's unsynced pages while the committer's sync before leaving the segment succeeded,
     /// and the next segment's records claimed the lost bytes durable).
     sync_lock: tokio::sync::Mutex<()>,
-    syncs: Cell<u64>,
+    stats: WalStats,
     /// Everything before this (segment, offset) has been written.
     written_end: Cell<(u64, u64)>,
     /// Everything before this (segment, offset) is known durable (drives the claims of
@@ -145,15 +200,12 @@ pub struct WalWriter<F: FileSystem> {
 }
 
 impl<F: FileSystem> WalWriter<F> {
-    /// Starts writing at `position` with `next_seq`, and spawns the committer (and, for
-    /// `periodic`, the sync timer) on the current ring. Every record before `next_seq` must be
-    /// durable (recovery syncs what it replayed).
+    /// Starts writing at `position` with `next_seq`, and spawns the committer and the periodic
+    /// sync timer on the current ring. Every record before `next_seq` must be durable (recovery
+    /// syncs what it replayed).
     pub fn start(fs: F, options: WalOptions, position: LogPosition, next_seq: u64) -> Rc<Self> {
         assert_eq!(options.segment_bytes % BLOCK_BYTES as u64, 0);
-        let interval = match options.fsync {
-            FsyncStrategy::Periodic { interval_ms } => Some(Duration::from_millis(interval_ms)),
-            _ => None,
-        };
+        let interval = options.periodic_interval;
         let start = (position.segment_number, position.offset);
         let writer = Rc::new(WalWriter {
             fs,
@@ -167,25 +219,26 @@ impl<F: FileSystem> WalWriter<F> {
                 closing: false,
                 current: None,
                 spare: None,
-                unsynced: false,
+                periodic_unsynced: false,
+                floor_after_taken: Some(start),
                 free_buffers: Vec::new(),
             }),
             work: Notify::new(),
             committer: RefCell::new(None),
             sync_lock: tokio::sync::Mutex::new(()),
-            syncs: Cell::new(0),
+            stats: WalStats::new(next_seq.saturating_sub(1)),
             written_end: Cell::new(start),
             durable_end: Cell::new(start),
         });
         *writer.committer.borrow_mut() = Some(writer.fs.spawn(run_committer(writer.clone())));
-        if let Some(interval) = interval {
-            // Ends by itself at its first tick after the writer closes or is dropped.
-            drop(writer.fs.spawn(run_periodic_sync(
-                writer.fs.clone(),
-                Rc::downgrade(&writer),
-                interval,
-            )));
-        }
+        // Any request may ask for `periodic`, so the timer always runs; it syncs only while
+        // `periodic` records are unsynced. Ends by itself at its first tick after the writer
+        // closes or is dropped.
+        drop(writer.fs.spawn(run_periodic_sync(
+            writer.fs.clone(),
+            Rc::downgrade(&writer),
+            interval,
+        )));
         writer
     }
 
@@ -203,9 +256,22 @@ impl<F: FileSystem> WalWriter<F> {
         state.position.segment_number.min(current)
     }
 
-    /// How many WAL syncs have completed.
+    /// How many WAL syncs have completed: rounds of sync calls (each covering everything written
+    /// before it started), and `O_DSYNC` writes (each made when everything before it was durable).
     pub fn syncs(&self) -> u64 {
-        self.syncs.get()
+        self.stats.syncs.get()
+    }
+
+    /// What the writer counts, for `/metrics`.
+    pub fn stats(&self) -> &WalStats {
+        &self.stats
+    }
+
+    /// The written and the durable end of the log as byte positions (segment number times the
+    /// segment size, plus the offset: comparable across segments).
+    pub fn positions(&self) -> (u64, u64) {
+        let bytes = |(segment, offset): (u64, u64)| segment * self.options.segment_bytes + offset;
+        (bytes(self.written_end.get()), bytes(self.durable_end.get()))
     }
 
     /// The largest record payload a segment can hold.
@@ -213,9 +279,16 @@ impl<F: FileSystem> WalWriter<F> {
         crate::coding::to_usize(self.options.segment_bytes) - SEGMENT_END_BYTES
     }
 
-    /// Appends a record and returns its sequence number and the ticket that tells when it is
-    /// durable. Synchronous: the record's place in the log is fixed before this returns.
-    pub fn append(&self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<(u64, Ticket)> {
+    /// Appends a record and returns its sequence number and the ticket that tells when it may be
+    /// acknowledged under `durability`. Synchronous: the record's place in the log is fixed
+    /// before this returns.
+    pub fn append(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+        durability: Durability,
+    ) -> Result<(u64, Ticket)> {
         let mut state = self.state.borrow_mut();
         if let Some(cause) = &state.poisoned {
             return Err(Error::Poisoned { cause: cause.clone() });
@@ -235,7 +308,7 @@ impl<F: FileSystem> WalWriter<F> {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        let ticket = self.push_record(&mut state, kind, seq, key, value);
+        let ticket = self.push_record(&mut state, kind, seq, key, value, durability);
         drop(state);
         self.work.notify_one();
         Ok((seq, ticket))
@@ -244,9 +317,17 @@ impl<F: FileSystem> WalWriter<F> {
     /// Ends the current segment with a segment-end record and moves the position to the next one.
     fn seal_segment(&self, state: &mut State<F>) {
         let last_seq = state.next_seq.saturating_sub(1);
-        self.push_record(state, RecordKind::SegmentEnd, last_seq, b"", b"");
+        // The weakest class: the segment end adds no durability of its own.
+        self.push_record(
+            state,
+            RecordKind::SegmentEnd,
+            last_seq,
+            b"",
+            b"",
+            Durability::Never,
+        );
         if let Some(batch) = state.queue.back_mut() {
-            batch.closed = true;
+            batch.sealed = true;
         }
         state.position = LogPosition {
             segment_number: state.position.segment_number + 1,
@@ -262,18 +343,18 @@ impl<F: FileSystem> WalWriter<F> {
         seq: u64,
         key: &[u8],
         value: &[u8],
+        durability: Durability,
     ) -> Ticket {
         let len = record::encoded_len(key, value);
-        let one_record_per_batch =
-            self.options.fsync == FsyncStrategy::Always && kind != RecordKind::SegmentEnd;
+        let alone = durability == Durability::Always;
         let reuse = state.queue.back().is_some_and(|batch| {
-            !batch.closed
+            !batch.sealed
                 && batch.segment_number == state.position.segment_number
-                && !(one_record_per_batch && batch.records > 0)
+                && (kind == RecordKind::SegmentEnd || !(batch.single || alone && batch.records > 0))
                 && batch.buf.len() + len <= batch.buf.capacity() - BLOCK_BYTES
         });
         if !reuse {
-            let batch = self.new_batch(state, len);
+            let batch = self.new_batch(state, len, alone);
             state.queue.push_back(batch);
         }
         let position_offset = state.position.offset;
@@ -284,50 +365,56 @@ impl<F: FileSystem> WalWriter<F> {
         debug_assert_eq!(at, batch.buf.len());
         let grown = batch.buf.extend_zeros(len);
         debug_assert!(grown, "batch buffer sized for the record");
+        let claim = self.durable_claim(state.position.segment_number, batch.floor);
         record::encode(
             &mut batch.buf.as_mut_slice()[at..at + len],
             kind,
             seq,
-            self.durable_claim(state.position.segment_number, batch.start_offset),
+            claim,
             key,
             value,
         );
         batch.records += 1;
+        batch.last_seq = batch.last_seq.max(seq);
+        batch.single |= alone;
+        batch.durable |= durability.syncs_before_ack();
+        batch.periodic |= durability == Durability::Periodic;
         batch.planted_panic |= crate::panic_trigger::key_at(crate::panic_trigger::Place::Wal) == Some(key);
         state.position.offset += len as u64;
         batch.end_offset = state.position.offset;
         batch.ticket.clone()
     }
 
-    /// What a record appended now to the batch starting at `batch_start` of segment `number` can
+    /// What a record appended now to a batch of segment `number` with floor `batch_floor` can
     /// claim was durable when it reaches the disk (the record field's encoding: 0 for nothing,
-    /// else one more than the durable bytes of its segment, earlier segments being durable).
-    /// - Each batch written only once every earlier one is durable (`always`, `group`, and any
-    ///   strategy with `O_DSYNC` writes): everything before its batch.
-    /// - `periodic`: a segment is synced before the writer leaves it, so every earlier segment,
-    ///   and of this one what the last completed sync covered.
-    /// - `never`: only what a sync covered, which is what recovery synced at start.
-    fn durable_claim(&self, number: u64, batch_start: u64) -> u32 {
-        let ordered = self.options.fsync.syncs_before_ack() || self.options.sync_call == SyncCall::Dsync;
-        let prefix = match self.durable_end.get() {
-            _ if ordered => Some(batch_start),
-            (segment, offset) if segment == number => Some(offset),
-            (segment, _) if segment < number && self.syncs_segments_before_leaving() => Some(0),
-            _ => None,
-        };
+    /// else one more than the durable bytes of its segment, earlier segments being durable). The
+    /// most of:
+    /// - the batch's floor: the end of the last durable batch before it, which is durable before
+    ///   this batch is written (with only durable classes, that is everything before the batch);
+    /// - what the last completed sync covered;
+    /// - under the `periodic` strategy, every earlier segment: it syncs a segment before leaving it.
+    fn durable_claim(&self, number: u64, batch_floor: Option<(u64, u64)>) -> u32 {
+        let in_segment = |(segment, offset): (u64, u64)| (segment == number).then_some(offset);
+        let synced = self.durable_end.get();
+        let left_synced = (synced.0 < number && self.syncs_segments_before_leaving()).then_some(0);
+        let prefix = [batch_floor.and_then(in_segment), in_segment(synced), left_synced]
+            .into_iter()
+            .flatten()
+            .max();
         prefix
             .and_then(|prefix| u32::try_from(prefix + 1).ok())
             .unwrap_or(0)
     }
 
-    /// `periodic` syncs a segment before writing to the next (the ordered strategies need no
-    /// such sync: every batch already is durable before the next is written).
+    /// The `periodic` strategy syncs a segment before writing to the next, so that its tail does
+    /// not wait for the timer (durable batches need no such sync: each makes the whole log
+    /// before it durable).
     fn syncs_segments_before_leaving(&self) -> bool {
         matches!(self.options.fsync, FsyncStrategy::Periodic { .. })
     }
 
     /// A batch starting at the current position, its buffer holding the partial block before it.
-    fn new_batch(&self, state: &mut State<F>, first_record_bytes: usize) -> Batch {
+    fn new_batch(&self, state: &mut State<F>, first_record_bytes: usize, alone: bool) -> Batch {
         let start_offset = state.position.offset;
         let block_offset = round_down_to_block(start_offset);
         let prefix_len = crate::coding::to_usize(start_offset - block_offset);
@@ -335,8 +422,7 @@ impl<F: FileSystem> WalWriter<F> {
         // that holds one record only (`always`) gets room for that record, not a whole
         // `--wal-batch-bytes`: with a thousand writers queued, a buffer each of 1 MiB held a
         // gigabyte (zeroed, so resident).
-        let one_record = self.options.fsync == FsyncStrategy::Always;
-        let records_bytes = if one_record {
+        let records_bytes = if alone {
             first_record_bytes
         } else {
             self.options.batch_bytes.max(first_record_bytes)
@@ -359,6 +445,10 @@ impl<F: FileSystem> WalWriter<F> {
             }
         };
         debug_assert!(prefix_copied);
+        let floor = state
+            .queue
+            .back()
+            .map_or(state.floor_after_taken, Batch::floor_after);
         Batch {
             segment_number: state.position.segment_number,
             block_offset,
@@ -366,9 +456,14 @@ impl<F: FileSystem> WalWriter<F> {
             buf,
             records: 0,
             end_offset: start_offset,
-            closed: false,
+            sealed: false,
+            single: false,
+            durable: false,
+            periodic: false,
+            floor,
             ticket: Ticket(Rc::new(BatchSlot::default())),
             planted_panic: false,
+            last_seq: 0,
         }
     }
 
@@ -377,6 +472,7 @@ impl<F: FileSystem> WalWriter<F> {
     fn take_batch(&self) -> Option<Batch> {
         let mut state = self.state.borrow_mut();
         let batch = state.queue.pop_front()?;
+        state.floor_after_taken = batch.floor_after();
         if state.queue.is_empty() {
             let position = &mut state.position;
             position.tail = if batch.segment_number == position.segment_number {
@@ -390,21 +486,20 @@ impl<F: FileSystem> WalWriter<F> {
         Some(batch)
     }
 
-    /// The open file of segment `number`, switching to it (and preparing the one after) if needed.
-    async fn segment_file(&self, number: u64) -> Result<(Rc<F::File>, PathBuf)> {
-        let previous = {
+    /// The open files of segment `number`, switching to it (and preparing the one after) if
+    /// needed.
+    async fn segment_file(&self, number: u64) -> Result<OpenSegment<F>> {
+        let leaving = {
             let state = self.state.borrow();
             match &state.current {
-                Some(current) if current.number == number => {
-                    return Ok((current.file.clone(), current.path.clone()))
-                }
-                Some(current) => Some((current.file.clone(), current.path.clone())),
-                None => None,
+                Some(current) if current.number == number => return Ok(current.clone()),
+                Some(_) => true,
+                None => false,
             }
         };
         // Leaving a segment under `periodic`: sync it now, or its tail would wait for no timer.
-        if let Some((file, path)) = previous.filter(|_| self.syncs_segments_before_leaving()) {
-            self.sync_file(&file, &path).await?;
+        if leaving && self.syncs_segments_before_leaving() {
+            self.sync_written().await?;
         }
         let spare = {
             let mut state = self.state.borrow_mut();
@@ -416,27 +511,44 @@ impl<F: FileSystem> WalWriter<F> {
                 }
             }
         };
-        let file = match spare {
-            Some(handle) => handle.await?,
+        // A spare that failed (out of descriptors, a full disk) is tried again now: its error
+        // may have passed.
+        let prepared = match spare {
+            Some(handle) => handle.await.ok(),
+            None => None,
+        };
+        let file = match prepared {
+            Some(file) => file,
             None => {
                 segment::open_or_create(
                     &self.fs,
                     &self.options.dir,
                     number,
                     self.options.segment_bytes,
-                    self.options.open_mode(),
+                    self.options.open_mode(false),
                 )
                 .await?
             }
         };
         let path = segment::segment_path(&self.options.dir, number);
-        let file = Rc::new(file);
-        let mut state = self.state.borrow_mut();
-        state.current = Some(OpenSegment {
+        let dsync_file = if self.options.sync_call == SyncCall::Dsync {
+            let file = self
+                .fs
+                .open(&path, self.options.open_mode(true))
+                .await
+                .map_err(|error| Error::io("open", &path, error))?;
+            Some(Rc::new(file))
+        } else {
+            None
+        };
+        let segment = OpenSegment {
             number,
-            path: path.clone(),
-            file: file.clone(),
-        });
+            path,
+            file: Rc::new(file),
+            dsync_file,
+        };
+        let mut state = self.state.borrow_mut();
+        state.current = Some(segment.clone());
         // No spare once closing: nothing would wait for its pre-write (the mark a clean close
         // writes may be the first record of a new segment).
         if state.spare.is_none() && !state.closing {
@@ -444,7 +556,7 @@ impl<F: FileSystem> WalWriter<F> {
                 self.fs.clone(),
                 self.options.dir.clone(),
                 self.options.segment_bytes,
-                self.options.open_mode(),
+                self.options.open_mode(false),
             );
             let next = number + 1;
             let handle = self
@@ -452,65 +564,131 @@ impl<F: FileSystem> WalWriter<F> {
                 .spawn(async move { segment::open_or_create(&fs, &dir, next, bytes, mode).await });
             state.spare = Some((next, handle));
         }
-        Ok((file, path))
+        Ok(segment)
     }
 
-    /// Makes what was written to `file` durable with the configured call; a no-op under `dsync`,
-    /// where every completed write already is.
+    /// Makes everything written so far durable: each segment no sync has covered since the
+    /// durable end, then the current one, with the configured call (`fdatasync` under `dsync`).
+    /// One sync at a time; a no-op when everything written is durable already.
     ///
-    /// While the writer runs, only the current segment is synced: it leaves a segment only once
-    /// it is durable (under `periodic`), or never claims it durable (under `never`, until a clean
-    /// close syncs the segments it left: [`WalWriter::sync_earlier_segments`]).
-    async fn sync_file(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
-        if self.options.sync_call == SyncCall::Dsync {
+    /// Segments before the current one are left unsynced only by `never` and `periodic` records
+    /// (under the `periodic` strategy a segment is synced before the writer leaves it).
+    async fn sync_written(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        // What was written before the sync started is what it covers.
+        let covered = self.written_end.get();
+        let covered_seq = self.stats.written_seq.get();
+        let durable = self.durable_end.get();
+        if durable >= covered {
             return Ok(());
         }
-        let _one_at_a_time = self.sync_lock.lock().await;
-        // What was written before the sync started is what it covers: this segment, and the
-        // earlier ones, which were durable before the writer left them (or are never claimed).
-        let covered = self.written_end.get();
         if self.state.borrow().sync_failed {
             return Err(Error::Poisoned {
                 cause: "an earlier WAL sync failed".to_string(),
             });
         }
+        let current = self.state.borrow().current.clone();
+        // (N, 0) is the start of segment N: nothing of it to sync.
+        let last = if covered.1 == 0 {
+            covered.0.saturating_sub(1)
+        } else {
+            covered.0
+        };
+        for number in durable.0..=last {
+            if let Some(current) = current.as_ref().filter(|current| current.number == number) {
+                self.sync_call(&current.file, &current.path).await?;
+                continue;
+            }
+            let path = segment::segment_path(&self.options.dir, number);
+            match self.fs.open(&path, self.options.open_mode(false)).await {
+                Ok(file) => self.sync_call(&file, &path).await?,
+                // Retired: everything in it is in a table already.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("open", path, error)),
+            }
+        }
+        // One per round, however many segments it synced: each counted sync covers
+        // everything written before it started (what `tests/crash_images.rs` relies on).
+        WalStats::add(&self.stats.syncs, 1);
+        self.note_durable(covered, covered_seq);
+        Ok(())
+    }
+
+    /// Everything before `end` (up to `seq`) is durable.
+    fn note_durable(&self, end: (u64, u64), seq: u64) {
+        self.durable_end.set(self.durable_end.get().max(end));
+        self.stats.durable_seq.set(self.stats.durable_seq.get().max(seq));
+        self.stats.note_durable(self.durable_end.get());
+    }
+
+    /// One `fdatasync` (or `fsync`) of one segment file; a failure is never retried.
+    async fn sync_call(&self, file: &F::File, path: &std::path::Path) -> Result<()> {
+        let started = self.fs.now();
         let result = match self.options.sync_call {
             SyncCall::Fsync => file.sync_all().await,
             SyncCall::Fdatasync | SyncCall::Dsync => file.sync_data().await,
         };
         if let Err(error) = result {
             self.state.borrow_mut().sync_failed = true;
+            WalStats::add(&self.stats.sync_errors, 1);
             return Err(Error::failed_sync("sync", path, error));
         }
-        self.syncs.set(self.syncs.get() + 1);
-        self.durable_end.set(self.durable_end.get().max(covered));
+        self.stats
+            .sync_latency
+            .record_duration(self.fs.now().saturating_duration_since(started));
         Ok(())
     }
 
-    /// Writes one batch (and syncs it when the strategy syncs before acknowledging).
+    /// Writes one batch, and makes it durable when it is a durable batch: through the segment's
+    /// `O_DSYNC` file when there is one and everything before the batch is durable, else with a
+    /// sync after the write.
     async fn write_batch(&self, batch: &mut Batch) -> Result<()> {
-        let (file, path) = self.segment_file(batch.segment_number).await?;
+        let segment = self.segment_file(batch.segment_number).await?;
+        let everything_before_durable = self.durable_end.get() >= (batch.segment_number, batch.start_offset);
+        let dsync_file = segment
+            .dsync_file
+            .as_ref()
+            .filter(|_| batch.durable && everything_before_durable);
+        let file = dsync_file.unwrap_or(&segment.file);
         let mut buf = std::mem::replace(&mut batch.buf, AlignedBuf::zeroed(0));
         buf.pad_to_block();
+        let bytes = buf.len() as u64;
+        let started = self.fs.now();
         let (result, buf) = file.write_at(buf, batch.block_offset).await;
         batch.buf = buf;
+        let took = self.fs.now().saturating_duration_since(started);
         if let Err(error) = result {
-            if self.options.sync_call == SyncCall::Dsync {
+            if dsync_file.is_some() {
                 // The write carried its sync: whatever the errno (`ENOSPC` included), it is a
                 // failed sync, never retried.
                 self.state.borrow_mut().sync_failed = true;
-                return Err(Error::failed_sync("write (O_DSYNC)", &path, error));
+                WalStats::add(&self.stats.sync_errors, 1);
+                return Err(Error::failed_sync("write (O_DSYNC)", &segment.path, error));
             }
-            return Err(Error::io("write", &path, error));
+            return Err(Error::io("write", &segment.path, error));
         }
-        self.written_end.set((batch.segment_number, batch.end_offset));
-        if self.options.sync_call == SyncCall::Dsync {
-            self.durable_end.set(self.written_end.get());
-        }
-        if self.options.fsync.syncs_before_ack() {
-            self.sync_file(&file, &path).await?;
+        // After a segment's end, the next write goes to the start of the next segment: a sync
+        // of what was written need not open the sealed one again.
+        self.written_end.set(if batch.sealed {
+            (batch.segment_number + 1, 0)
         } else {
-            self.state.borrow_mut().unsynced = true;
+            (batch.segment_number, batch.end_offset)
+        });
+        let stats = &self.stats;
+        WalStats::add(&stats.writes, 1);
+        WalStats::add(&stats.written_bytes, bytes);
+        stats.write_latency.record_duration(took);
+        stats.batch_records.record(u64::from(batch.records));
+        stats.batch_bytes.record(batch.end_offset - batch.start_offset);
+        stats.written_seq.set(stats.written_seq.get().max(batch.last_seq));
+        if dsync_file.is_some() {
+            WalStats::add(&stats.syncs, 1);
+            stats.sync_latency.record_duration(took);
+            self.note_durable(self.written_end.get(), batch.last_seq);
+        } else if batch.durable {
+            self.sync_written().await?;
+        } else if batch.periodic {
+            self.state.borrow_mut().periodic_unsynced = true;
         }
         Ok(())
     }
@@ -522,10 +700,13 @@ impl<F: FileSystem> WalWriter<F> {
     fn fail_from(&self, batch: Batch, error: Error) {
         let mut state = self.state.borrow_mut();
         if !error.is_transient() && state.poisoned.is_none() {
-            eprintln!("ringkv: WAL failure, refusing writes until restart: {error}");
+            tracing::error!("WAL failure, refusing writes until restart: {error}");
             state.poisoned = Some(error.to_string());
         }
         let prefix_len = crate::coding::to_usize(batch.start_offset - batch.block_offset);
+        // The failed batch and those after it are not in the log: later batches count on what
+        // it counted on.
+        state.floor_after_taken = batch.floor;
         state.position = LogPosition {
             segment_number: batch.segment_number,
             offset: batch.start_offset,
@@ -549,10 +730,10 @@ impl<F: FileSystem> WalWriter<F> {
         if let Some(committer) = committer {
             committer.await;
         }
-        let (current, spare, poisoned) = {
+        let (has_segment, spare, poisoned) = {
             let mut state = self.state.borrow_mut();
             (
-                state.current.as_ref().map(|c| (c.file.clone(), c.path.clone())),
+                state.current.is_some(),
                 state.spare.take(),
                 state.poisoned.clone(),
             )
@@ -563,9 +744,11 @@ impl<F: FileSystem> WalWriter<F> {
         }
         // After a failed write, what was written before it is still synced (unless a sync
         // failed): its writers were acknowledged under `periodic` and `never`.
-        if let Some((file, path)) = current {
-            self.sync_earlier_segments().await?;
-            self.sync_file(&file, &path).await?;
+        if has_segment {
+            // Under `never`, this is where the segments the writer left unsynced become durable
+            // (found by the simulator: a power failure after a clean close lost the writes of
+            // every segment but the last).
+            self.sync_written().await?;
             if poisoned.is_none() {
                 self.mark_durable().await?;
             }
@@ -588,45 +771,23 @@ impl<F: FileSystem> WalWriter<F> {
             let room = self.options.segment_bytes - state.position.offset;
             if room >= 2 * SEGMENT_END_BYTES as u64 {
                 let last_seq = state.next_seq.saturating_sub(1);
-                self.push_record(&mut state, RecordKind::DurableMark, last_seq, b"", b"");
+                self.push_record(
+                    &mut state,
+                    RecordKind::DurableMark,
+                    last_seq,
+                    b"",
+                    b"",
+                    Durability::Group,
+                );
             } else {
                 self.seal_segment(&mut state);
             }
             drop(state);
             self.take_batch().expect("a batch was just queued")
         };
-        self.write_batch(&mut batch).await?;
-        let (file, path) = self.segment_file(batch.segment_number).await?;
-        self.sync_file(&file, &path).await
-    }
-
-    /// Syncs the segments before the current one that no sync has covered: under `never` the
-    /// writer leaves segments unsynced, and a clean close promises that everything written is
-    /// durable (found by the simulator: a power failure after a clean close lost the writes of
-    /// every segment but the last).
-    async fn sync_earlier_segments(&self) -> Result<()> {
-        let Some(current) = self.state.borrow().current.as_ref().map(|c| c.number) else {
-            return Ok(());
-        };
-        let (durable_segment, _) = self.durable_end.get();
-        for number in durable_segment..current {
-            let path = segment::segment_path(&self.options.dir, number);
-            let file = match self.fs.open(&path, self.options.open_mode()).await {
-                Ok(file) => file,
-                // Retired: everything in it is in a table already.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(Error::io("open", path, error)),
-            };
-            // Not `sync_file`: the durable end moves only with the current segment's sync, which
-            // the caller makes next and which covers everything written. Nothing else syncs
-            // now: the committer has stopped and `closing` stops the periodic timer.
-            if let Err(error) = file.sync_data().await {
-                self.state.borrow_mut().sync_failed = true;
-                return Err(Error::failed_sync("sync", &path, error));
-            }
-            self.syncs.set(self.syncs.get() + 1);
-        }
-        Ok(())
+        // A segment end in place of the mark is not a durable record by itself.
+        batch.durable = true;
+        self.write_batch(&mut batch).await
     }
 }
 
@@ -644,6 +805,11 @@ async fn run_committer<F: FileSystem>(writer: Rc<WalWriter<F>>) {
         }
         match writer.write_batch(&mut batch).await {
             Ok(()) => {
+                if !batch.durable && writer.durable_end.get() < (batch.segment_number, batch.end_offset) {
+                    writer
+                        .stats
+                        .note_exposed((batch.segment_number, batch.end_offset), writer.fs.now());
+                }
                 batch.ticket.complete(Ok(()));
                 let mut state = writer.state.borrow_mut();
                 if state.free_buffers.len() < FREE_BUFFERS_MAX {
@@ -664,22 +830,19 @@ async fn run_periodic_sync<F: FileSystem>(fs: F, writer: std::rc::Weak<WalWriter
         // was taken, however late, and the sync's own time does not stretch the interval.
         next_tick = fs.now() + interval;
         let Some(writer) = writer.upgrade() else { return };
-        let current = {
+        {
             let mut state = writer.state.borrow_mut();
             if state.closing {
                 return;
             }
-            if state.sync_failed || !state.unsynced {
+            if state.sync_failed || !state.periodic_unsynced {
                 continue;
             }
-            state.unsynced = false;
-            state.current.as_ref().map(|c| (c.file.clone(), c.path.clone()))
-        };
-        if let Some((file, path)) = current {
-            if let Err(error) = writer.sync_file(&file, &path).await {
-                eprintln!("ringkv: periodic WAL sync failed, refusing writes until restart: {error}");
-                writer.state.borrow_mut().poisoned = Some(error.to_string());
-            }
+            state.periodic_unsynced = false;
+        }
+        if let Err(error) = writer.sync_written().await {
+            tracing::error!("periodic WAL sync failed, refusing writes until restart: {error}");
+            writer.state.borrow_mut().poisoned = Some(error.to_string());
         }
     }
 }

@@ -12,7 +12,8 @@ use rand::SeedableRng;
 use crate::client::Connection;
 use crate::recorder::{format_micros, Recorder};
 use crate::schedule::Schedule;
-use crate::workload::{KeyDist, KeyPicker, Mix, RequestWriter};
+use crate::scrape::{Sampler, ServerSide, Snapshot};
+use crate::workload::{DurabilityMix, KeyDist, KeyPicker, Kind, Mix, Op, RequestWriter};
 
 /// One load's parameters.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct LoadSpec {
     /// Stop after this many measured requests.
     pub max_requests: Option<u64>,
     pub mix: Mix,
+    /// The classes writes ask for; `None`: the server's.
+    pub durability: Option<DurabilityMix>,
     pub keys: u64,
     pub key_dist: KeyDist,
     pub value_bytes: usize,
@@ -69,6 +72,33 @@ impl Shared {
                 .max_requests
                 .is_some_and(|max| self.measured.borrow().answered() >= max)
     }
+}
+
+/// Runs `spec` on a tokio-uring runtime of its own while scraping the server's `/metrics`: once
+/// when the measured window starts (after the warm-up), every `interval` during the run (for the
+/// largest exposure window), and once at the end; returns the load's result and the server's
+/// side of the measured window.
+pub fn run_with_metrics(spec: &LoadSpec, interval: Duration) -> Result<(LoadResult, ServerSide), String> {
+    let target = spec.target;
+    Snapshot::fetch(target)?;
+    let warmup = spec.warmup;
+    let before = std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        Snapshot::fetch(target)
+    });
+    let sampler = Sampler::start(target, interval);
+    let result = tokio_uring::start(run(spec.clone()));
+    let sampled = sampler.finish();
+    let after = Snapshot::fetch(target)?;
+    let before = before
+        .join()
+        .map_err(|_| "the scraping thread panicked".to_string())??;
+    let result = result?;
+    let (max_exposure, scrapes) = sampled?;
+    Ok((
+        result,
+        ServerSide::between(&before, &after, max_exposure, scrapes + 2),
+    ))
 }
 
 /// Runs `spec` on the current tokio-uring runtime.
@@ -161,6 +191,11 @@ async fn drive(shared: Rc<Shared>, index: usize, mut connection: Connection, sta
             return;
         }
         let op = spec.mix.pick(&mut rng);
+        let durability = match (op, spec.durability) {
+            (Op::Set | Op::Del, Some(mix)) => Some(mix.pick(&mut rng)),
+            _ => None,
+        };
+        let op = Kind { op, durability };
         let key = shared.keys.pick(&mut rng);
         request.clear();
         shared.writer.write(&mut request, op, key);

@@ -17,6 +17,7 @@ mod recorder;
 mod references;
 mod report;
 mod schedule;
+mod scrape;
 mod workload;
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::load::LoadSpec;
 use crate::report::Report;
-use crate::workload::{KeyDist, Mix};
+use crate::workload::{DurabilityMix, KeyDist, Mix};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -70,6 +71,12 @@ pub struct WorkloadArgs {
     /// Seed of the per-connection random generators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+
+    /// Durability classes the writes (set, del) ask for, with weights: always:10,never:90. Each
+    /// write draws its class, and latency is reported per operation and class (set/always).
+    /// Without it, writes name no class and get the server's.
+    #[arg(long)]
+    durability: Option<DurabilityMix>,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +110,16 @@ struct RunArgs {
 
     #[command(flatten)]
     workload: WorkloadArgs,
+
+    /// Scrape the server's /metrics before and after (and every --metrics-interval during the
+    /// run) and print its side: syncs per durable write, batch sizes, sync latency, the largest
+    /// exposure window.
+    #[arg(long)]
+    metrics: bool,
+
+    /// How often /metrics is scraped during the run with --metrics.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    metrics_interval: Duration,
 
     /// Also write the results as JSON to this file (- for standard output, in place of the table).
     #[arg(long)]
@@ -176,14 +193,21 @@ fn run(args: RunArgs) -> Result<(), String> {
         warmup: args.warmup,
         max_requests: args.requests,
         mix: args.workload.mix,
+        durability: args.workload.durability,
         keys: args.workload.keys,
         key_dist: args.workload.key_dist,
         value_bytes: args.workload.value_bytes,
         seed: args.workload.seed,
         progress: !args.quiet,
     };
-    let result = tokio_uring::start(load::run(spec.clone()))?;
-    let report = Report::new(&spec, &result);
+    let (result, server) = if args.metrics {
+        let (result, server) = load::run_with_metrics(&spec, args.metrics_interval)?;
+        (result, Some(server))
+    } else {
+        (tokio_uring::start(load::run(spec.clone()))?, None)
+    };
+    let mut report = Report::new(&spec, &result);
+    report.server = server;
     let json = serde_json::to_string_pretty(&report).expect("reports serialise");
     match &args.json {
         Some(path) if path.as_os_str() == "-" => println!("{json}"),

@@ -16,7 +16,7 @@ use crate::plot;
 use crate::recorder::{format_micros, Summary};
 use crate::references::{self, FioResult, RedisResult};
 use crate::report::Report;
-use crate::workload::{KeyDist, Mix};
+use crate::workload::{DurabilityMix, KeyDist, Mix};
 
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
@@ -77,6 +77,24 @@ pub struct MatrixArgs {
     /// Skip fio and Redis even if they are installed.
     #[arg(long)]
     no_references: bool,
+
+    /// One-server mode: durability mixes, separated by ';' (never:100;always:10,never:90), run in
+    /// turn against one server per round (the first strategy and mechanism given), each write
+    /// asking for a class drawn from the mix; latency is reported per class, and the server's
+    /// side (syncs per durable write, batch sizes) from its /metrics. Replaces the strategy
+    /// comparison.
+    #[arg(long, value_parser = parse_durability_mixes)]
+    durability_mixes: Option<DurabilityMixes>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DurabilityMixes(Vec<DurabilityMix>);
+
+fn parse_durability_mixes(text: &str) -> Result<DurabilityMixes, String> {
+    text.split(';')
+        .map(|part| part.trim().parse())
+        .collect::<Result<_, _>>()
+        .map(DurabilityMixes)
 }
 
 #[derive(Debug, Clone)]
@@ -117,9 +135,17 @@ impl std::fmt::Display for Mechanism {
 
 /// The server's default mechanism for `strategy`.
 fn default_mechanism(strategy: &str) -> Mechanism {
+    // Under periodic and never no write is durable by itself: the sync is an `fdatasync`
+    // whichever call is configured, and the label says so.
     let sync = strategy
         .parse()
-        .map_or(SyncCall::Fdatasync, SyncCall::default_for);
+        .map_or(SyncCall::Fdatasync, |strategy: FsyncStrategy| {
+            if strategy.syncs_before_ack() {
+                SyncCall::DEFAULT
+            } else {
+                SyncCall::Fdatasync
+            }
+        });
     Mechanism {
         io: WalIo::Direct,
         sync,
@@ -157,6 +183,9 @@ fn mechanisms_for(spec: &str, strategy: FsyncStrategy) -> Result<Vec<Mechanism>,
 pub struct MatrixRun {
     pub strategy: String,
     pub mechanism: String,
+    /// One-server mode: the durability mix of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<String>,
     pub connections: usize,
     pub round: u32,
     pub report: Report,
@@ -208,6 +237,10 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
             plan.push((strategy, mechanism));
         }
     }
+    if args.durability_mixes.is_some() {
+        // One server; the mixes take the place of the configurations.
+        plan.truncate(1);
+    }
     let total_runs = plan.len() * args.connections.0.len() * args.rounds as usize;
     eprintln!(
         "matrix: {} rounds of {} server configurations x {:?} connections, {:.1} s + {:.1} s warm-up each: about {:.0} s of load",
@@ -222,7 +255,10 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
     let (mut all_runs, mut all_fio, mut all_redis) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         eprintln!("matrix: round {round} of {}", args.rounds);
-        all_runs.extend(run_round(&args, &server, &scratch, &plan, round)?);
+        all_runs.extend(match &args.durability_mixes {
+            Some(mixes) => run_round_one_server(&args, &server, &scratch, plan[0], &mixes.0, round)?,
+            None => run_round(&args, &server, &scratch, &plan, round)?,
+        });
         // The references run in every round too, so that they meet the same minutes of the
         // machine as ringkv does.
         if !args.no_references {
@@ -245,7 +281,14 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
     }
     let runs = median_by(
         &all_runs,
-        |r| (r.strategy.clone(), r.mechanism.clone(), r.connections),
+        |r| {
+            (
+                r.strategy.clone(),
+                r.mechanism.clone(),
+                r.durability.clone(),
+                r.connections,
+            )
+        },
         |r| r.report.total.ops_per_sec,
     );
     let fio = median_by(&all_fio, |r| r.job.clone(), |r| r.ops_per_sec);
@@ -291,6 +334,7 @@ fn run_round(
                 warmup: args.warmup,
                 max_requests: None,
                 mix: args.mix,
+                durability: None,
                 keys: args.keys,
                 key_dist: args.key_dist,
                 value_bytes: args.value_bytes,
@@ -314,6 +358,7 @@ fn run_round(
             runs.push(MatrixRun {
                 strategy: strategy.to_string(),
                 mechanism: mechanism.to_string(),
+                durability: None,
                 connections,
                 round,
                 report,
@@ -323,6 +368,121 @@ fn run_round(
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(runs)
+}
+
+/// One-server mode: one server for the round, every durability mix at every connection count
+/// against it, in turn, each with the server's side read from its `/metrics`.
+fn run_round_one_server(
+    args: &MatrixArgs,
+    server: &Path,
+    scratch: &Path,
+    (strategy, mechanism): (FsyncStrategy, Mechanism),
+    mixes: &[DurabilityMix],
+    round: u32,
+) -> Result<Vec<MatrixRun>, String> {
+    let data_dir = scratch.join(format!("server-{round}"));
+    let mut server = Server::start(server, &data_dir, strategy, mechanism)?;
+    let mut runs = Vec::new();
+    for mix in mixes {
+        for &connections in &args.connections.0 {
+            let spec = LoadSpec {
+                target: server.addr,
+                connections,
+                rate: None,
+                duration: args.duration,
+                warmup: args.warmup,
+                max_requests: None,
+                mix: args.mix,
+                durability: Some(*mix),
+                keys: args.keys,
+                key_dist: args.key_dist,
+                value_bytes: args.value_bytes,
+                seed: u64::from(round),
+                progress: false,
+            };
+            let (result, side) = load::run_with_metrics(&spec, Duration::from_secs(1))?;
+            let mut report = Report::new(&spec, &result);
+            let classes: Vec<String> = report
+                .ops
+                .iter()
+                .map(|(name, s)| {
+                    format!(
+                        "{name} p50 {} p99 {}",
+                        format_micros(s.p50_us),
+                        format_micros(s.p99_us)
+                    )
+                })
+                .collect();
+            eprintln!(
+                "  {:<28} {:>3} conns  {:>8.0} ops/s  {}  syncs/durable write {}  errors {}",
+                mix.to_string(),
+                connections,
+                report.total.ops_per_sec,
+                classes.join("  "),
+                side.syncs_per_durable_write
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:.3}")),
+                report.total.errors
+            );
+            report.server = Some(side);
+            runs.push(MatrixRun {
+                strategy: strategy.to_string(),
+                mechanism: mechanism.to_string(),
+                durability: Some(mix.to_string()),
+                connections,
+                round,
+                report,
+            });
+        }
+    }
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(runs)
+}
+
+/// One-server mode's report: per mix and connection count, each class's latency in the run with
+/// the median ops/s, and the p99 of each round.
+fn markdown_one_server(results: &Results, args: &MatrixArgs) -> String {
+    let mut out = format!(
+        "Machine: {}\n\nCommand: `{}`; finished in {:.0} s.\n\n",
+        results.machine, results.command, results.elapsed_s
+    );
+    if let Some(first) = results.runs.first() {
+        out += &format!(
+            "One server ({}, {}) per round; the mixes run in turn against it, {:.1} s measured after {:.1} s of warm-up each; mix {}, {} keys {}, {}-byte values. Each row: the run with the median ops/s of {} rounds; p99 of every round in the last column.\n\n",
+            first.strategy, first.mechanism, args.duration.as_secs_f64(), args.warmup.as_secs_f64(),
+            first.report.mix, first.report.keys, first.report.key_dist, first.report.value_bytes, args.rounds
+        );
+    }
+    out += "| durability mix | conns | class | ops/s | p50 | p99 | p99.9 | syncs per durable write | batch p50 (records) | p99, all rounds |\n";
+    out += "|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n";
+    for run in &results.runs {
+        let side = run.report.server.as_ref();
+        for (class, s) in &run.report.ops {
+            let rounds: Vec<String> = results
+                .all_runs
+                .iter()
+                .filter(|r| r.durability == run.durability && r.connections == run.connections)
+                .filter_map(|r| r.report.ops.iter().find(|(c, _)| c == class))
+                .map(|(_, s)| format_micros(s.p99_us))
+                .collect();
+            out += &format!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+                run.durability.as_deref().unwrap_or("-"),
+                run.connections,
+                class,
+                s.ops_per_sec,
+                format_micros(s.p50_us),
+                format_micros(s.p99_us),
+                format_micros(s.p999_us),
+                side.and_then(|s| s.syncs_per_durable_write)
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:.3}")),
+                side.and_then(|s| s.batch_records_p50)
+                    .map_or_else(|| "-".to_string(), |v| format!("≤ {v}")),
+                rounds.join(", ")
+            );
+        }
+    }
+    out
 }
 
 /// Per cell (items with the same `cell`), in first-seen order, the item with the median `ops`.
@@ -347,6 +507,17 @@ fn median_by<T: Clone, C: PartialEq>(all: &[T], cell: impl Fn(&T) -> C, ops: imp
 fn finish(results: &Results, args: &MatrixArgs) -> Result<(), String> {
     let json = serde_json::to_string_pretty(results).expect("results serialise");
     write(&args.out.join("results.json"), &json)?;
+    if args.durability_mixes.is_some() {
+        let markdown = markdown_one_server(results, args);
+        write(&args.out.join("report.md"), &markdown)?;
+        println!("{markdown}");
+        eprintln!(
+            "matrix: done in {:.0} s; report and results.json in {}",
+            results.elapsed_s,
+            args.out.display()
+        );
+        return Ok(());
+    }
     for strategy in &args.strategies.0 {
         let name = strategy.to_string();
         let svg = args.out.join(format!("latency-{}.svg", name.replace(':', "-")));
@@ -662,6 +833,7 @@ mod tests {
             let mut run = MatrixRun {
                 strategy: "group".into(),
                 mechanism: "direct+fdatasync".into(),
+                durability: None,
                 connections,
                 round,
                 report: serde_json::from_value(serde_json::json!({

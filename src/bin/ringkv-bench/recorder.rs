@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::workload::Op;
+use crate::workload::Kind;
 
 /// Latencies are recorded in microseconds, from 1 µs to an hour, at 3 significant digits.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
@@ -38,15 +38,15 @@ impl Default for OpRecord {
     }
 }
 
-/// Per-operation records.
+/// Records per operation (and class asked for).
 #[derive(Clone, Default)]
 pub struct Recorder {
-    pub ops: BTreeMap<Op, OpRecord>,
+    pub ops: BTreeMap<Kind, OpRecord>,
 }
 
 impl Recorder {
     /// Records one answered request. Latencies beyond the histogram's range are clamped to it.
-    pub fn record(&mut self, op: Op, latency: Duration, status: u16) {
+    pub fn record(&mut self, op: Kind, latency: Duration, status: u16) {
         let record = self.ops.entry(op).or_default();
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
@@ -60,7 +60,7 @@ impl Recorder {
     }
 
     /// Records a request lost with its connection (no latency).
-    pub fn record_failure(&mut self, op: Op) {
+    pub fn record_failure(&mut self, op: Kind) {
         self.ops.entry(op).or_default().errors += 1;
     }
 
@@ -162,6 +162,7 @@ pub fn whole(figure: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::Op;
 
     #[test]
     fn records_latencies_statuses_and_percentiles() {
@@ -169,12 +170,12 @@ mod tests {
         // 990 fast sets (100 µs), 10 slow ones (50 ms): p99 is fast, p99.9 and max are slow.
         for i in 0..1000 {
             let latency = if i % 100 == 0 { 50_000 } else { 100 };
-            recorder.record(Op::Set, Duration::from_micros(latency), 200);
+            recorder.record(Op::Set.into(), Duration::from_micros(latency), 200);
         }
-        recorder.record(Op::Get, Duration::from_micros(30), 404);
-        recorder.record(Op::Get, Duration::from_micros(30), 500);
-        recorder.record_failure(Op::Del);
-        let set = recorder.ops[&Op::Set].summary(Duration::from_secs(2));
+        recorder.record(Op::Get.into(), Duration::from_micros(30), 404);
+        recorder.record(Op::Get.into(), Duration::from_micros(30), 500);
+        recorder.record_failure(Op::Del.into());
+        let set = recorder.ops[&Op::Set.into()].summary(Duration::from_secs(2));
         assert_eq!(set.requests, 1000);
         assert_eq!(set.ops_per_sec, 500.0);
         assert_eq!((set.p50_us, set.p90_us, set.p99_us), (100, 100, 100));
@@ -189,9 +190,9 @@ mod tests {
     #[test]
     fn out_of_range_latencies_are_clamped_not_lost() {
         let mut recorder = Recorder::default();
-        recorder.record(Op::Get, Duration::ZERO, 200);
-        recorder.record(Op::Get, Duration::from_secs(7200), 200);
-        let summary = recorder.ops[&Op::Get].summary(Duration::from_secs(1));
+        recorder.record(Op::Get.into(), Duration::ZERO, 200);
+        recorder.record(Op::Get.into(), Duration::from_secs(7200), 200);
+        let summary = recorder.ops[&Op::Get.into()].summary(Duration::from_secs(1));
         assert_eq!(summary.requests, 2);
         assert_eq!(summary.p50_us, 1);
         assert!(summary.max_us >= HIGHEST_MICROS);

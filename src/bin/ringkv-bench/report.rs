@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::{LoadResult, LoadSpec};
 use crate::recorder::Summary;
+use crate::scrape::ServerSide;
 
 /// A load's parameters and figures, as written to JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,6 +17,9 @@ pub struct Report {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub mix: String,
+    /// The classes writes asked for (`always:10,never:90`); absent: the server's.
+    #[serde(default)]
+    pub durability: Option<String>,
     pub keys: u64,
     pub key_dist: String,
     pub value_bytes: usize,
@@ -24,8 +28,12 @@ pub struct Report {
     #[serde(default)]
     pub unsent: u64,
     pub total: Summary,
-    /// Per operation: `set`, `get`, `del`.
+    /// Per operation: `set`, `get`, `del`; per class asked for under a durability mix
+    /// (`set/always`).
     pub ops: Vec<(String, Summary)>,
+    /// The server's side, from its `/metrics` (`--metrics`).
+    #[serde(default)]
+    pub server: Option<ServerSide>,
 }
 
 impl Report {
@@ -38,6 +46,7 @@ impl Report {
             duration_s: result.elapsed.as_secs_f64(),
             warmup_s: spec.warmup.as_secs_f64(),
             mix: spec.mix.to_string(),
+            durability: spec.durability.map(|mix| mix.to_string()),
             keys: spec.keys,
             key_dist: spec.key_dist.to_string(),
             value_bytes: spec.value_bytes,
@@ -48,8 +57,9 @@ impl Report {
                 .recorder
                 .ops
                 .iter()
-                .map(|(op, record)| (op.name().to_string(), record.summary(result.elapsed)))
+                .map(|(kind, record)| (kind.name(), record.summary(result.elapsed)))
                 .collect(),
+            server: None,
         }
     }
 
@@ -61,7 +71,10 @@ impl Report {
             self.connections,
             self.rate.map(|r| format!(" at {r:.0} req/s")).unwrap_or_default(),
             self.duration_s,
-            self.mix,
+            self.durability.as_ref().map_or_else(
+                || self.mix.clone(),
+                |classes| format!("{} (writes {classes})", self.mix)
+            ),
             self.keys,
             self.key_dist,
             self.value_bytes
@@ -72,6 +85,9 @@ impl Report {
         }
         if self.ops.len() > 1 {
             out += &table_row("all", &self.total);
+        }
+        if let Some(server) = &self.server {
+            out += &server.table();
         }
         if self.unsent > 0 {
             out += &format!(
@@ -87,7 +103,7 @@ impl Report {
 
 pub fn table_header() -> String {
     format!(
-        "{:<6} {:>10} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
+        "{:<13} {:>10} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}\n",
         "op", "requests", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors"
     )
 }
@@ -95,7 +111,7 @@ pub fn table_header() -> String {
 pub fn table_row(name: &str, s: &Summary) -> String {
     let latencies: Vec<String> = s.latency_columns().iter().map(|l| format!("{l:>10}")).collect();
     format!(
-        "{:<6} {:>10} {:>11.0} {} {:>8}\n",
+        "{:<13} {:>10} {:>11.0} {} {:>8}\n",
         name,
         s.requests,
         s.ops_per_sec,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use rand_distr::{Distribution, Zipf};
+use ringkv::config::Durability;
 
 /// One of the three API operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +25,90 @@ impl Op {
             Op::Get => "get",
             Op::Del => "del",
         }
+    }
+}
+
+/// The operation and, for writes under a durability mix, the class asked for: what latency is
+/// reported by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Kind {
+    pub op: Op,
+    pub durability: Option<Durability>,
+}
+
+impl Kind {
+    /// `set`, or `set/always` when the class was asked for.
+    pub fn name(self) -> String {
+        match self.durability {
+            Some(class) => format!("{}/{}", self.op.name(), class.name()),
+            None => self.op.name().to_string(),
+        }
+    }
+}
+
+impl From<Op> for Kind {
+    fn from(op: Op) -> Kind {
+        Kind { op, durability: None }
+    }
+}
+
+/// Relative weights of the durability classes writes ask for, written `always:10,never:90`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurabilityMix {
+    /// Indexed as `Durability::ALL`.
+    weights: [u32; 4],
+}
+
+impl DurabilityMix {
+    pub fn pick(&self, rng: &mut SmallRng) -> Durability {
+        let total: u32 = self.weights.iter().sum();
+        let mut roll = rng.gen_range(0..total);
+        for (class, &weight) in Durability::ALL.iter().zip(&self.weights) {
+            if roll < weight {
+                return *class;
+            }
+            roll -= weight;
+        }
+        unreachable!("the roll is below the total weight")
+    }
+}
+
+impl FromStr for DurabilityMix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut weights = [0u32; 4];
+        for part in text.split(',') {
+            let (name, weight) = part.split_once(':').ok_or_else(|| {
+                format!("durability part {part:?} is not CLASS:WEIGHT (e.g. always:10,never:90)")
+            })?;
+            let class: Durability = name.trim().parse()?;
+            let index = Durability::ALL
+                .iter()
+                .position(|&c| c == class)
+                .expect("every class is in ALL");
+            weights[index] = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {weight:?} of {name} is not a whole number"))?;
+        }
+        if weights.iter().sum::<u32>() == 0 {
+            return Err("the durability mix has no class with a weight above 0".to_string());
+        }
+        Ok(DurabilityMix { weights })
+    }
+}
+
+impl fmt::Display for DurabilityMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = Durability::ALL
+            .iter()
+            .rev()
+            .zip(self.weights.iter().rev())
+            .filter(|(_, &weight)| weight > 0)
+            .map(|(class, weight)| format!("{}:{weight}", class.name()))
+            .collect();
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -191,19 +276,26 @@ impl RequestWriter {
         format!("k{key:010}")
     }
 
-    /// Appends the request for `op` on `key` to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, op: Op, key: u64) {
+    /// Appends the request for `kind` on `key` to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, kind: Kind, key: u64) {
         use std::io::Write;
         let key = Self::key(key);
         let host = &self.host;
-        let result = match op {
+        let class = kind
+            .durability
+            .map(|class| format!("durability={}", class.name()))
+            .unwrap_or_default();
+        let result = match kind.op {
             Op::Get => write!(out, "GET /get?key={key} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            Op::Del => write!(out, "DELETE /del?key={key} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            Op::Del => write!(
+                out,
+                "DELETE /del?key={key}&{class} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            ),
             Op::Set => {
                 let body_len = r#"{"key":"","value":}"#.len() + key.len() + self.value_json.len();
                 write!(
                     out,
-                    "POST /set HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"key\":\"{key}\",\"value\":{}}}",
+                    "POST /set?{class} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"key\":\"{key}\",\"value\":{}}}",
                     self.value_json
                 )
             }
@@ -249,7 +341,7 @@ mod tests {
     fn a_set_request_is_valid_http_with_an_exact_content_length() {
         let writer = RequestWriter::new("h".into(), 5);
         let mut out = Vec::new();
-        writer.write(&mut out, Op::Set, 7);
+        writer.write(&mut out, Op::Set.into(), 7);
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut request = httparse::Request::new(&mut headers);
         let head = request.parse(&out).unwrap().unwrap();
