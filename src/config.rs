@@ -64,7 +64,7 @@ pub enum Durability {
     Periodic,
     /// Acknowledged after the durable WAL write that covers it, shared with concurrent writes.
     Group,
-    /// Acknowledged after a durable WAL write of its own.
+    /// Acknowledged after a durable WAL write that ends with it: no later write shares it.
     Always,
 }
 

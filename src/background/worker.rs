@@ -280,19 +280,18 @@ impl<F: FileSystem> Worker<F> {
             bytes_read: work.bytes_read,
             bytes_written: edit.added.iter().map(|(_, table)| table.file_bytes).sum(),
         };
+        let name = match work.kind {
+            WorkKind::Flush => "flush",
+            WorkKind::Compaction => "compaction",
+            WorkKind::Move => "table move",
+        };
         tracing::info!(
-            kind = ?work.kind,
             tables_in = work.tables_in,
             tables_out = work.tables_out,
             bytes_read = work.bytes_read,
             bytes_written = work.bytes_written,
-            duration_ms = work.duration.as_millis(),
-            "{} done",
-            match work.kind {
-                WorkKind::Flush => "flush",
-                WorkKind::Compaction => "compaction",
-                WorkKind::Move => "table move",
-            }
+            duration_ms = u64::try_from(work.duration.as_millis()).unwrap_or(u64::MAX),
+            "{name} done"
         );
         let _ = self.events.send(Event::Installed {
             version: version.clone(),

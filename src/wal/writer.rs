@@ -5,7 +5,8 @@
 //!
 //! Each record carries its own [`Durability`] class, and one log serves them all: a batch holding
 //! an `always` or `group` record is made durable before any of its records is acknowledged (an
-//! `always` record gets a batch of its own); the others are acknowledged once written, and the
+//! `always` record closes its batch: nothing after it shares its write); the others are
+//! acknowledged once written, and the
 //! periodic timer syncs what `periodic` records left unsynced. A durable write makes the whole log
 //! before it durable (earlier segments included), so what is durable is always a prefix.
 //!
@@ -102,7 +103,7 @@ struct Batch {
     end_offset: u64,
     /// No more records go in: its segment was sealed.
     sealed: bool,
-    /// Holds an `always` record: nothing else goes in but the segment end.
+    /// Ends with an `always` record: nothing else goes in but the segment end.
     single: bool,
     /// Made durable before its records are acknowledged (holds an `always` or `group` record).
     durable: bool,
@@ -346,11 +347,16 @@ impl<F: FileSystem> WalWriter<F> {
         durability: Durability,
     ) -> Ticket {
         let len = record::encoded_len(key, value);
+        // An `always` record closes the batch it goes into: nothing after it shares its write, so
+        // it never waits for a later record. It may join weaker records gathered before it:
+        // those must be durable before it anyway (the prefix), and one write covers them all
+        // (an own batch after them cost a plain write, then a write and an `fdatasync`: 2.4x
+        // the `never` p50 at 10% `always`, BENCHMARKS.md).
         let alone = durability == Durability::Always;
         let reuse = state.queue.back().is_some_and(|batch| {
             !batch.sealed
                 && batch.segment_number == state.position.segment_number
-                && (kind == RecordKind::SegmentEnd || !(batch.single || alone && batch.records > 0))
+                && (kind == RecordKind::SegmentEnd || !batch.single)
                 && batch.buf.len() + len <= batch.buf.capacity() - BLOCK_BYTES
         });
         if !reuse {

@@ -241,11 +241,16 @@ pub fn run(args: MatrixArgs) -> Result<(), String> {
         // One server; the mixes take the place of the configurations.
         plan.truncate(1);
     }
-    let total_runs = plan.len() * args.connections.0.len() * args.rounds as usize;
+    let configurations = args
+        .durability_mixes
+        .as_ref()
+        .map_or(plan.len(), |mixes| mixes.0.len());
+    let total_runs = configurations * args.connections.0.len() * args.rounds as usize;
     eprintln!(
-        "matrix: {} rounds of {} server configurations x {:?} connections, {:.1} s + {:.1} s warm-up each: about {:.0} s of load",
+        "matrix: {} rounds of {} {} x {:?} connections, {:.1} s + {:.1} s warm-up each: about {:.0} s of load",
         args.rounds,
-        plan.len(),
+        configurations,
+        if args.durability_mixes.is_some() { "durability mixes against one server" } else { "server configurations" },
         args.connections.0,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
