@@ -30,14 +30,7 @@ pub fn send_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
 
 /// Raises the soft open-file limit to the hard one; returns the new soft limit, or the error.
 pub fn raise_open_file_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes into the local struct it is given a valid pointer to.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut limit = nofile_limit()?;
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: `setrlimit` reads the local struct it is given a valid pointer to.
@@ -61,6 +54,10 @@ pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
 
 /// The soft open-file limit.
 pub fn open_file_limit() -> io::Result<u64> {
+    Ok(nofile_limit()?.rlim_cur)
+}
+
+fn nofile_limit() -> io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -69,7 +66,7 @@ pub fn open_file_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(limit.rlim_cur)
+    Ok(limit)
 }
 
 /// The memory page size and the clock ticks per second of `/proc/self/stat`'s CPU times.

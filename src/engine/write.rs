@@ -127,7 +127,7 @@ impl<F: FileSystem> Engine<F> {
         if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
             self.slow_down().await;
         } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
-            tracing::warn!(
+            tracing::info!(
                 "writes go on: level 0 is below its slowdown count again after a stop of {:?}",
                 self.fs.now().saturating_duration_since(since)
             );
@@ -188,7 +188,7 @@ impl<F: FileSystem> Engine<F> {
         let mut stalls = self.stalls.borrow_mut();
         if stalls.stopped_since.is_none() {
             stalls.stopped_since = Some(self.fs.now());
-            tracing::info!(
+            tracing::warn!(
                 "writes stopped: level 0 holds {} tables (the stop count, --l0-stop-tables); they go on once compaction brings it down",
                 self.l0_tables_with_flushes()
             );

@@ -90,6 +90,33 @@ pub struct MatrixArgs {
 #[derive(Debug, Clone)]
 pub struct DurabilityMixes(Vec<DurabilityMix>);
 
+impl MatrixArgs {
+    /// The closed-loop load of one run.
+    fn load(
+        &self,
+        target: SocketAddr,
+        connections: usize,
+        durability: Option<DurabilityMix>,
+        round: u32,
+    ) -> LoadSpec {
+        LoadSpec {
+            target,
+            connections,
+            rate: None,
+            duration: self.duration,
+            warmup: self.warmup,
+            max_requests: None,
+            mix: self.mix,
+            durability,
+            keys: self.keys,
+            key_dist: self.key_dist,
+            value_bytes: self.value_bytes,
+            seed: u64::from(round),
+            progress: false,
+        }
+    }
+}
+
 fn parse_durability_mixes(text: &str) -> Result<DurabilityMixes, String> {
     text.split(';')
         .map(|part| part.trim().parse())
@@ -331,21 +358,7 @@ fn run_round(
         let data_dir = scratch.join(format!("server-{round}-{index}"));
         let mut server = Server::start(server, &data_dir, *strategy, *mechanism)?;
         for &connections in &args.connections.0 {
-            let spec = LoadSpec {
-                target: server.addr,
-                connections,
-                rate: None,
-                duration: args.duration,
-                warmup: args.warmup,
-                max_requests: None,
-                mix: args.mix,
-                durability: None,
-                keys: args.keys,
-                key_dist: args.key_dist,
-                value_bytes: args.value_bytes,
-                seed: u64::from(round),
-                progress: false,
-            };
+            let spec = args.load(server.addr, connections, None, round);
             let result = tokio_uring::start(load::run(spec.clone()))?;
             let report = Report::new(&spec, &result);
             eprintln!(
@@ -390,21 +403,7 @@ fn run_round_one_server(
     let mut runs = Vec::new();
     for mix in mixes {
         for &connections in &args.connections.0 {
-            let spec = LoadSpec {
-                target: server.addr,
-                connections,
-                rate: None,
-                duration: args.duration,
-                warmup: args.warmup,
-                max_requests: None,
-                mix: args.mix,
-                durability: Some(*mix),
-                keys: args.keys,
-                key_dist: args.key_dist,
-                value_bytes: args.value_bytes,
-                seed: u64::from(round),
-                progress: false,
-            };
+            let spec = args.load(server.addr, connections, Some(*mix), round);
             let (result, side) = load::run_with_metrics(&spec, Duration::from_secs(1))?;
             let mut report = Report::new(&spec, &result);
             let classes: Vec<String> = report
