@@ -772,6 +772,10 @@ fn pinned_seeds_stay_fixed() {
             147,
             "ENOSPC while the background ring wrote its start-up manifest left the store read-only",
         ),
+        (
+            400_000,
+            "a segment end did not raise the last seq, so after a life whose only surviving write was a segment end, records of a tail an earlier recovery had dropped came back",
+        ),
     ] {
         if let Err(message) = run_seed(seed) {
             panic!("seed {seed} ({bug}) fails again: {message}");
