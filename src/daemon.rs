@@ -86,7 +86,7 @@ async fn serve(
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
     crate::logging::ready(&format!(
-        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}; requests may ask for a class down to {}); recovered {} records from {} WAL segments{} and {} tables, next version {}; max connections {} (open-file limit {}, {} kept for storage, {} of them table handles)",
+        "ringkv listening on {address}, data dir {}, fsync {} (WAL {} I/O, {}; requests may ask for a class down to {}); recovered {} records from {} WAL segments{} and {} tables, next version {}; WAL segment ready in {} ms; max connections {} (open-file limit {}, {} kept for storage, {} of them table handles)",
         store.data_dir.display(),
         store.fsync,
         store.wal_io,
@@ -97,6 +97,7 @@ async fn serve(
         if report.torn_tail { " (dropped a torn or damaged last record: a write the crash interrupted, or bit rot in the newest write)" } else { "" },
         report.tables,
         report.next_seq,
+        report.wal_ready.as_millis(),
         budget.max_connections,
         budget.limit,
         budget.storage_reserve,

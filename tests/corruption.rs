@@ -246,6 +246,11 @@ fn sweep_file(
     offsets: Vec<usize>,
     allow_missing_suffix: bool,
 ) -> Sweep {
+    // Each flip is judged on the directory the writer left: an open and a clean close change it
+    // (a durable mark at the end of the log, a spare segment, the lease), and a mark left by
+    // one flip's open would claim, and so refuse, the next flip's torn tail.
+    let dir = path.parent().unwrap();
+    let snapshot = directory_files(dir);
     let original = std::fs::read(path).unwrap();
     let mut sweep = Sweep::default();
     for (n, offset) in offsets.into_iter().enumerate() {
@@ -253,9 +258,32 @@ fn sweep_file(
         damaged[offset] ^= 1 << (n % 8);
         std::fs::write(path, &damaged).unwrap();
         open_and_read(config, writes, path, &mut sweep, allow_missing_suffix);
+        restore_directory(dir, &snapshot);
     }
-    std::fs::write(path, &original).unwrap();
     sweep
+}
+
+fn directory_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+fn restore_directory(dir: &Path, snapshot: &[(std::path::PathBuf, Vec<u8>)]) {
+    for path in std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().path()) {
+        if path.is_file() && !snapshot.iter().any(|(kept, _)| *kept == path) {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    for (path, bytes) in snapshot {
+        std::fs::write(path, bytes).unwrap();
+    }
 }
 
 /// Every region of an SST (data blocks, padding, bloom filter, index, footer): a flipped bit is

@@ -79,12 +79,13 @@ impl<F: FileSystem> Engine<F> {
         // In place (see `seq_lease`): no new space needed, so a full disk does not stop a start.
         let seq_lease_end = next_seq + crate::seq_lease::LEASE_SPAN;
         seq_lease.extend(seq_lease_end).await?;
-        let report = RecoveryReport {
+        let mut report = RecoveryReport {
             records: replayed,
             segments: log.segments,
             tables: version.tables().count(),
             next_seq,
             torn_tail: log.torn_tail,
+            wal_ready: std::time::Duration::ZERO,
         };
         let options = WalOptions {
             dir: dir.clone(),
@@ -96,6 +97,17 @@ impl<F: FileSystem> Engine<F> {
             sync_call: config.sync_call,
         };
         let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
+        let preparing = fs.now();
+        match wal.prepare().await {
+            Ok(()) => {}
+            // A full disk or no descriptor left: start anyway (reads work), and let the first
+            // write try again (and answer 507 or 503 if it still cannot).
+            Err(error) if error.is_transient() => {
+                tracing::warn!("the WAL segment for the first write is not ready: {error}");
+            }
+            Err(error) => return Err(error),
+        }
+        report.wal_ready = fs.now().saturating_duration_since(preparing);
 
         let readers = TableReaders::new(fs.clone(), config.block_cache_bytes, config.max_open_tables);
         for table in version.tables() {

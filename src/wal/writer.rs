@@ -263,6 +263,14 @@ impl<F: FileSystem> WalWriter<F> {
         self.stats.syncs.get()
     }
 
+    /// Opens (pre-writing it if new) the segment the first record goes to, and starts preparing
+    /// the one after, so that the first write does not wait for a segment's pre-write (75 ms
+    /// for 64 MiB here). Call before the first append.
+    pub async fn prepare(&self) -> Result<()> {
+        let number = self.state.borrow().position.segment_number;
+        self.segment_file(number).await.map(drop)
+    }
+
     /// What the writer counts, for `/metrics`.
     pub fn stats(&self) -> &WalStats {
         &self.stats
