@@ -358,8 +358,8 @@ impl<F: FileSystem> WalWriter<F> {
         // An `always` record closes the batch it goes into: nothing after it shares its write, so
         // it never waits for a later record. It may join weaker records gathered before it:
         // those must be durable before it anyway (the prefix), and one write covers them all
-        // (an own batch after them cost a plain write, then a write and an `fdatasync`: 2.4x
-        // the `never` p50 at 10% `always`, BENCHMARKS.md).
+        // (an own batch after them cost a plain write, then a write and an `fdatasync`: at 10%
+        // `always`, 1.25x fewer ops/s at 16 connections and 1.41x at 64, BENCHMARKS.md).
         let alone = durability == Durability::Always;
         let reuse = state.queue.back().is_some_and(|batch| {
             !batch.sealed
