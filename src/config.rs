@@ -222,6 +222,9 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// Upper bound on one group-commit batch (a single record larger than this still goes alone).
     pub wal_batch_bytes: usize,
+    /// Retired WAL segments kept to be renamed and reused instead of pre-writing new ones with
+    /// zeros (0: every retired segment is deleted).
+    pub wal_recycle_segments: usize,
     pub memtable_bytes: u64,
     pub compaction_trigger: usize,
     /// Level-0 tables (flushed or being flushed) at which each write is delayed, so that
@@ -268,6 +271,7 @@ impl StoreConfig {
             sync_call: SyncCall::Fdatasync,
             wal_segment_bytes: 64 << 20,
             wal_batch_bytes: 1 << 20,
+            wal_recycle_segments: 4,
             memtable_bytes: 64 << 20,
             compaction_trigger: 4,
             l0_slowdown_tables: 20,

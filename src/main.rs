@@ -74,6 +74,11 @@ struct Cli {
     #[arg(long, env = "RINGKV_WAL_BATCH_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     wal_batch_bytes: usize,
 
+    /// Retired WAL segments kept to be renamed and reused (their blocks are allocated already), so
+    /// that new segments are pre-written with zeros only while the WAL grows; 0 deletes them.
+    #[arg(long, env = "RINGKV_WAL_RECYCLE_SEGMENTS", default_value_t = 4)]
+    wal_recycle_segments: usize,
+
     /// Memtable size at which it is frozen and flushed to an SST file (flushThreshold). While one frozen memtable
     /// waits for its flush, writes go on into the next; when that one is full too, they pause.
     #[arg(long, env = "RINGKV_MEMTABLE_BYTES", default_value = "64MiB", value_parser = parse_memtable_bytes)]
@@ -231,6 +236,7 @@ fn main() -> ExitCode {
         sync_call: cli.sync_call,
         wal_segment_bytes: cli.wal_segment_bytes,
         wal_batch_bytes: cli.wal_batch_bytes,
+        wal_recycle_segments: cli.wal_recycle_segments,
         memtable_bytes: cli.memtable_bytes,
         compaction_trigger: cli.compaction_trigger,
         l0_slowdown_tables: cli

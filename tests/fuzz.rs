@@ -94,13 +94,13 @@ proptest! {
     ) {
         let len = record::encoded_len(&key, &value);
         let mut segment = vec![0u8; len + 64];
-        record::encode(&mut segment[..len], RecordKind::Put, seq, 0, &key, &value);
-        let (decoded, next) = record::decode(&segment, 0, 1 << 20).expect("a valid record");
+        record::encode(&mut segment[..len], RecordKind::Put, seq, 0, 7, &key, &value);
+        let (decoded, next) = record::decode(&segment, 0, 1 << 20, 7).expect("a valid record");
         prop_assert_eq!((decoded.seq, decoded.key, decoded.value, next), (seq, &key[..], &value[..], len));
         // Any flipped bit is refused or, if it lands in padding, leaves the record as it was.
         let (at, bit) = (flip.0 as usize % len, flip.1 % 8);
         segment[at] ^= 1 << bit;
-        if let Ok((again, _)) = record::decode(&segment, 0, 1 << 20) {
+        if let Ok((again, _)) = record::decode(&segment, 0, 1 << 20, 7) {
             prop_assert_eq!((again.seq, again.key, again.value), (seq, &key[..], &value[..]));
         }
     }
@@ -110,7 +110,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..512),
         offset in 0..600usize,
     ) {
-        let _ = record::decode(&bytes, offset, 1 << 20);
+        let _ = record::decode(&bytes, offset, 1 << 20, 7);
     }
 
     /// A block whose checksum is right but whose entries are garbage (a writer bug, or damage

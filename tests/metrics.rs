@@ -253,3 +253,50 @@ fn group_writes_from_64_connections_share_syncs() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Keys written in the recycling test.
+const KEYS: usize = 3000;
+
+#[test]
+fn retired_wal_segments_are_recycled_and_what_went_through_them_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--fsync",
+        "group",
+        "--wal-segment-bytes",
+        "256KiB",
+        "--memtable-bytes",
+        "256KiB",
+        "--wal-recycle-segments",
+        "2",
+        "--max-value-bytes",
+        "4KiB",
+    ];
+    let server = TestServer::start(dir.path(), &args);
+    let mut client = server.connect();
+    let value = serde_json::json!("r".repeat(1000));
+    // About 3 MiB of records: a dozen segments, each retired by a flush soon after it fills.
+    for i in 0..KEYS {
+        assert_eq!(client.set(&format!("key-{i}"), &value).status, 200);
+    }
+    let page = Page::fetch(&mut client);
+    let recycled = page.value("ringkv_wal_segments_recycled_total", &[]);
+    let created = page.value("ringkv_wal_segments_created_total", &[]);
+    assert!(recycled >= 4.0, "{recycled} segments recycled, {created} created");
+    assert_eq!(
+        page.value("ringkv_wal_zero_bytes_total", &[]),
+        created * 262_144.0,
+        "zeros are written only into created segments"
+    );
+    // Kept for reuse, not piled up: the live segments, the spare and at most two retired ones.
+    let segments = common::files_ending(dir.path(), ".log");
+    assert!(segments <= 8, "{segments} WAL segment files");
+    server.kill();
+    let server = TestServer::start(dir.path(), &args);
+    let mut client = server.connect();
+    for i in 0..KEYS {
+        let answer = client.get(&format!("key-{i}"));
+        assert_eq!(answer.status, 200, "key-{i} lost after the kill");
+        assert_eq!(answer.json()["value"], value);
+    }
+}

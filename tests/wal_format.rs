@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ringkv::config::{Durability, FsyncStrategy, SyncCall, WalIo};
 use ringkv::io::UringFs;
-use ringkv::wal::{self, record, LogPosition, RecordKind, WalOptions, WalWriter};
+use ringkv::wal::{self, record, LogPosition, RecordKind, RecyclePool, WalOptions, WalWriter};
 use ringkv::Error;
 
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -20,6 +20,7 @@ fn options(dir: &Path) -> WalOptions {
         periodic_interval: std::time::Duration::from_secs(1),
         io: WalIo::Direct,
         sync_call: SyncCall::Fdatasync,
+        recycle: std::sync::Arc::new(RecyclePool::new(0, 0)),
     }
 }
 
@@ -71,11 +72,22 @@ fn write_log_then(dir: &Path, batches: &[usize], close: bool) {
 
 /// Recovers; returns the keys replayed and the outcome.
 fn recover(dir: &Path) -> (Vec<Vec<u8>>, Result<wal::RecoveredLog, Error>) {
+    recover_from(dir, 0)
+}
+
+/// Recovers from segment `first_live` on (the ones below are retired).
+fn recover_from(dir: &Path, first_live: u64) -> (Vec<Vec<u8>>, Result<wal::RecoveredLog, Error>) {
     tokio_uring::start(async {
         let mut keys = Vec::new();
-        let result = wal::recover(&UringFs, dir, 0, ringkv::coding::to_usize(SEGMENT_BYTES), |r| {
-            keys.push(r.key.to_vec());
-        })
+        let result = wal::recover(
+            &UringFs,
+            dir,
+            first_live,
+            ringkv::coding::to_usize(SEGMENT_BYTES),
+            |r| {
+                keys.push(r.key.to_vec());
+            },
+        )
         .await;
         (keys, result)
     })
@@ -119,6 +131,7 @@ fn clean_log_replays_everything_and_continues_after_it() {
         &bytes,
         ringkv::coding::to_usize(mark_at),
         ringkv::coding::to_usize(SEGMENT_BYTES),
+        1,
     )
     .unwrap();
     assert_eq!(mark.kind, RecordKind::DurableMark);
@@ -239,4 +252,156 @@ fn writing_resumes_at_the_recovered_position() {
     let (keys, result) = recover(dir.path());
     assert_eq!(keys.len(), 4);
     assert_eq!(result.unwrap().next_seq, 5);
+}
+
+/// Retires segment 1 (written by [`write_log`]) into a pool, as a flush does, and starts a writer
+/// at the start of segment 2 with it: the writer recycles segment 1's file. Appends `records`
+/// (key, value) in one go; closes cleanly if `close`. Returns how segment 2 was made ready.
+fn write_recycled_life(dir: &Path, records: &[(Vec<u8>, Vec<u8>)], close: bool) -> (u64, u64) {
+    // The spare the first writer prepared: recycling is for a segment that does not exist yet.
+    let _ = std::fs::remove_file(segment(dir, 2));
+    let pool = std::sync::Arc::new(RecyclePool::new(1, 0));
+    assert!(pool.offer(1));
+    tokio_uring::start(async {
+        let start = LogPosition {
+            segment_number: 2,
+            offset: 0,
+            tail: Vec::new(),
+        };
+        let options = WalOptions {
+            recycle: pool.clone(),
+            ..options(dir)
+        };
+        let writer = WalWriter::start(UringFs, options, start, 1000);
+        writer.prepare().await.unwrap();
+        let tickets: Vec<_> = records
+            .iter()
+            .map(|(key, value)| {
+                writer
+                    .append(RecordKind::Put, key, value, Durability::Group)
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        for ticket in tickets {
+            ticket.wait().await.unwrap();
+        }
+        if close {
+            writer.close().await.unwrap();
+        }
+        let stats = writer.stats();
+        (stats.segments_recycled.get(), stats.segments_created.get())
+    })
+}
+
+fn new_records(count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..count)
+        .map(|i| (format!("new-{i:04}").into_bytes(), VALUE.to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_recycled_segment_replays_only_its_new_life() {
+    let dir = tempfile::tempdir().unwrap();
+    // The old life fills a quarter of the segment with valid records.
+    write_log(dir.path(), &[40, 40, 40]);
+    let (recycled, created) = write_recycled_life(dir.path(), &new_records(3), true);
+    assert_eq!(
+        (recycled, created),
+        (1, 0),
+        "segment 2 is segment 1's file, renamed"
+    );
+    assert!(!segment(dir.path(), 1).exists());
+    assert_eq!(
+        std::fs::metadata(segment(dir.path(), 2)).unwrap().len(),
+        SEGMENT_BYTES
+    );
+    let (keys, result) = recover_from(dir.path(), 2);
+    let log = result.unwrap();
+    assert_eq!(
+        keys,
+        new_records(3).into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+    );
+    assert!(!log.torn_tail, "the previous life reads as the end of this one");
+    assert_eq!(log.next_seq, 1003);
+    assert_eq!(log.position.segment_number, 2);
+}
+
+#[test]
+fn an_empty_new_life_reads_as_an_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &[40, 40, 40]);
+    // Killed right after the segment was made ready: the file holds only its previous life.
+    write_recycled_life(dir.path(), &[], false);
+    let (keys, result) = recover_from(dir.path(), 2);
+    let log = result.unwrap();
+    assert!(
+        keys.is_empty(),
+        "{} records of the previous life replayed",
+        keys.len()
+    );
+    assert!(!log.torn_tail);
+    assert_eq!((log.position.segment_number, log.position.offset), (2, 0));
+}
+
+#[test]
+fn a_new_life_ending_on_a_block_boundary_ends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &[40, 40, 40]);
+    // 29 records of 136 bytes and one of 152 end exactly at 4096, where the previous life has
+    // the middle of a record: the writer writes that block's zeros too.
+    let mut records = new_records(30);
+    records[29].1 = vec![b'w'; 116];
+    let total: usize = records
+        .iter()
+        .map(|(key, value)| record::encoded_len(key, value))
+        .sum();
+    assert_eq!(total, 4096);
+    write_recycled_life(dir.path(), &records, false);
+    let (keys, result) = recover_from(dir.path(), 2);
+    let log = result.unwrap();
+    assert_eq!(keys.len(), 30);
+    assert!(!log.torn_tail, "the end of the log read as a torn record");
+    assert_eq!(log.position.offset, 4096);
+}
+
+#[test]
+fn segments_of_the_first_format_still_recover_and_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    // A segment as binaries before the segment tag wrote it: records without a tag, each
+    // its own durable batch (claiming everything before it).
+    let mut bytes = vec![0u8; ringkv::coding::to_usize(SEGMENT_BYTES)];
+    let mut at = 0;
+    for i in 0..3 {
+        let len = record::encoded_len(&key(i), VALUE);
+        let claim = u32::try_from(at + 1).unwrap();
+        record::encode_untagged(
+            &mut bytes[at..at + len],
+            RecordKind::Put,
+            i as u64 + 1,
+            claim,
+            &key(i),
+            VALUE,
+        );
+        at += len;
+    }
+    std::fs::write(segment(dir.path(), 1), &bytes).unwrap();
+    let (keys, result) = recover(dir.path());
+    let log = result.unwrap();
+    assert_eq!(keys, (0..3).map(key).collect::<Vec<_>>());
+    assert!(!log.torn_tail);
+    // Today's writer continues the same segment with tagged records.
+    tokio_uring::start(async {
+        let writer = WalWriter::start(UringFs, options(dir.path()), log.position, log.next_seq);
+        for i in 3..5 {
+            let (_, ticket) = writer
+                .append(RecordKind::Put, &key(i), VALUE, Durability::Group)
+                .unwrap();
+            ticket.wait().await.unwrap();
+        }
+        writer.close().await.unwrap();
+    });
+    let (keys, result) = recover(dir.path());
+    assert_eq!(keys, (0..5).map(key).collect::<Vec<_>>());
+    assert!(!result.unwrap().torn_tail);
 }

@@ -78,6 +78,7 @@ impl<F: FileSystem> Worker<F> {
                 &self.options.dir,
                 retired_below,
                 job.first_live_wal_segment,
+                &self.options.recycle,
             )
             .await;
             self.wal_deleted_below.set(job.first_live_wal_segment);

@@ -41,6 +41,8 @@ pub struct BackgroundOptions {
     pub write_bytes_per_sec: u64,
     /// Size of each background read or write.
     pub io_bytes: usize,
+    /// Where retired WAL segments go for reuse.
+    pub recycle: std::sync::Arc<crate::wal::RecyclePool>,
 }
 
 /// Counters the benchmarks and tests read.

@@ -29,7 +29,7 @@ use crate::memtable::Memtable;
 use crate::seq_lease::SeqLease;
 use crate::sst::{TableMeta, TableReaders};
 use crate::version::{Version, VersionEdit};
-use crate::wal::{self, RecordKind, WalOptions, WalWriter};
+use crate::wal::{self, RecordKind, RecyclePool, WalOptions, WalWriter};
 
 impl<F: FileSystem> Engine<F> {
     /// Opens (or creates) the store in `config.data_dir`: takes the directory lock, recovers
@@ -87,6 +87,10 @@ impl<F: FileSystem> Engine<F> {
             torn_tail: log.torn_tail,
             wal_ready: std::time::Duration::ZERO,
         };
+        let recycle = Arc::new(RecyclePool::new(
+            config.wal_recycle_segments,
+            log.first_new_segment,
+        ));
         let options = WalOptions {
             dir: dir.clone(),
             segment_bytes: config.wal_segment_bytes,
@@ -95,6 +99,7 @@ impl<F: FileSystem> Engine<F> {
             periodic_interval: config.periodic_interval(),
             io: config.wal_io,
             sync_call: config.sync_call,
+            recycle: recycle.clone(),
         };
         let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
         let preparing = fs.now();
@@ -123,6 +128,7 @@ impl<F: FileSystem> Engine<F> {
                 target_file_bytes: config.target_file_bytes(),
                 write_bytes_per_sec: config.background_write_bytes_per_sec,
                 io_bytes: config.background_io_bytes,
+                recycle,
             },
             version.clone(),
             events,

@@ -99,6 +99,24 @@ fn wal<F: FileSystem>(page: &mut Exposition, engine: &Engine<F>) {
         "WAL syncs that failed (each poisons the WAL: writes are refused until a restart).",
         stats.sync_errors.get(),
     );
+    page.single(
+        "ringkv_wal_segments_recycled_total",
+        "counter",
+        "WAL segments made ready by renaming a retired one (no byte written).",
+        stats.segments_recycled.get(),
+    );
+    page.single(
+        "ringkv_wal_segments_created_total",
+        "counter",
+        "WAL segments created and pre-written with zeros (no retired one was free).",
+        stats.segments_created.get(),
+    );
+    page.single(
+        "ringkv_wal_zero_bytes_total",
+        "counter",
+        "Zero bytes pre-written into new WAL segments.",
+        stats.zero_bytes.get(),
+    );
     page.family(
         "ringkv_wal_write_duration_seconds",
         "histogram",

@@ -4,12 +4,14 @@
 
 pub mod record;
 pub mod recovery;
+pub mod recycle;
 pub mod segment;
 pub mod stats;
 pub mod writer;
 
 pub use record::{Record, RecordKind};
 pub use recovery::{recover, RecoveredLog};
+pub use recycle::RecyclePool;
 pub use segment::{retire_segments, segment_path};
 pub use stats::WalStats;
 pub use writer::{LogPosition, Ticket, WalOptions, WalWriter};

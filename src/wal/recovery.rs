@@ -23,6 +23,9 @@ pub struct RecoveredLog {
     pub segments: u64,
     /// Bytes after the end of the log that held part of an unacknowledged, torn batch.
     pub torn_tail: bool,
+    /// The first segment number no file had at start: segments from here on are created (or
+    /// recycled) by this process and hold only tagged records, so only they may be recycled.
+    pub first_new_segment: u64,
 }
 
 /// Replays the WAL in `dir` from segment `first_live_segment` (older segments are retired: their
@@ -47,6 +50,7 @@ pub async fn recover<F: FileSystem>(
         records: 0,
         segments: numbers.len() as u64,
         torn_tail: false,
+        first_new_segment: numbers.last().map_or(first_live_segment.max(1), |last| last + 1),
     };
     let mut last_seq = 0;
     for (index, &number) in numbers.iter().enumerate() {
@@ -55,7 +59,7 @@ pub async fn recover<F: FileSystem>(
         let bytes = bytes.as_slice();
         let mut offset = 0;
         let stop = loop {
-            match record::decode(bytes, offset, max_payload_bytes) {
+            match record::decode(bytes, offset, max_payload_bytes, number) {
                 Ok((record, _)) if record.kind == RecordKind::SegmentEnd && record.seq >= last_seq => {
                     // Records in the next segment were written after this one: a record there
                     // with a lower seq is stale, left by a life whose tail an earlier recovery
@@ -80,8 +84,12 @@ pub async fn recover<F: FileSystem>(
                         false,
                     ))
                 }
-                // Zeros are where a segment's records end; anything else is a damaged record.
-                Err(invalid) => break Some((invalid.to_string(), invalid != Invalid::Zero)),
+                // Zeros, or a record of a recycled file's previous life, are where a segment's
+                // records end; anything else is a damaged record.
+                Err(invalid) => {
+                    let end = matches!(invalid, Invalid::Zero | Invalid::OtherLife { .. });
+                    break Some((invalid.to_string(), !end));
+                }
             }
         };
         let Some((reason, damaged)) = stop else { continue };
@@ -91,14 +99,14 @@ pub async fn recover<F: FileSystem>(
         let mut max_seq = last_seq;
         let mut later_records = Vec::new();
         later_records.extend(
-            valid_records_after(bytes, offset + RECORD_ALIGN, last_seq, max_payload_bytes)
+            valid_records_after(bytes, number, offset + RECORD_ALIGN, last_seq, max_payload_bytes)
                 .map(|found| (path.clone(), found)),
         );
         for &later in &numbers[index + 1..] {
             let later_path = segment::segment_path(dir, later);
             let later_bytes = read_segment(fs, &later_path).await?;
             later_records.extend(
-                valid_records_after(later_bytes.as_slice(), 0, last_seq, max_payload_bytes)
+                valid_records_after(later_bytes.as_slice(), later, 0, last_seq, max_payload_bytes)
                     .map(|found| (later_path.clone(), found)),
             );
         }
@@ -150,16 +158,18 @@ fn corruption(path: &Path, offset: usize, reason: &str, found_in: &Path, found: 
     }
 }
 
-/// Every checksum-valid record at or after `from` (at record alignment) with a seq above
-/// `above_seq`, segment-end records included (they carry a durable claim too).
+/// Every checksum-valid record of segment `number` at or after `from` (at record alignment) with a
+/// seq above `above_seq`, segment-end records included (they carry a durable claim too). Records
+/// of a recycled file's previous life are not this segment's.
 fn valid_records_after(
     bytes: &[u8],
+    number: u64,
     from: usize,
     above_seq: u64,
     max_payload_bytes: usize,
 ) -> impl Iterator<Item = LaterRecord> + '_ {
     (from..bytes.len()).step_by(RECORD_ALIGN).filter_map(move |at| {
-        match record::decode(bytes, at, max_payload_bytes) {
+        match record::decode(bytes, at, max_payload_bytes, number) {
             Ok((record, _)) if record.seq > above_seq => Some(LaterRecord {
                 seq: record.seq,
                 durable_prefix: record.durable_prefix(),

@@ -21,6 +21,11 @@ pub struct WalStats {
     /// durable (one call per segment it covered), or an `O_DSYNC` write.
     pub syncs: Cell<u64>,
     pub sync_errors: Cell<u64>,
+    /// Segments made ready by renaming a retired one, and by creating a new one (with the zero
+    /// bytes pre-written into it).
+    pub segments_recycled: Cell<u64>,
+    pub segments_created: Cell<u64>,
+    pub zero_bytes: Cell<u64>,
     /// One WAL write, from its submission to its completion (an `O_DSYNC` write included).
     pub write_latency: Histogram,
     /// One sync call (`fdatasync` or `fsync`), or one `O_DSYNC` write.
@@ -42,6 +47,9 @@ impl WalStats {
             written_bytes: Cell::new(0),
             syncs: Cell::new(0),
             sync_errors: Cell::new(0),
+            segments_recycled: Cell::new(0),
+            segments_created: Cell::new(0),
+            zero_bytes: Cell::new(0),
             write_latency: Histogram::latency(),
             sync_latency: Histogram::latency(),
             batch_records: Histogram::new(histogram::COUNT, Unit::Plain),

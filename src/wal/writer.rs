@@ -22,7 +22,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::record::{self, RecordKind, SEGMENT_END_BYTES};
-use super::segment;
+use super::recycle::RecyclePool;
+use super::segment::{self, Prepared};
 use super::stats::WalStats;
 use crate::config::{Durability, FsyncStrategy, SyncCall, WalIo};
 use crate::error::{Error, Result};
@@ -40,6 +41,8 @@ pub struct WalOptions {
     pub periodic_interval: Duration,
     pub io: WalIo,
     pub sync_call: SyncCall,
+    /// Retired segments kept for reuse, shared with the flushes that retire them.
+    pub recycle: std::sync::Arc<RecyclePool>,
 }
 
 impl WalOptions {
@@ -168,7 +171,7 @@ struct State<F: FileSystem> {
     sync_failed: bool,
     closing: bool,
     current: Option<OpenSegment<F>>,
-    spare: Option<(u64, Task<Result<F::File>>)>,
+    spare: Option<(u64, SpareTask<F>)>,
     /// A `periodic` record was written and no sync has covered it yet (drives the timer).
     periodic_unsynced: bool,
     /// The floor of a batch created when the queue is empty: what the batches taken so far
@@ -176,6 +179,9 @@ struct State<F: FileSystem> {
     floor_after_taken: Option<(u64, u64)>,
     free_buffers: Vec<AlignedBuf>,
 }
+
+/// The next segment being made ready, in the background.
+type SpareTask<F> = Task<Result<(<F as FileSystem>::File, Prepared)>>;
 
 /// Spare batch buffers kept for reuse; more would only hold memory.
 const FREE_BUFFERS_MAX: usize = 4;
@@ -385,6 +391,7 @@ impl<F: FileSystem> WalWriter<F> {
             kind,
             seq,
             claim,
+            state.position.segment_number,
             key,
             value,
         );
@@ -531,7 +538,7 @@ impl<F: FileSystem> WalWriter<F> {
             Some(handle) => handle.await.ok(),
             None => None,
         };
-        let file = match prepared {
+        let (file, how) = match prepared {
             Some(file) => file,
             None => {
                 segment::open_or_create(
@@ -540,10 +547,19 @@ impl<F: FileSystem> WalWriter<F> {
                     number,
                     self.options.segment_bytes,
                     self.options.open_mode(false),
+                    &self.options.recycle,
                 )
                 .await?
             }
         };
+        match how {
+            Prepared::Existing => {}
+            Prepared::Recycled { .. } => WalStats::add(&self.stats.segments_recycled, 1),
+            Prepared::Created { zero_bytes } => {
+                WalStats::add(&self.stats.segments_created, 1);
+                WalStats::add(&self.stats.zero_bytes, zero_bytes);
+            }
+        }
         let path = segment::segment_path(&self.options.dir, number);
         let dsync_file = if self.options.sync_call == SyncCall::Dsync {
             let file = self
@@ -566,16 +582,17 @@ impl<F: FileSystem> WalWriter<F> {
         // No spare once closing: nothing would wait for its pre-write (the mark a clean close
         // writes may be the first record of a new segment).
         if state.spare.is_none() && !state.closing {
-            let (fs, dir, bytes, mode) = (
+            let (fs, dir, bytes, mode, pool) = (
                 self.fs.clone(),
                 self.options.dir.clone(),
                 self.options.segment_bytes,
                 self.options.open_mode(false),
+                self.options.recycle.clone(),
             );
             let next = number + 1;
             let handle = self
                 .fs
-                .spawn(async move { segment::open_or_create(&fs, &dir, next, bytes, mode).await });
+                .spawn(async move { segment::open_or_create(&fs, &dir, next, bytes, mode, &pool).await });
             state.spare = Some((next, handle));
         }
         Ok(segment)
@@ -666,6 +683,15 @@ impl<F: FileSystem> WalWriter<F> {
         let file = dsync_file.unwrap_or(&segment.file);
         let mut buf = std::mem::replace(&mut batch.buf, AlignedBuf::zeroed(0));
         buf.pad_to_block();
+        // A batch that ends on a block boundary also writes the next block's zeros: in a recycled
+        // segment that block holds the file's previous life, and the log's end must read as a
+        // zero header, not as a torn record (recovery would say it dropped one).
+        if batch.end_offset.is_multiple_of(BLOCK_BYTES as u64)
+            && batch.end_offset < self.options.segment_bytes
+        {
+            let grown = buf.extend_zeros(BLOCK_BYTES);
+            debug_assert!(grown, "batch buffers have room for a padding block");
+        }
         let bytes = buf.len() as u64;
         let started = self.fs.now();
         let (result, buf) = file.write_at(buf, batch.block_offset).await;
