@@ -300,3 +300,65 @@ fn retired_wal_segments_are_recycled_and_what_went_through_them_survives_a_kill(
         assert_eq!(answer.json()["value"], value);
     }
 }
+
+/// A raw `POST /set` request.
+fn set_request(key: &str, value: &serde_json::Value) -> String {
+    let body = serde_json::json!({ "key": key, "value": value }).to_string();
+    format!(
+        "POST /set HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn pipelined_sets_on_one_connection_share_syncs_and_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--fsync", "group"]);
+    let mut client = server.connect();
+    let before = Page::fetch(&mut client);
+    // 100 sets, a get and a delete that must see them, a malformed set, 20 more sets: one send.
+    let mut raw = String::new();
+    for i in 0..100 {
+        raw.push_str(&set_request(&format!("p{i}"), &serde_json::json!(i)));
+    }
+    raw.push_str("GET /get?key=p7 HTTP/1.1\r\nHost: test\r\n\r\n");
+    raw.push_str("DELETE /del?key=p0 HTTP/1.1\r\nHost: test\r\n\r\n");
+    raw.push_str("POST /set HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}");
+    for i in 100..120 {
+        raw.push_str(&set_request(&format!("p{i}"), &serde_json::json!(i)));
+    }
+    client.send_raw(raw.as_bytes());
+    let mut last_version = 0;
+    let mut check_set = |client: &mut Client, i: usize| {
+        let answer = client.read_response();
+        assert_eq!(answer.status, 200, "set {i}");
+        let body = answer.json();
+        assert_eq!(body["key"], format!("p{i}"), "answers out of order");
+        let version = body["version"].as_u64().unwrap();
+        assert!(version > last_version, "versions follow the request order");
+        last_version = version;
+        assert_eq!(answer.header("durability"), Some("group"));
+    };
+    for i in 0..100 {
+        check_set(&mut client, i);
+    }
+    let got = client.read_response();
+    assert_eq!(
+        (got.status, got.json()["value"].clone()),
+        (200, serde_json::json!(7))
+    );
+    let deleted = client.read_response();
+    assert_eq!(
+        (deleted.status, deleted.json()["value"].clone()),
+        (200, serde_json::json!(0))
+    );
+    assert_eq!(client.read_response().status, 400);
+    for i in 100..120 {
+        check_set(&mut client, i);
+    }
+    let after = Page::fetch(&mut client);
+    let syncs = after.value("ringkv_wal_syncs_total", &[]) - before.value("ringkv_wal_syncs_total", &[]);
+    // Answered one at a time, each set would take its own sync: 120 (and the delete one more).
+    assert!(syncs <= 12.0, "{syncs} syncs for 121 pipelined writes");
+    assert_eq!(client.get("p119").json()["value"], serde_json::json!(119));
+}

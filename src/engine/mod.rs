@@ -16,6 +16,8 @@ mod open;
 mod read;
 mod write;
 
+pub use write::AppendedWrite;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -31,13 +31,29 @@ impl<F: FileSystem> Engine<F> {
     /// As [`Engine::set`], acknowledged as `durability` says (see
     /// [`crate::config::StoreConfig::durability_for`] for the floor).
     pub async fn set_with(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<u64> {
+        self.begin_set(key, value, durability).await?.finish().await
+    }
+
+    /// The first half of [`Engine::set_with`]: admits the write and appends it to the WAL, which
+    /// fixes its version and its place in the log. Its answer comes from
+    /// [`AppendedWrite::finish`]. A connection that starts several pipelined writes before
+    /// finishing any lets them share a WAL batch, and its sync.
+    pub async fn begin_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        durability: Durability,
+    ) -> Result<AppendedWrite<'_, F>> {
         self.admit().await?;
         let (seq, ticket) = self.wal.append(RecordKind::Put, key, value, durability)?;
         let slot = self.note_append(key, value);
-        let key = Bytes::copy_from_slice(key);
-        let value = Bytes::copy_from_slice(value);
-        self.settle(slot, key, seq, Some(value), ticket).await?;
-        Ok(seq)
+        Ok(self.appended(
+            slot,
+            Bytes::copy_from_slice(key),
+            seq,
+            Some(Bytes::copy_from_slice(value)),
+            ticket,
+        ))
     }
 
     /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
@@ -84,7 +100,8 @@ impl<F: FileSystem> Engine<F> {
         };
         let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"", durability)?;
         let slot = self.note_append(key, b"");
-        self.settle(slot, Bytes::copy_from_slice(key), seq, None, ticket)
+        self.appended(slot, Bytes::copy_from_slice(key), seq, None, ticket)
+            .finish()
             .await?;
         Ok(Some(Deletion { removed, seq }))
     }
@@ -234,6 +251,12 @@ impl<F: FileSystem> Engine<F> {
             && self.l0_tables_with_flushes() < self.config.l0_stop_tables
     }
 
+    /// Whether a write started now would wait for memtable room (a flush), rather than be
+    /// appended in the same step.
+    pub fn writes_must_wait(&self) -> bool {
+        self.memtables_full()
+    }
+
     /// Whether writes must pause: the active memtable is full and cannot be frozen. (Pausing
     /// while any memtable was frozen stalled every write for the whole of each flush: 200 ms at
     /// 64 connections.)
@@ -263,15 +286,16 @@ impl<F: FileSystem> Engine<F> {
         }
     }
 
-    /// Records a write as pending, waits for its batch, then applies it (or forgets it on failure).
-    pub(super) async fn settle(
+    /// Records a write just appended as pending (a delete reads it as the key's newest state, in
+    /// the same synchronous step as the append).
+    fn appended(
         &self,
         slot: Rc<Slot>,
         key: Bytes,
         seq: u64,
         value: Option<Bytes>,
         ticket: Ticket,
-    ) -> Result<()> {
+    ) -> AppendedWrite<'_, F> {
         self.pending.borrow_mut().insert(
             key.clone(),
             Pending {
@@ -280,7 +304,28 @@ impl<F: FileSystem> Engine<F> {
                 ticket: ticket.clone(),
             },
         );
-        let outcome = ticket.wait().await;
+        AppendedWrite {
+            engine: self,
+            write: Some(Unsettled {
+                slot,
+                key,
+                seq,
+                value,
+                ticket,
+            }),
+        }
+    }
+
+    /// Applies a write whose batch completed with `outcome` (or forgets it on failure), and
+    /// settles it against its memtable.
+    fn settle(&self, write: Unsettled, outcome: &Result<()>) {
+        let Unsettled {
+            slot,
+            key,
+            seq,
+            value,
+            ..
+        } = write;
         if outcome.is_ok() {
             slot.table.insert(key.clone(), seq, value);
         }
@@ -294,7 +339,54 @@ impl<F: FileSystem> Engine<F> {
         if slot.frozen_at().is_some() {
             self.request_ready_flushes();
         }
-        outcome
+    }
+}
+
+/// A write appended to the WAL and not yet acknowledged: its version is fixed, its answer waits
+/// for its batch ([`AppendedWrite::finish`]).
+#[must_use = "a write is applied and acknowledged by `finish`"]
+pub struct AppendedWrite<'e, F: FileSystem> {
+    engine: &'e Engine<F>,
+    /// `None` once settled.
+    write: Option<Unsettled>,
+}
+
+struct Unsettled {
+    slot: Rc<Slot>,
+    key: Bytes,
+    seq: u64,
+    value: Option<Bytes>,
+    ticket: Ticket,
+}
+
+impl<F: FileSystem> AppendedWrite<'_, F> {
+    /// The version the write got.
+    pub fn seq(&self) -> u64 {
+        self.write.as_ref().map_or(0, |write| write.seq)
+    }
+
+    /// Waits for the write's batch, then applies it to the memtable (a write becomes visible no
+    /// earlier than it is acknowledged); returns its version, or the batch's failure.
+    pub async fn finish(mut self) -> Result<u64> {
+        let Some(write) = self.write.take() else {
+            unreachable!("settled only by finish or drop")
+        };
+        let seq = write.seq;
+        let outcome = write.ticket.wait().await;
+        self.engine.settle(write, &outcome);
+        outcome.map(|()| seq)
+    }
+}
+
+impl<F: FileSystem> Drop for AppendedWrite<'_, F> {
+    /// Dropped unfinished (its connection's task ended with the runtime): settled now, so that
+    /// its memtable can still be flushed, and applied only if its batch already succeeded. Its
+    /// record is in the WAL either way; nobody was told about it, as after a crash.
+    fn drop(&mut self) {
+        if let Some(write) = self.write.take() {
+            let outcome = write.ticket.outcome().unwrap_or(Err(Error::ShuttingDown));
+            self.engine.settle(write, &outcome);
+        }
     }
 }
 

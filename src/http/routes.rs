@@ -7,9 +7,43 @@ use serde_json::value::RawValue;
 use super::request::{query_param, QueryError};
 use super::response::{push_json_string, Response, Status};
 use crate::config::{Durability, HttpConfig};
-use crate::engine::{Engine, VersionedValue};
+use crate::engine::{AppendedWrite, Engine, VersionedValue};
 use crate::error::Error;
 use crate::io::FileSystem;
+
+/// A request started: answered already, or a set whose record is in the WAL and whose answer
+/// waits for its batch.
+pub enum Started<'e, F: FileSystem> {
+    Answered(Response),
+    Writing(SetInFlight<'e, F>),
+}
+
+/// A `POST /set` appended to the WAL; [`SetInFlight::answer`] waits for it.
+pub struct SetInFlight<'e, F: FileSystem> {
+    write: AppendedWrite<'e, F>,
+    key: String,
+    class: Durability,
+}
+
+impl<F: FileSystem> SetInFlight<'_, F> {
+    /// The answer, once the write is acknowledged (or failed).
+    pub async fn answer(self) -> Response {
+        let SetInFlight { write, key, class } = self;
+        let answer = match write.finish().await {
+            Ok(version) => Ok(set_response(&key, version)),
+            Err(error) => Err(store_error(error)),
+        };
+        with_durability(answer, class).unwrap_or_else(|response| response)
+    }
+}
+
+/// Whether a request may start while earlier writes on its connection wait for their batch: a
+/// set reads nothing, and its record goes into the WAL after theirs, so its answer can follow
+/// theirs in order. Anything else (a get must see them, a delete reads the key) starts once they
+/// are answered.
+pub fn starts_before_earlier_writes_finish(method: &str, target: &str) -> bool {
+    method == "POST" && target.split_once('?').map_or(target, |(path, _)| path) == "/set"
+}
 
 /// Answers one request; `scrape` renders the `/metrics` page.
 pub async fn handle<F: FileSystem>(
@@ -20,6 +54,22 @@ pub async fn handle<F: FileSystem>(
     target: &str,
     body: &[u8],
 ) -> Response {
+    match start(engine, limits, scrape, method, target, body).await {
+        Started::Answered(response) => response,
+        Started::Writing(set) => set.answer().await,
+    }
+}
+
+/// Starts one request: answers it, or for a set, appends it and leaves the answer to
+/// [`SetInFlight::answer`].
+pub async fn start<'e, F: FileSystem>(
+    engine: &'e Engine<F>,
+    limits: &HttpConfig,
+    scrape: &dyn Fn() -> Vec<u8>,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> Started<'e, F> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (allowed, expected) = match path {
         "/get" => ("GET", method == "GET"),
@@ -27,12 +77,12 @@ pub async fn handle<F: FileSystem>(
         "/del" => ("DELETE", method == "DELETE"),
         "/metrics" => ("GET", method == "GET"),
         _ => {
-            return Response::error(
+            return Started::Answered(Response::error(
                 Status::NotFound,
                 &format!(
                     "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K or GET /metrics"
                 ),
-            )
+            ))
         }
     };
     if !expected {
@@ -41,13 +91,22 @@ pub async fn handle<F: FileSystem>(
             &format!("{path} takes {allowed}, not {method}"),
         );
         response.allow = Some(allowed);
-        return response;
+        return Started::Answered(response);
     }
     let outcome = match path {
         "/metrics" => Ok(Response::prometheus_text(scrape())),
         "/get" => get(engine, limits, query).await,
         "/set" => match durability(engine, query) {
-            Ok(class) => with_durability(set(engine, limits, body, class).await, class),
+            Ok(class) => match begin_set(engine, limits, body, class).await {
+                Ok(write) => {
+                    return Started::Writing(SetInFlight {
+                        write: write.0,
+                        key: write.1,
+                        class,
+                    })
+                }
+                Err(response) => with_durability(Err(response), class),
+            },
             Err(response) => Err(response),
         },
         _ => match durability(engine, query) {
@@ -55,7 +114,7 @@ pub async fn handle<F: FileSystem>(
             Err(response) => Err(response),
         },
     };
-    outcome.unwrap_or_else(|response| response)
+    Started::Answered(outcome.unwrap_or_else(|response| response))
 }
 
 /// The class a write gets: its `?durability=`, else the server's, never below the floor.
@@ -139,12 +198,13 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-async fn set<F: FileSystem>(
-    engine: &Engine<F>,
+/// Checks a set's body and appends it; returns the write and its key.
+async fn begin_set<'e, F: FileSystem>(
+    engine: &'e Engine<F>,
     limits: &HttpConfig,
     body: &[u8],
     durability: Durability,
-) -> Answer {
+) -> Result<(AppendedWrite<'e, F>, String), Response> {
     let parsed: SetBody = serde_json::from_slice(body)
         .map_err(|error| Response::error(Status::BadRequest, &format!("malformed JSON body: {error}")))?;
     let raw_key = parsed
@@ -168,15 +228,20 @@ async fn set<F: FileSystem>(
         ));
     }
     crate::panic_trigger::check(crate::panic_trigger::Place::Serving, key.as_bytes());
-    let version = engine
-        .set_with(key.as_bytes(), value, durability)
+    let write = engine
+        .begin_set(key.as_bytes(), value, durability)
         .await
         .map_err(store_error)?;
+    Ok((write, key))
+}
+
+/// `{"key":K,"version":N}`.
+fn set_response(key: &str, version: u64) -> Response {
     let mut body = Vec::with_capacity(key.len() + 32);
     body.extend_from_slice(b"{\"key\":");
-    push_json_string(&mut body, &key);
+    push_json_string(&mut body, key);
     body.extend_from_slice(format!(",\"version\":{version}}}").as_bytes());
-    Ok(Response::json(Status::Ok, body))
+    Response::json(Status::Ok, body)
 }
 
 fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> {

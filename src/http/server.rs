@@ -8,7 +8,7 @@
 //! operation in a timeout or a select: a read or write is ended by shutting the socket down.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::request::{parse_resuming, ChunkedProgress, Limits, Parsed};
 use super::response::{Response, Status};
-use super::routes;
+use super::routes::{self, SetInFlight, Started};
 use super::stats::HttpStats;
 use crate::config::HttpConfig;
 use crate::engine::Engine;
@@ -33,6 +33,9 @@ const IDLE_BUFFER_BYTES_MAX: usize = 64 << 10;
 /// next request is answered: a client that pipelines thousands of GETs of a large value and
 /// never reads holds one threshold plus one answer, not every answer.
 const OUTPUT_FLUSH_BYTES: usize = 256 << 10;
+/// Pipelined sets started on one connection before the first of them is answered: they share
+/// WAL batches (and syncs); past this many, the connection answers them before starting more.
+const SETS_IN_FLIGHT_MAX: usize = 256;
 /// A new connection's first read: enough for a typical request, small enough that ten thousand
 /// connections that never send anything hold little memory.
 const FIRST_READ_BYTES: usize = 2 << 10;
@@ -71,6 +74,14 @@ impl Connection {
         self.phase.set(phase);
         self.deadline.set(deadline);
     }
+}
+
+/// A pipelined set started and not yet answered, with what its answer needs.
+struct InFlight<'e, F: FileSystem> {
+    set: SetInFlight<'e, F>,
+    received: Instant,
+    keep_alive: bool,
+    http10: bool,
 }
 
 /// See the module documentation.
@@ -304,6 +315,21 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
+    /// Answers the pipelined sets started so far, in order, into `output`.
+    async fn answer_in_flight(&self, in_flight: &mut VecDeque<InFlight<'_, F>>, output: &mut Vec<u8>) {
+        while let Some(InFlight {
+            set,
+            received,
+            keep_alive,
+            http10,
+        }) = in_flight.pop_front()
+        {
+            let response = set.answer().await;
+            self.stats.note("/set", &response, received.elapsed());
+            response.write_to(output, keep_alive, http10);
+        }
+    }
+
     async fn serve_connection(self: Rc<Self>, stream: TcpStream, id: u64, connection: Rc<Connection>) {
         // Small answers must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
@@ -327,6 +353,11 @@ impl<F: FileSystem> Server<F> {
         let mut request_started = Instant::now();
         // The budget a large request being read holds (`reserve_large_request`).
         let mut large_request = None;
+        // Pipelined sets whose records are in the WAL, answered in order once a request that
+        // must see them comes, or the parsed input runs out.
+        let mut in_flight: VecDeque<InFlight<'_, F>> = VecDeque::new();
+        // The last read filled the buffer: the client sends faster than small reads take.
+        let mut read_filled_buffer = false;
         loop {
             let mut start = 0;
             let mut close = false;
@@ -339,10 +370,18 @@ impl<F: FileSystem> Server<F> {
                     Ok(Parsed::Complete { request, consumed }) => {
                         // The request's last byte is in: the answer's latency starts.
                         let received = Instant::now();
+                        // Answer earlier sets first if this request must see them, or if the
+                        // set would wait for memtable room: that room comes from a flush, which
+                        // waits for those sets to be applied.
+                        if !routes::starts_before_earlier_writes_finish(request.method, request.target)
+                            || self.engine.writes_must_wait()
+                        {
+                            self.answer_in_flight(&mut in_flight, &mut output).await;
+                        }
                         let scrape = || {
                             crate::metrics::render(&self.engine, &self.stats, self.connections.borrow().len())
                         };
-                        let response = routes::handle(
+                        let started = routes::start(
                             &self.engine,
                             &self.config,
                             &scrape,
@@ -351,21 +390,34 @@ impl<F: FileSystem> Server<F> {
                             &request.body,
                         )
                         .await;
-                        self.stats.note(request.target, &response, received.elapsed());
                         let keep_alive = request.keep_alive && !self.stopping.get();
-                        response.write_to(&mut output, keep_alive, request.http10);
+                        match started {
+                            Started::Writing(set) => in_flight.push_back(InFlight {
+                                set,
+                                received,
+                                keep_alive,
+                                http10: request.http10,
+                            }),
+                            Started::Answered(response) => {
+                                // A refused set's answer comes after those before it.
+                                self.answer_in_flight(&mut in_flight, &mut output).await;
+                                self.stats.note(request.target, &response, received.elapsed());
+                                response.write_to(&mut output, keep_alive, request.http10);
+                            }
+                        }
                         start += consumed;
                         continue_sent = false;
                         if !keep_alive {
                             close = true;
                             break;
                         }
-                        if output.len() >= OUTPUT_FLUSH_BYTES {
+                        if output.len() >= OUTPUT_FLUSH_BYTES || in_flight.len() >= SETS_IN_FLIGHT_MAX {
                             answers_pending = true;
                             break;
                         }
                     }
                     Ok(Parsed::Partial { expects_continue }) => {
+                        self.answer_in_flight(&mut in_flight, &mut output).await;
                         if input.len() - start > input_bytes_max {
                             let message = format!("request exceeds {input_bytes_max} bytes");
                             Response::error(Status::ContentTooLarge, &message).write_to(
@@ -382,6 +434,7 @@ impl<F: FileSystem> Server<F> {
                         break;
                     }
                     Err(error) => {
+                        self.answer_in_flight(&mut in_flight, &mut output).await;
                         Response::error(error.status, &error.message).write_to(&mut output, false, false);
                         start = input.len();
                         close = true;
@@ -390,6 +443,7 @@ impl<F: FileSystem> Server<F> {
                     }
                 }
             }
+            self.answer_in_flight(&mut in_flight, &mut output).await;
             input.drain(..start);
             if start > 0 {
                 // The large request (if any) was read to its end.
@@ -425,6 +479,11 @@ impl<F: FileSystem> Server<F> {
             if input.is_empty() && input.capacity() > IDLE_BUFFER_BYTES_MAX {
                 input = Vec::with_capacity(READ_CHUNK_BYTES);
             }
+            if read_filled_buffer && input.capacity() < READ_CHUNK_BYTES {
+                // A client that pipelines fills every small read: a whole chunk per read lets
+                // more of its requests start together (pipelined sets then share a WAL batch).
+                input.reserve(READ_CHUNK_BYTES - input.len());
+            }
             if input.capacity() - input.len() < FIRST_READ_BYTES / 2 {
                 // A request that outgrows a small one's buffer first takes its worst case
                 // from the budget for large requests.
@@ -449,6 +508,7 @@ impl<F: FileSystem> Server<F> {
             }
             let (read, slice) = stream.read(input.slice(len..capacity)).await;
             input = slice.into_inner();
+            read_filled_buffer = matches!(read, Ok(n) if n == capacity - len);
             if connection.timed_out.get() {
                 // Reaped while this read completed: whatever arrived is not executed.
                 return;

@@ -86,6 +86,11 @@ impl Ticket {
         }
     }
 
+    /// The batch's outcome if it completed.
+    pub fn outcome(&self) -> Option<Result<()>> {
+        self.0.outcome.borrow().clone()
+    }
+
     fn complete(&self, outcome: Result<()>) {
         *self.0.outcome.borrow_mut() = Some(outcome);
         self.0.done.notify_waiters();
