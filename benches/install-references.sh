@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Installs what the fsync strategy matrix measures ringkv against, from Debian's packages:
-# fio (the disk's own latency) and Redis 7 (redis-server, redis-benchmark). Optional: without
-# them `cargo bench --bench fsync_strategies` still runs and says what it skipped. Neither the
-# server nor the test suite needs them.
+# Installs what the benchmarks measure ringkv against, from Debian's packages: fio (the disk's
+# own latency), Redis 7 (redis-server, redis-benchmark), RocksDB's db_bench (rocksdb-tools, for
+# benches/rocksdb_side_by_side.sh) and wrk (pipelined HTTP load, benches/ab/pipelined.sh).
+# Optional: without them the benchmarks still run and say what they skipped. Neither the server
+# nor the test suite needs them.
 set -euo pipefail
 
 missing=()
 command -v fio >/dev/null || missing+=(fio)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v db_bench >/dev/null || missing+=(rocksdb-tools)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-references: fio and redis are installed"
+    echo "install-references: fio, redis, db_bench and wrk are installed"
     exit 0
 fi
 sudo=""

@@ -8,7 +8,8 @@
 //!
 //! `cargo bench --bench lsm_load -- [--keys N] [--dir PATH] [--reads N] [--overwrites N]
 //!  [--writers N] [--readers N] [--memtable-bytes B] [--block-cache-bytes B]
-//!  [--background-write-bytes-per-sec B] [--background-io-bytes B]`
+//!  [--background-write-bytes-per-sec B] [--background-io-bytes B] [--fsync STRATEGY]`
+//! (`--fsync` takes the server's strategies: `never`, `group` (the default), `always`, ...)
 //! Defaults: 10,000,000 keys in /var/tmp (must be a file system with `O_DIRECT`: not tmpfs).
 
 use std::cell::{Cell, RefCell};
@@ -40,6 +41,7 @@ struct Options {
     block_cache_bytes: usize,
     background_write_bytes_per_sec: u64,
     background_io_bytes: usize,
+    fsync: FsyncStrategy,
 }
 
 impl Options {
@@ -55,6 +57,7 @@ impl Options {
             block_cache_bytes: 64 << 20,
             background_write_bytes_per_sec: 256 << 20,
             background_io_bytes: 64 << 10,
+            fsync: FsyncStrategy::Group,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
         while let Some(flag) = args.next() {
@@ -75,6 +78,11 @@ impl Options {
                 "--block-cache-bytes" => options.block_cache_bytes = ringkv::coding::to_usize(number()),
                 "--background-write-bytes-per-sec" => options.background_write_bytes_per_sec = number(),
                 "--background-io-bytes" => options.background_io_bytes = ringkv::coding::to_usize(number()),
+                "--fsync" => {
+                    options.fsync = value
+                        .parse()
+                        .unwrap_or_else(|error| panic!("--fsync {value}: {error}"));
+                }
                 _ => panic!("unknown option {flag}"),
             }
         }
@@ -272,7 +280,7 @@ async fn run(options: Options) {
         .dir
         .join(format!("ringkv-lsm-bench-{}", std::process::id()));
     let config = StoreConfig {
-        fsync: FsyncStrategy::Group,
+        fsync: options.fsync,
         memtable_bytes: options.memtable_bytes,
         block_cache_bytes: options.block_cache_bytes,
         background_write_bytes_per_sec: options.background_write_bytes_per_sec,
@@ -301,6 +309,9 @@ async fn run(options: Options) {
     let settle_time = settle_start.elapsed();
     let written = proc_io("write_bytes") - written_before;
     let stats = engine.stats();
+    let wal = engine.wal().stats();
+    let (wal_written, wal_zeros) = (wal.written_bytes.get(), wal.zero_bytes.get());
+    let (recycled, created) = (wal.segments_recycled.get(), wal.segments_created.get());
     let disk_bytes = dir_bytes(&data_dir);
     let rss_after_load = proc_status_kib("VmRSS");
     let hwm_after_load = proc_status_kib("VmHWM");
@@ -385,6 +396,12 @@ async fn run(options: Options) {
         mib(stats.table_bytes_written),
         stats.flushes,
         stats.compactions
+    );
+    println!(
+        "- WAL bytes per user byte: {:.2} ({:.0} MiB of batch writes and {:.0} MiB of zeros pre-written into {created} new segments; {recycled} segments recycled)",
+        (wal_written + wal_zeros) as f64 / user_bytes as f64,
+        mib(wal_written),
+        mib(wal_zeros),
     );
     println!(
         "- space amplification: {:.2} ({:.0} MiB in the data directory, WAL segments included, after the load)",

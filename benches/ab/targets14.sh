@@ -1,0 +1,75 @@
+#!/bin/bash
+# Issue 14's targets against Redis, in one run (BENCHMARKS.md, "Issue 14: against the targets"):
+# per round, a fresh ringkv and a fresh Redis 7 for each pair, 100-byte values, 100k keys:
+#   group SET, 64 connections    vs Redis appendfsync always, redis-benchmark -c 64
+#   never SET, 64 connections    vs Redis appendfsync no
+#   always SET, 1 connection     vs Redis appendfsync always, -c 1 (p50)
+#   GET, 64 connections          (ringkv only: no slower than before)
+# ringkv is driven by ringkv-bench (closed loop, 4 s after 1 s of warm-up), Redis by
+# redis-benchmark (-n sized to about 4 s). Server CPU per request is user+system time from
+# /proc/PID/stat over the measured run, divided by the requests. ROUNDS rounds (default 5);
+# prints one line per run; the medians are computed by the Python at the end.
+OUT=${OUT:-/var/tmp/bench14}
+BIN=${BIN:-target/release}
+ROUNDS=${ROUNDS:-5}
+PORT=18385
+RPORT=18386
+mkdir -p $OUT
+: > $OUT/targets.txt
+cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+hz=$(getconf CLK_TCK)
+ringkv_run() { # label fsync conns mix
+  rm -rf $OUT/tdata
+  $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/tdata --fsync $2 > /dev/null 2>&1 &
+  local pid=$!; sleep 0.5
+  local keys="--keys 100000"
+  if [ "$4" = get ]; then
+    $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 $keys -c 64 --requests 100000 -d 20s -q > /dev/null
+  fi
+  $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix $4:100 $keys -c $3 -d 1s -q > /dev/null
+  local t0=$(cpu_ticks $pid)
+  $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix $4:100 $keys -c $3 -d 4s -q --json $OUT/t.json > /dev/null
+  local t1=$(cpu_ticks $pid)
+  kill $pid; wait $pid 2>/dev/null
+  python3 - "$1" $t0 $t1 $hz $OUT/t.json >> $OUT/targets.txt <<'PY'
+import json, sys
+label, t0, t1, hz, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+total = json.load(open(path))["total"]
+n = total["ops"] if "ops" in total else total["requests"]
+print(f"{label} ops/s {total['ops_per_sec']:.0f} p50_us {total['p50_us']} p99_us {total['p99_us']} cpu_us_per_req {(t1 - t0) / hz * 1e6 / n:.1f}")
+PY
+}
+redis_run() { # label appendfsync conns n
+  rm -rf $OUT/rdata; mkdir -p $OUT/rdata
+  redis-server --port $RPORT --dir $OUT/rdata --appendonly yes --appendfsync $2 --save "" > /dev/null 2>&1 &
+  local pid=$!; sleep 0.5
+  redis-benchmark -p $RPORT -c $3 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
+  local t0=$(cpu_ticks $pid)
+  local out=$(redis-benchmark -p $RPORT -c $3 -n $4 -t set -d 100 -r 100000 --csv 2>/dev/null | tail -1)
+  local t1=$(cpu_ticks $pid)
+  kill $pid; wait $pid 2>/dev/null
+  # "SET","rps","avg","min","p50","p95","p99","max"
+  echo "$out" | tr -d '"' | awk -F, -v l="$1" -v t0=$t0 -v t1=$t1 -v hz=$hz -v n=$4 \
+    '{printf "%s ops/s %.0f p50_us %.0f p99_us %.0f cpu_us_per_req %.1f\n", l, $2, $5*1000, $7*1000, (t1-t0)/hz*1e6/n}' >> $OUT/targets.txt
+}
+for r in $(seq 1 $ROUNDS); do
+  ringkv_run "ringkv group set c64" group 64 set
+  redis_run "redis always set c64" always 64 100000
+  ringkv_run "ringkv never set c64" never 64 set
+  redis_run "redis no set c64" no 64 160000
+  ringkv_run "ringkv always set c1" always 1 set
+  redis_run "redis always set c1" always 1 12000
+  ringkv_run "ringkv get c64" group 64 get
+done
+python3 - $OUT/targets.txt <<'PY'
+import sys, statistics, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    words = line.split()
+    label = " ".join(words[:4]); fields = dict(zip(words[4::2], map(float, words[5::2])))
+    runs[label].append(fields)
+for label, rs in runs.items():
+    med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    rng = {k: (min(r[k] for r in rs), max(r[k] for r in rs)) for k in rs[0]}
+    print(f"{label}: " + ", ".join(f"{k} {med[k]:.1f} ({rng[k][0]:.0f}-{rng[k][1]:.0f})" for k in med))
+PY
