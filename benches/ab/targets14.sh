@@ -65,8 +65,9 @@ python3 - $OUT/targets.txt <<'PY'
 import sys, statistics, collections
 runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    words = line.split()
-    label = " ".join(words[:4]); fields = dict(zip(words[4::2], map(float, words[5::2])))
+    label, rest = line.split(" ops/s ")
+    words = ("ops/s " + rest).split()
+    fields = dict(zip(words[0::2], map(float, words[1::2])))
     runs[label].append(fields)
 for label, rs in runs.items():
     med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
