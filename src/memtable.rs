@@ -9,10 +9,56 @@ use crossbeam_skiplist::SkipMap;
 
 /// Sort key: user key ascending, then seq descending, so the first entry at or after
 /// `(key, MAX)` is the newest entry of `key`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// The key's first 16 bytes are also kept inline, big-endian and zero-padded (`prefix`): most
+/// comparisons of a skiplist search are decided there, without following the `Bytes` pointer to
+/// the key and calling `memcmp` (the search was 14% of the serving ring's CPU under 64
+/// connections of sets, most of it in `memcmp`; BENCHMARKS.md, issue 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct InternalKey {
+    prefix: u128,
     user_key: Bytes,
     seq: Reverse<u64>,
+}
+
+/// Bytes of a key kept inline in [`InternalKey::prefix`].
+const PREFIX_BYTES: usize = 16;
+
+impl InternalKey {
+    fn new(user_key: Bytes, seq: u64) -> Self {
+        let mut padded = [0u8; PREFIX_BYTES];
+        let inline = user_key.len().min(PREFIX_BYTES);
+        padded[..inline].copy_from_slice(&user_key[..inline]);
+        InternalKey {
+            prefix: u128::from_be_bytes(padded),
+            user_key,
+            seq: Reverse(seq),
+        }
+    }
+
+    /// The user keys' order. Equal prefixes of keys that both fit in one mean one key is the
+    /// other padded with zero bytes: the shorter is the smaller, as in byte order.
+    fn cmp_user_key(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.user_key.len() <= PREFIX_BYTES && other.user_key.len() <= PREFIX_BYTES {
+                self.user_key.len().cmp(&other.user_key.len())
+            } else {
+                self.user_key.cmp(&other.user_key)
+            }
+        })
+    }
+}
+
+impl Ord for InternalKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp_user_key(other).then_with(|| self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for InternalKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// The newest entry for a key: a value, or a tombstone (`value: None`).
@@ -24,8 +70,9 @@ pub struct Entry {
 
 /// Per-entry bookkeeping a skiplist node costs beyond key and value (node, tower, `Bytes`
 /// headers, allocator rounding); used to decide when to flush. Measured: 1M entries of a 16-byte
-/// key and a 100-byte value grow the RSS by 228 bytes each under mimalloc.
-const ENTRY_OVERHEAD_BYTES: u64 = 112;
+/// key and a 100-byte value grew the RSS by 228 bytes each under mimalloc (112 of overhead),
+/// before the 16-byte inline prefix was added to the key (not measured again).
+const ENTRY_OVERHEAD_BYTES: u64 = 128;
 
 /// See the module documentation.
 #[derive(Default)]
@@ -47,22 +94,13 @@ impl Memtable {
     /// Inserts an entry of `key` at `seq`; `value: None` is a tombstone.
     pub fn insert(&self, key: Bytes, seq: u64, value: Option<Bytes>) {
         let bytes = Self::entry_bytes(key.len(), value.as_ref().map_or(0, bytes::Bytes::len));
-        self.entries.insert(
-            InternalKey {
-                user_key: key,
-                seq: Reverse(seq),
-            },
-            value,
-        );
+        self.entries.insert(InternalKey::new(key, seq), value);
         self.approximate_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// The newest entry for `key`, tombstones included.
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        let probe = InternalKey {
-            user_key: Bytes::copy_from_slice(key),
-            seq: Reverse(u64::MAX),
-        };
+        let probe = InternalKey::new(Bytes::copy_from_slice(key), u64::MAX);
         let found = self.entries.range(probe..).next()?;
         (found.key().user_key == key).then(|| Entry {
             seq: found.key().seq.0,
@@ -108,6 +146,40 @@ impl Memtable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inline_prefix_keeps_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0",
+            b"a\x01",
+            b"ab",
+            b"k0000012345",
+            b"k0000012346",
+            b"0123456789abcdef",
+            b"0123456789abcdef\0",
+            b"0123456789abcdef0",
+            b"0123456789abcdee\xff\xff",
+            b"0123456789abcdef\xff",
+            b"\xff\xff",
+            b"0123456789abcdef0123",
+        ];
+        for a in &keys {
+            for b in &keys {
+                for (sa, sb) in [(1, 1), (1, 2), (2, 1)] {
+                    let x = InternalKey::new(Bytes::copy_from_slice(a), sa);
+                    let y = InternalKey::new(Bytes::copy_from_slice(b), sb);
+                    let expected = a.cmp(b).then(sb.cmp(&sa));
+                    assert_eq!(x.cmp(&y), expected, "{a:?} {sa} vs {b:?} {sb}");
+                    assert_eq!(x == y, expected.is_eq());
+                }
+            }
+        }
+    }
 
     #[test]
     fn newest_version_wins_and_keys_do_not_bleed() {
