@@ -99,6 +99,9 @@ struct World {
     stats: SimStats,
     /// A digest of every operation and its virtual time: two runs of one seed must agree.
     trace: std::collections::hash_map::DefaultHasher,
+    /// When each sync failure was injected (the test's oracle: what a failed sync leaves unsynced
+    /// is lost, so it bounds what `periodic` can promise).
+    sync_eio_at: Vec<Duration>,
 }
 
 impl World {
@@ -231,6 +234,7 @@ impl SimFs {
                 no_space_until: None,
                 stats: SimStats::default(),
                 trace: Default::default(),
+                sync_eio_at: Vec::new(),
             })),
         }
     }
@@ -256,6 +260,11 @@ impl SimFs {
     /// Virtual time since the world began.
     pub fn elapsed(&self) -> Duration {
         self.world().clock
+    }
+
+    /// The first injected sync failure at or after `since`, on any file.
+    pub fn first_sync_eio_since(&self, since: Duration) -> Option<Duration> {
+        self.world().sync_eio_at.iter().copied().find(|&at| at >= since)
     }
 
     /// A random number from the world's generator, for the test driving it (one generator for
@@ -378,6 +387,8 @@ impl SimFile {
         let probability = world.faults.sync_eio;
         if world.chance(probability) {
             world.stats.sync_eio += 1;
+            let now = world.clock;
+            world.sync_eio_at.push(now);
             world.event("sync-eio", &self.path, 0, 0);
             // Linux after a failed writeback: the pages are marked clean, the data may never
             // reach the disk.
