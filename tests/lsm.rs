@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{files_ending, TestServer};
+use common::{files_ending, set_request, TestServer};
 use serde_json::json;
 
 /// Memtables of 64 KiB, 256 KiB WAL segments, compaction at 2 L0 files, no write pacing.
@@ -30,14 +30,6 @@ fn pipelined(client: &mut common::Client, requests: &[String]) {
             assert_eq!(response.status, 200, "{:?}", response.body);
         }
     }
-}
-
-fn set_request(key: &str, value: &serde_json::Value) -> String {
-    let body = json!({"key": key, "value": value}).to_string();
-    format!(
-        "POST /set HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[test]

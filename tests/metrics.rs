@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use common::{Client, TestServer};
+use common::{set_request, Client, TestServer};
 use prometheus_parse::{Scrape, Value};
 
 /// One scrape, parsed.
@@ -299,15 +299,6 @@ fn retired_wal_segments_are_recycled_and_what_went_through_them_survives_a_kill(
         assert_eq!(answer.status, 200, "key-{i} lost after the kill");
         assert_eq!(answer.json()["value"], value);
     }
-}
-
-/// A raw `POST /set` request.
-fn set_request(key: &str, value: &serde_json::Value) -> String {
-    let body = serde_json::json!({ "key": key, "value": value }).to_string();
-    format!(
-        "POST /set HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[test]

@@ -262,6 +262,15 @@ impl Client {
     }
 }
 
+/// A raw `POST /set` request, for tests that pipeline several in one send.
+pub fn set_request(key: &str, value: &serde_json::Value) -> String {
+    let body = serde_json::json!({ "key": key, "value": value }).to_string();
+    format!(
+        "POST /set HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Percent-encodes everything but unreserved characters.
 pub fn encode(text: &str) -> String {
     let mut out = String::new();
