@@ -85,7 +85,10 @@ fn kill_round(
     key_space: u64,
     model: &mut Model,
 ) -> Round {
-    let mut args = vec!["--fsync", fsync, "--wal-segment-bytes", "4194304"];
+    let mut args = vec!["--fsync", fsync];
+    if !extra.contains(&"--wal-segment-bytes") {
+        args.extend_from_slice(&["--wal-segment-bytes", "4194304"]);
+    }
     args.extend_from_slice(extra);
     let server = TestServer::start(dir, &args);
     let addr = server.addr;
@@ -276,6 +279,39 @@ const LSM_ARGS: [&str; 6] = [
     "--background-write-bytes-per-sec",
     "131072",
 ];
+
+/// Kills while WAL segments are recycled: 32 KiB segments fill and are retired (by flushes of
+/// 16 KiB memtables) several times within each round, so later segments of a round are retired
+/// files renamed into place, holding an earlier life's records past where the new life ends.
+/// Every acknowledged write survives, under each strategy.
+#[test]
+fn sigkill_with_recycled_wal_segments_loses_no_acknowledged_write() {
+    // Checked by hand with these flags, 8 writers and 0.3 s of sets: 6 segments recycled, 3
+    // created.
+    let args = [
+        "--memtable-bytes",
+        "16384",
+        "--wal-segment-bytes",
+        "32768",
+        "--wal-recycle-segments",
+        "2",
+        "--max-value-bytes",
+        "4096",
+        "--compaction-trigger",
+        "2",
+        "--background-write-bytes-per-sec",
+        "0",
+    ];
+    for (round, fsync) in ["group", "never", "periodic:50", "always", "group", "never"]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::default();
+        let outcome = kill_round(dir.path(), fsync, round, &args, 400, &mut model);
+        assert!(outcome.acknowledged > 0, "{fsync}: no write acknowledged");
+    }
+}
 
 /// Kills during flush and compaction lose nothing acknowledged, and the data of earlier rounds
 /// (by now in tables at several levels) survives every later kill too.
