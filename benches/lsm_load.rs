@@ -235,8 +235,8 @@ async fn read_keys(
                 while issued.get() < count && keep_going() {
                     issued.set(issued.get() + 1);
                     let i = rng.gen_range(0..keys);
-                    let began = Instant::now();
                     let compacting_before = engine.stats().compacting;
+                    let began = Instant::now();
                     let found = engine.get(&key(i)).await.expect("get");
                     let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                     if compacting_before && engine.stats().compacting {
