@@ -29,7 +29,9 @@ pub fn run(mut store: StoreConfig, mut http: HttpConfig) -> Result<(), String> {
     // `IORING_SETUP_SINGLE_ISSUER` (only this thread submits, so the kernel skips its locking),
     // when the kernel takes them (5.19 and 6.0): a probe ring first, because the runtime's own
     // creation would panic on a kernel that refuses them. Measured in BENCHMARKS.md ("Serving
-    // ring flags").
+    // ring flags"). `IORING_SETUP_DEFER_TASKRUN` is left out: tokio-uring 0.5 waits on the ring's
+    // descriptor through epoll, and deferred completions only arrive through
+    // `io_uring_enter(GETEVENTS)`, so requests hang (tried on 6.18; BENCHMARKS.md).
     let mut flags = tokio_uring::uring_builder();
     flags.setup_coop_taskrun().setup_single_issuer();
     if flags.build(8).is_err() {
