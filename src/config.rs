@@ -414,6 +414,10 @@ pub struct HttpConfig {
     /// Input and output buffer bytes all connections may hold together; past it, connections
     /// in the middle of a request wait before reading more.
     pub max_buffered_bytes: usize,
+    /// Most ops in one `POST /batch` (more: 413).
+    pub max_batch_ops: usize,
+    /// Largest page a `GET /scan` gets (a larger `limit` is lowered to it).
+    pub max_scan_limit: usize,
 }
 
 impl HttpConfig {

@@ -70,10 +70,21 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
 
-    /// A delete could not read the value it would remove. Nothing was written and the store is
-    /// not poisoned: only this request failed.
-    #[error("reading the value to delete failed: {0}")]
-    ReadBeforeDelete(Box<Error>),
+    /// A write that reads first (a delete, a conditional write, a batch) could not read the
+    /// key's current value. Nothing was written and the store is not poisoned: only this
+    /// request failed.
+    #[error("reading the key's current value before the write failed: {0}")]
+    ReadBeforeWrite(Box<Error>),
+
+    /// A conditional write's `if_version` did not match: `current` is the key's version (`None`
+    /// if absent); `op` is the op's place in its batch (0 for a single write). Nothing was
+    /// written.
+    #[error("version mismatch")]
+    VersionMismatch {
+        op: usize,
+        key: bytes::Bytes,
+        current: Option<u64>,
+    },
 }
 
 /// The crate's result type.

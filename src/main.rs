@@ -143,6 +143,16 @@ struct Cli {
     #[arg(long, env = "RINGKV_MAX_BUFFERED_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     max_buffered_bytes: usize,
 
+    /// Most ops one POST /batch may hold (more: 413). Its body is bounded like any request's,
+    /// by --max-value-bytes and --max-key-bytes.
+    #[arg(long, env = "RINGKV_MAX_BATCH_OPS", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_batch_ops: u64,
+
+    /// Largest `limit` a GET /scan may ask for (larger ones are lowered to it); a page also ends
+    /// at about 1 MiB of keys and values.
+    #[arg(long, env = "RINGKV_MAX_SCAN_LIMIT", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_scan_limit: u64,
+
     /// Which log events are written: error, warn, info, debug or trace, or a `tracing` filter
     /// (ringkv=debug,warn). `RUST_LOG`, when set, takes precedence. Events, never one line per
     /// request.
@@ -266,6 +276,8 @@ fn main() -> ExitCode {
         request_timeout: cli.request_timeout,
         idle_timeout: cli.idle_timeout,
         max_buffered_bytes: cli.max_buffered_bytes,
+        max_batch_ops: usize::try_from(cli.max_batch_ops).unwrap_or(usize::MAX),
+        max_scan_limit: usize::try_from(cli.max_scan_limit).unwrap_or(usize::MAX),
         max_connections: cli
             .max_connections
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),

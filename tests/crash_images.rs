@@ -120,7 +120,7 @@ async fn write_loop(
                 .await
                 .map(Some),
             None => engine
-                .delete_with(&key(connection, k), durability)
+                .delete_with(&key(connection, k), None, durability)
                 .await
                 .map(|deletion| deletion.map(|d| d.seq)),
         };

@@ -430,7 +430,7 @@ fn eio_on_a_read_is_500_for_that_request_only() {
             assert_eq!(failed_delete.status, 500, "{:?}", failed_delete.json());
             let message = failed_delete.json()["error"].as_str().unwrap().to_string();
             assert!(
-                message.contains("reading the value to delete failed") && message.contains(".sst"),
+                message.contains("before the write failed") && message.contains(".sst"),
                 "{message}"
             );
             // The same connection goes on: memory reads and writes are unaffected.
@@ -621,6 +621,8 @@ async fn serve_http_while(engine: Rc<Engine<FaultFs>>, client: impl FnOnce(Socke
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
             max_buffered_bytes: 256 << 20,
+            max_batch_ops: 1000,
+            max_scan_limit: 1000,
         },
     );
     let accepting = tokio_uring::spawn(

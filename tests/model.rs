@@ -100,7 +100,7 @@ fn run_model(seed: u64, fsync: Durability, steps: usize) {
                     model.insert(key, (value, version));
                 }
                 450..=649 => {
-                    let removed = engine.delete_with(&key, class).await.unwrap();
+                    let removed = engine.delete_with(&key, None, class).await.unwrap();
                     if removed.is_some() {
                         last_write_durable = class.syncs_before_ack();
                     }

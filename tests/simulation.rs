@@ -341,7 +341,7 @@ fn check_error(fs: &SimFs, at_start: SimStats, what: &str, error: &Error) -> Res
     let eio = now.write_eio + now.sync_eio + now.read_eio
         > at_start.write_eio + at_start.sync_eio + at_start.read_eio;
     let explained = match error {
-        Error::ReadBeforeDelete(inner) => return check_error(fs, at_start, what, inner),
+        Error::ReadBeforeWrite(inner) => return check_error(fs, at_start, what, inner),
         Error::NoSpace { .. } => no_space,
         // A failed sync or write poisons the WAL; a failed read or write stops the background
         // ring (the store then refuses writes). Never ENOSPC, which waits and retries: the
@@ -404,7 +404,7 @@ async fn run_client(
                 let index = expected
                     .is_some()
                     .then(|| note_issued(&mut model.borrow_mut(), key, None, durability, engine.next_seq()));
-                let outcome = engine.delete_with(&name, durability).await;
+                let outcome = engine.delete_with(&name, None, durability).await;
                 let mut model = model.borrow_mut();
                 match outcome {
                     Ok(Some(deletion)) => {

@@ -1,6 +1,7 @@
 //! The store facade: wires the WAL, the memtables, the tables and the background ring, and owns
 //! no bytes format and no file I/O of its own. Runs on the serving ring's single thread. Rooms:
 //! - `write.rs`: the write path (admit, WAL append, note, settle) and freezing full memtables;
+//! - `conditional.rs`: writes that read the key first: deletes, conditional writes, batches;
 //! - `read.rs`: the read path (memtables, then the current version's tables);
 //! - `events.rs`: the serving ring's side of the background protocol (install, free, fail);
 //! - `memtables.rs`: the active and frozen memtables and their write accounting;
@@ -10,12 +11,14 @@
 //! Writes become visible no earlier than they are acknowledged: a record enters a memtable only
 //! after its WAL batch is durable (or written, for `periodic`/`never`).
 
+mod conditional;
 mod events;
 mod memtables;
 mod open;
 mod read;
 mod write;
 
+pub use conditional::{BatchResult, BatchWrite};
 pub use write::AppendedWrite;
 
 use std::cell::{Cell, RefCell};
@@ -148,6 +151,9 @@ pub struct Engine<F: FileSystem> {
     wal: Rc<WalWriter<F>>,
     /// The newest unapplied write of each key, for read-modify-write.
     pending: RefCell<HashMap<Bytes, Pending>>,
+    /// The seq of every write appended and not yet settled (applied or failed): a scan's
+    /// snapshot leaves them out, since they become visible after it was taken.
+    unsettled_seqs: RefCell<std::collections::BTreeSet<u64>>,
     memtables: RefCell<Memtables>,
     version: RefCell<Arc<Version>>,
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.

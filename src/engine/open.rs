@@ -52,6 +52,8 @@ impl<F: FileSystem> Engine<F> {
             version.first_live_wal_segment,
             coding::to_usize(config.wal_segment_bytes),
             |record| {
+                // A batch's ops are all in one memtable (appended in one step, frozen
+                // together), so its first seq decides for all of them.
                 if record.seq <= flushed_seq {
                     return;
                 }
@@ -61,6 +63,13 @@ impl<F: FileSystem> Engine<F> {
                         memtable.insert(key, record.seq, Some(Bytes::copy_from_slice(record.value)));
                     }
                     RecordKind::Delete => memtable.insert(key, record.seq, None),
+                    RecordKind::Batch => {
+                        let ops = wal::batch::decode(record.value).expect("record::decode checked the batch");
+                        for (op, seq) in ops.iter().zip(record.seq..) {
+                            let value = op.value.map(Bytes::copy_from_slice);
+                            memtable.insert(Bytes::copy_from_slice(op.key), seq, value);
+                        }
+                    }
                     RecordKind::SegmentEnd | RecordKind::DurableMark => return,
                 }
                 replayed += 1;
@@ -138,6 +147,7 @@ impl<F: FileSystem> Engine<F> {
             config: config.clone(),
             wal,
             pending: RefCell::new(HashMap::new()),
+            unsettled_seqs: RefCell::new(std::collections::BTreeSet::new()),
             memtables: RefCell::new(Memtables::new(memtable)),
             version: RefCell::new(version),
             version_changes: Cell::new(0),

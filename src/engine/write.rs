@@ -2,8 +2,7 @@
 //! after a background failure), append to the WAL (which fixes the sequence number), note the
 //! append against the active memtable (freezing it when full), and settle: wait for the WAL
 //! batch, then apply to the memtable. A write becomes visible no earlier than it is acknowledged.
-//! Read-modify-write (`delete`) reads the newest *appended* state of a key, acknowledged or not,
-//! so that it serialises with writes in sequence order.
+//! Writes that read first (deletes, conditional writes, batches) are in `conditional.rs`.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,8 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::memtables::{FrozenAt, Slot};
-use super::read::visible;
-use super::{Deletion, Engine, Pending, VersionedValue, FROZEN_MEMTABLES_MAX};
+use super::{Engine, Pending, FROZEN_MEMTABLES_MAX};
 use crate::background::{FlushJob, Job};
 use crate::config::{Durability, L0_SLOWDOWN_WRITES_PER_SEC};
 use crate::error::{Error, Result};
@@ -44,7 +42,7 @@ impl<F: FileSystem> Engine<F> {
         value: &[u8],
         durability: Durability,
     ) -> Result<AppendedWrite<'_, F>> {
-        self.admit().await?;
+        self.admit(1).await?;
         let (seq, ticket) = self.wal.append(RecordKind::Put, key, value, durability)?;
         let slot = self.note_append(key, value);
         Ok(self.appended(
@@ -56,60 +54,11 @@ impl<F: FileSystem> Engine<F> {
         ))
     }
 
-    /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
-    /// written).
-    pub async fn delete(&self, key: &[u8]) -> Result<Option<Deletion>> {
-        self.delete_with(key, self.config.durability_for(None)).await
-    }
-
-    /// As [`Engine::delete`], acknowledged as `durability` says.
-    pub async fn delete_with(&self, key: &[u8], durability: Durability) -> Result<Option<Deletion>> {
-        self.admit().await?;
-        let (current, unacknowledged) = loop {
-            if let Some(pending) = self.pending.borrow().get(key) {
-                let value = pending.value.clone().map(|value| VersionedValue {
-                    version: pending.seq,
-                    value,
-                });
-                break (value, Some(pending.ticket.clone()));
-            }
-            if let Some(entry) = self.memtables.borrow().get(key) {
-                break (visible(entry), None);
-            }
-            let changes = self.version_changes.get();
-            let from_tables = self
-                .table_lookup(key)
-                .await
-                .map_err(|error| Error::ReadBeforeDelete(Box::new(error)))?;
-            // The lookup awaited I/O: a write to the key, or a flush that moved memtable data to a
-            // table this lookup did not see, may have happened meanwhile. Look again.
-            let raced = self.pending.borrow().contains_key(key)
-                || self.memtables.borrow().get(key).is_some()
-                || self.version_changes.get() != changes;
-            if !raced {
-                break (from_tables.and_then(visible), None);
-            }
-        };
-        let Some(removed) = current else {
-            // Absent only because of a delete not yet acknowledged: answer once it is, so that a
-            // 404 never reports a state that delete's class could take back.
-            if let Some(ticket) = unacknowledged {
-                ticket.wait().await?;
-            }
-            return Ok(None);
-        };
-        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"", durability)?;
-        let slot = self.note_append(key, b"");
-        self.appended(slot, Bytes::copy_from_slice(key), seq, None, ticket)
-            .finish()
-            .await?;
-        Ok(Some(Deletion { removed, seq }))
-    }
-
     /// Waits while the active memtable is full and cannot be frozen (too many memtables wait
     /// for their flush, or level 0 is at its stop count); delays the write while level 0 is at
     /// its slowdown count; refuses writes after a background failure.
-    pub(super) async fn admit(&self) -> Result<()> {
+    /// `seqs` is how many versions the write takes (a batch takes one per op).
+    pub(super) async fn admit(&self, seqs: u64) -> Result<()> {
         let mut stopped_at = None;
         let outcome = loop {
             // Created before the checks so that a wake-up in between is not missed.
@@ -140,7 +89,7 @@ impl<F: FileSystem> Engine<F> {
             stalls.stop_latency.record_duration(waited);
         }
         outcome?;
-        self.lease_seq().await?;
+        self.lease_seq(seqs).await?;
         if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
             self.slow_down().await;
         } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
@@ -152,10 +101,14 @@ impl<F: FileSystem> Engine<F> {
         Ok(())
     }
 
-    /// Makes sure the next version is below the durable lease end (`crate::seq_lease`). The
-    /// writer that finds less than half a lease left extends it, and waits for the write;
+    /// Makes sure the next `seqs` versions are below the durable lease end (`crate::seq_lease`).
+    /// The writer that finds less than half a lease left extends it, and waits for the write;
     /// others go on while versions are left, and wait once none is.
-    async fn lease_seq(&self) -> Result<()> {
+    async fn lease_seq(&self, seqs: u64) -> Result<()> {
+        debug_assert!(
+            seqs <= seq_lease::LEASE_SPAN / 2,
+            "a batch is bounded far below a lease"
+        );
         loop {
             let progress = self.progress.notified();
             let next = self.wal.next_seq();
@@ -172,7 +125,7 @@ impl<F: FileSystem> Engine<F> {
                     Ok(()) => self.seq_lease_end.set(new_end),
                     Err(error) => {
                         tracing::warn!("could not extend the sequence lease: {error}");
-                        if self.wal.next_seq() >= self.seq_lease_end.get() {
+                        if self.wal.next_seq() + seqs > self.seq_lease_end.get() {
                             return Err(error);
                         }
                         // Versions are left: try again after some more writes, not on each.
@@ -182,7 +135,7 @@ impl<F: FileSystem> Engine<F> {
                 }
                 continue;
             }
-            if self.wal.next_seq() < self.seq_lease_end.get() {
+            if self.wal.next_seq() + seqs <= self.seq_lease_end.get() {
                 return Ok(());
             }
             if !self.seq_lease_extending.get() {
@@ -236,7 +189,11 @@ impl<F: FileSystem> Engine<F> {
     /// the same synchronous step as the append, so every write below a freeze's `end_seq`
     /// belongs to the frozen memtable.
     pub(super) fn note_append(&self, key: &[u8], value: &[u8]) -> Rc<Slot> {
-        let bytes = Memtable::entry_bytes(key.len(), value.len());
+        self.note_append_bytes(Memtable::entry_bytes(key.len(), value.len()))
+    }
+
+    /// As [`Engine::note_append`], for a write (a batch) that adds `bytes` to its memtable.
+    pub(super) fn note_append_bytes(&self, bytes: u64) -> Rc<Slot> {
         let slot = self.memtables.borrow_mut().note_append(bytes);
         if self.can_freeze() && self.memtables.borrow().active_bytes() >= self.config.memtable_bytes {
             self.freeze();
@@ -286,9 +243,9 @@ impl<F: FileSystem> Engine<F> {
         }
     }
 
-    /// Records a write just appended as pending (a delete reads it as the key's newest state, in
-    /// the same synchronous step as the append).
-    fn appended(
+    /// Records a write just appended as pending (a read-modify-write reads it as the key's
+    /// newest state, in the same synchronous step as the append).
+    pub(super) fn appended(
         &self,
         slot: Rc<Slot>,
         key: Bytes,
@@ -296,43 +253,70 @@ impl<F: FileSystem> Engine<F> {
         value: Option<Bytes>,
         ticket: Ticket,
     ) -> AppendedWrite<'_, F> {
-        self.pending.borrow_mut().insert(
-            key.clone(),
-            Pending {
-                seq,
-                value: value.clone(),
-                ticket: ticket.clone(),
-            },
-        );
+        self.note_pending(&key, seq, value.as_ref(), &ticket);
         AppendedWrite {
             engine: self,
             write: Some(Unsettled {
                 slot,
-                key,
-                seq,
-                value,
+                applies: Applies::One(key, seq, value),
                 ticket,
             }),
         }
     }
 
-    /// Applies a write whose batch completed with `outcome` (or forgets it on failure), and
-    /// settles it against its memtable.
-    fn settle(&self, write: Unsettled, outcome: &Result<()>) {
-        let Unsettled {
-            slot,
-            key,
-            seq,
-            value,
-            ..
-        } = write;
-        if outcome.is_ok() {
-            slot.table.insert(key.clone(), seq, value);
+    /// As [`Engine::appended`] for a batch record: `ops` are `(key, seq, value)` in seq order.
+    pub(super) fn appended_batch(
+        &self,
+        slot: Rc<Slot>,
+        ops: Vec<(Bytes, u64, Option<Bytes>)>,
+        ticket: Ticket,
+    ) -> AppendedWrite<'_, F> {
+        for (key, seq, value) in &ops {
+            self.note_pending(key, *seq, value.as_ref(), &ticket);
         }
-        {
+        AppendedWrite {
+            engine: self,
+            write: Some(Unsettled {
+                slot,
+                applies: Applies::Many(ops),
+                ticket,
+            }),
+        }
+    }
+
+    fn note_pending(&self, key: &Bytes, seq: u64, value: Option<&Bytes>, ticket: &Ticket) {
+        self.pending.borrow_mut().insert(
+            key.clone(),
+            Pending {
+                seq,
+                value: value.cloned(),
+                ticket: ticket.clone(),
+            },
+        );
+        self.unsettled_seqs.borrow_mut().insert(seq);
+    }
+
+    /// Applies a write whose batch completed with `outcome` (or forgets it on failure), and
+    /// settles it against its memtable. A batch's ops go into the memtable in this one
+    /// synchronous step: no reader on this ring sees some of them without the others.
+    fn settle(&self, write: Unsettled, outcome: &Result<()>) {
+        let Unsettled { slot, applies, .. } = write;
+        let settle_one = |key: Bytes, seq: u64, value: Option<Bytes>| {
+            if outcome.is_ok() {
+                slot.table.insert(key.clone(), seq, value);
+            }
             let mut pending = self.pending.borrow_mut();
             if pending.get(&key).is_some_and(|p| p.seq == seq) {
                 pending.remove(&key);
+            }
+            self.unsettled_seqs.borrow_mut().remove(&seq);
+        };
+        match applies {
+            Applies::One(key, seq, value) => settle_one(key, seq, value),
+            Applies::Many(ops) => {
+                for (key, seq, value) in ops {
+                    settle_one(key, seq, value);
+                }
             }
         }
         slot.settled();
@@ -353,16 +337,30 @@ pub struct AppendedWrite<'e, F: FileSystem> {
 
 struct Unsettled {
     slot: Rc<Slot>,
-    key: Bytes,
-    seq: u64,
-    value: Option<Bytes>,
+    applies: Applies,
     ticket: Ticket,
 }
 
+/// What a settled write puts into its memtable: `(key, seq, value)`, `None` a tombstone.
+enum Applies {
+    One(Bytes, u64, Option<Bytes>),
+    /// A batch's ops, in seq order.
+    Many(Vec<(Bytes, u64, Option<Bytes>)>),
+}
+
+impl Applies {
+    fn first_seq(&self) -> u64 {
+        match self {
+            Applies::One(_, seq, _) => *seq,
+            Applies::Many(ops) => ops.first().map_or(0, |op| op.1),
+        }
+    }
+}
+
 impl<F: FileSystem> AppendedWrite<'_, F> {
-    /// The version the write got.
+    /// The version the write got (a batch's first).
     pub fn seq(&self) -> u64 {
-        self.write.as_ref().map_or(0, |write| write.seq)
+        self.write.as_ref().map_or(0, |write| write.applies.first_seq())
     }
 
     /// Waits for the write's batch, then applies it to the memtable (a write becomes visible no
@@ -371,7 +369,7 @@ impl<F: FileSystem> AppendedWrite<'_, F> {
         let Some(write) = self.write.take() else {
             unreachable!("settled only by finish or drop")
         };
-        let seq = write.seq;
+        let seq = write.applies.first_seq();
         let outcome = write.ticket.wait().await;
         self.engine.settle(write, &outcome);
         outcome.map(|()| seq)

@@ -2,6 +2,7 @@
 //! (`routes`) and the connection loop (`server`). Talks to the store only through
 //! [`crate::engine::Engine`].
 
+pub mod batch;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -39,10 +39,11 @@ impl<F: FileSystem> SetInFlight<'_, F> {
 
 /// Whether a request may start while earlier writes on its connection wait for their batch: a
 /// set reads nothing, and its record goes into the WAL after theirs, so its answer can follow
-/// theirs in order. Anything else (a get must see them, a delete reads the key) starts once they
-/// are answered.
+/// theirs in order. Anything else (a get must see them, a delete or a conditional set reads
+/// the key) starts once they are answered.
 pub fn starts_before_earlier_writes_finish(method: &str, target: &str) -> bool {
-    method == "POST" && target.split_once('?').map_or(target, |(path, _)| path) == "/set"
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    method == "POST" && path == "/set" && matches!(query_param(query, "if_version"), Ok(None))
 }
 
 /// Answers one request; `scrape` renders the `/metrics` page.
@@ -72,15 +73,14 @@ pub async fn start<'e, F: FileSystem>(
 ) -> Started<'e, F> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (allowed, expected) = match path {
-        "/get" => ("GET", method == "GET"),
-        "/set" => ("POST", method == "POST"),
+        "/get" | "/metrics" => ("GET", method == "GET"),
+        "/set" | "/batch" => ("POST", method == "POST"),
         "/del" => ("DELETE", method == "DELETE"),
-        "/metrics" => ("GET", method == "GET"),
         _ => {
             return Started::Answered(Response::error(
                 Status::NotFound,
                 &format!(
-                    "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K or GET /metrics"
+                    "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K, POST /batch or GET /metrics"
                 ),
             ))
         }
@@ -96,25 +96,40 @@ pub async fn start<'e, F: FileSystem>(
     let outcome = match path {
         "/metrics" => Ok(Response::prometheus_text(scrape())),
         "/get" => get(engine, limits, query).await,
-        "/set" => match durability(engine, query) {
-            Ok(class) => match begin_set(engine, limits, body, class).await {
-                Ok(write) => {
-                    return Started::Writing(SetInFlight {
-                        write: write.0,
-                        key: write.1,
-                        class,
-                    })
-                }
-                Err(response) => with_durability(Err(response), class),
-            },
-            Err(response) => Err(response),
-        },
-        _ => match durability(engine, query) {
-            Ok(class) => with_durability(delete(engine, limits, query, class).await, class),
-            Err(response) => Err(response),
-        },
+        _ => {
+            let (class, if_version) =
+                match durability(engine, query).and_then(|class| Ok((class, if_version(query)?))) {
+                    Ok(parsed) => parsed,
+                    Err(response) => return Started::Answered(response),
+                };
+            let answer = match (path, if_version) {
+                ("/set", None) => match begin_set(engine, limits, body, class).await {
+                    Ok((write, key)) => return Started::Writing(SetInFlight { write, key, class }),
+                    Err(response) => Err(response),
+                },
+                ("/set", Some(if_version)) => set_if(engine, limits, body, if_version, class).await,
+                ("/batch", _) => batch(engine, limits, body, class).await,
+                _ => delete(engine, limits, query, if_version, class).await,
+            };
+            with_durability(answer, class)
+        }
     };
     Started::Answered(outcome.unwrap_or_else(|response| response))
+}
+
+/// The `if_version` parameter of a conditional write, if given.
+fn if_version(query: &str) -> Result<Option<u64>, Response> {
+    let bad = || {
+        Response::error(
+            Status::BadRequest,
+            "if_version must be a version number (0: only if the key is absent)",
+        )
+    };
+    match query_param(query, "if_version") {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => text.parse().map(Some).map_err(|_| bad()),
+        Err(_) => Err(bad()),
+    }
 }
 
 /// The class a write gets: its `?durability=`, else the server's, never below the floor.
@@ -169,17 +184,50 @@ async fn delete<F: FileSystem>(
     engine: &Engine<F>,
     limits: &HttpConfig,
     query: &str,
+    if_version: Option<u64>,
     durability: Durability,
 ) -> Answer {
     let key = key_from_query(query, limits)?;
     match engine
-        .delete_with(key.as_bytes(), durability)
+        .delete_with(key.as_bytes(), if_version, durability)
         .await
         .map_err(store_error)?
     {
         Some(deletion) => Ok(value_response(&key, &deletion.removed)),
         None => Ok(Response::error_with_key(Status::NotFound, "key not found", &key)),
     }
+}
+
+async fn set_if<F: FileSystem>(
+    engine: &Engine<F>,
+    limits: &HttpConfig,
+    body: &[u8],
+    if_version: u64,
+    durability: Durability,
+) -> Answer {
+    let (key, value) = parse_set(body, limits)?;
+    let version = engine
+        .set_if(key.as_bytes(), value, if_version, durability)
+        .await
+        .map_err(store_error)?;
+    Ok(set_response(&key, version))
+}
+
+async fn batch<F: FileSystem>(
+    engine: &Engine<F>,
+    limits: &HttpConfig,
+    body: &[u8],
+    durability: Durability,
+) -> Answer {
+    let writes = super::batch::parse(body, limits)?;
+    let results = engine
+        .batch(&writes, durability)
+        .await
+        .map_err(|error| match error {
+            Error::VersionMismatch { op, key, current } => version_mismatch(Some(op), &key, current),
+            error => store_error(error),
+        })?;
+    Ok(super::batch::response(&writes, &results))
 }
 
 /// The body of `POST /set`: both fields kept as raw JSON so that the value is stored byte for
@@ -194,7 +242,9 @@ struct SetBody<'a> {
 
 /// A field that is present, `null` included (plain `Option` would read `null` as absent, and
 /// `null` is a value users may store).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -205,6 +255,16 @@ async fn begin_set<'e, F: FileSystem>(
     body: &[u8],
     durability: Durability,
 ) -> Result<(AppendedWrite<'e, F>, String), Response> {
+    let (key, value) = parse_set(body, limits)?;
+    let write = engine
+        .begin_set(key.as_bytes(), value, durability)
+        .await
+        .map_err(store_error)?;
+    Ok((write, key))
+}
+
+/// A set's key and value (the value's JSON text, as sent), checked against the limits.
+fn parse_set<'b>(body: &'b [u8], limits: &HttpConfig) -> Result<(String, &'b [u8]), Response> {
     let parsed: SetBody = serde_json::from_slice(body)
         .map_err(|error| Response::error(Status::BadRequest, &format!("malformed JSON body: {error}")))?;
     let raw_key = parsed
@@ -217,22 +277,11 @@ async fn begin_set<'e, F: FileSystem>(
         .map_err(|_| Response::error(Status::BadRequest, "\"key\" must be a JSON string"))?;
     check_key(&key, limits)?;
     let value = value.get().as_bytes();
-    if value.len() > limits.max_value_bytes {
-        return Err(Response::error(
-            Status::ContentTooLarge,
-            &format!(
-                "value is {} bytes, the limit is {}",
-                value.len(),
-                limits.max_value_bytes
-            ),
-        ));
+    if let Some((status, problem)) = value_problem(value, limits) {
+        return Err(Response::error(status, &problem));
     }
     crate::panic_trigger::check(crate::panic_trigger::Place::Serving, key.as_bytes());
-    let write = engine
-        .begin_set(key.as_bytes(), value, durability)
-        .await
-        .map_err(store_error)?;
-    Ok((write, key))
+    Ok((key, value))
 }
 
 /// `{"key":K,"version":N}`.
@@ -271,20 +320,38 @@ fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> 
 }
 
 fn check_key(key: &str, limits: &HttpConfig) -> Result<(), Response> {
+    key_problem(key, limits).map_or(Ok(()), |(status, problem)| Err(Response::error(status, &problem)))
+}
+
+/// What is wrong with a key, if anything: empty (400) or over the limit (413).
+pub(super) fn key_problem(key: &str, limits: &HttpConfig) -> Option<(Status, String)> {
     if key.is_empty() {
-        return Err(Response::error(Status::BadRequest, "key must not be empty"));
+        return Some((Status::BadRequest, "key must not be empty".to_string()));
     }
-    if key.len() > limits.max_key_bytes {
-        return Err(Response::error(
+    (key.len() > limits.max_key_bytes).then(|| {
+        (
             Status::ContentTooLarge,
-            &format!(
+            format!(
                 "key is {} bytes, the limit is {}",
                 key.len(),
                 limits.max_key_bytes
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
+}
+
+/// What is wrong with a value (its JSON text), if anything: over the limit (413).
+pub(super) fn value_problem(value: &[u8], limits: &HttpConfig) -> Option<(Status, String)> {
+    (value.len() > limits.max_value_bytes).then(|| {
+        (
+            Status::ContentTooLarge,
+            format!(
+                "value is {} bytes, the limit is {}",
+                value.len(),
+                limits.max_value_bytes
+            ),
+        )
+    })
 }
 
 /// `{"key":K,"value":V,"version":N}`.
@@ -304,14 +371,33 @@ fn read_error(error: Error) -> Response {
     Response::error(Status::InternalServerError, &format!("the read failed: {error}"))
 }
 
-fn store_error(error: Error) -> Response {
+pub(super) fn store_error(error: Error) -> Response {
     let status = match error {
+        Error::VersionMismatch { key, current, .. } => return version_mismatch(None, &key, current),
         Error::NoSpace { .. } => Status::InsufficientStorage,
+        Error::RecordTooLarge { .. } => Status::ContentTooLarge,
         // A failed read before a delete fails that request only, as a failed get does.
-        Error::WalCorruption { .. } | Error::Corruption { .. } | Error::ReadBeforeDelete(_) => {
+        Error::WalCorruption { .. } | Error::Corruption { .. } | Error::ReadBeforeWrite(_) => {
             Status::InternalServerError
         }
         _ => Status::ServiceUnavailable,
     };
     Response::error(status, &format!("the write was not stored: {error}"))
+}
+
+/// `409` `{"error":"version mismatch","key":K,"version":CURRENT|null}`, and for a batch's op
+/// `"op":I`, its place in the batch.
+fn version_mismatch(op: Option<usize>, key: &[u8], current: Option<u64>) -> Response {
+    let mut body = Vec::with_capacity(key.len() + 64);
+    body.extend_from_slice(b"{\"error\":\"version mismatch\",\"key\":");
+    push_json_string(&mut body, &String::from_utf8_lossy(key));
+    match current {
+        Some(version) => body.extend_from_slice(format!(",\"version\":{version}").as_bytes()),
+        None => body.extend_from_slice(b",\"version\":null"),
+    }
+    if let Some(op) = op {
+        body.extend_from_slice(format!(",\"op\":{op}").as_bytes());
+    }
+    body.push(b'}');
+    Response::json(Status::Conflict, body)
 }

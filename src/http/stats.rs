@@ -15,6 +15,8 @@ pub enum Op {
     Get,
     Set,
     Del,
+    Batch,
+    Scan,
     Metrics,
     /// Any other path (answered 404).
     Other,
@@ -26,6 +28,8 @@ impl Op {
             "/get" => Op::Get,
             "/set" => Op::Set,
             "/del" => Op::Del,
+            "/batch" => Op::Batch,
+            "/scan" => Op::Scan,
             "/metrics" => Op::Metrics,
             _ => Op::Other,
         }
@@ -36,6 +40,8 @@ impl Op {
             Op::Get => "get",
             Op::Set => "set",
             Op::Del => "del",
+            Op::Batch => "batch",
+            Op::Scan => "scan",
             Op::Metrics => "metrics",
             Op::Other => "other",
         }
@@ -48,8 +54,11 @@ pub struct HttpStats {
     pub requests: RefCell<BTreeMap<(Op, u16), u64>>,
     /// Reads, from the request's last byte to the answer being ready.
     pub get_latency: Histogram,
-    /// Writes by operation (set, del) and the class that applied (indexed as `Durability::ALL`).
-    write_latency: [Vec<Histogram>; 2],
+    /// Scan pages, likewise.
+    pub scan_latency: Histogram,
+    /// Writes by operation (set, del, batch) and the class that applied (indexed as
+    /// `Durability::ALL`).
+    write_latency: [Vec<Histogram>; 3],
     pub connections_accepted: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub started: SystemTime,
@@ -61,7 +70,8 @@ impl Default for HttpStats {
         HttpStats {
             requests: RefCell::new(BTreeMap::new()),
             get_latency: Histogram::latency(),
-            write_latency: [per_class(), per_class()],
+            scan_latency: Histogram::latency(),
+            write_latency: [per_class(), per_class(), per_class()],
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
             started: SystemTime::now(),
@@ -80,7 +90,8 @@ impl HttpStats {
             .or_default() += 1;
         match (op, response.durability) {
             (Op::Get, _) => self.get_latency.record_duration(took),
-            (Op::Set | Op::Del, Some(class)) => {
+            (Op::Scan, _) => self.scan_latency.record_duration(took),
+            (Op::Set | Op::Del | Op::Batch, Some(class)) => {
                 if let Some(histogram) = self.write_latency(op, class) {
                     histogram.record_duration(took);
                 }
@@ -89,11 +100,12 @@ impl HttpStats {
         }
     }
 
-    /// The latency histogram of writes `op` (set or del) acknowledged under `class`.
+    /// The latency histogram of writes `op` (set, del or batch) acknowledged under `class`.
     pub fn write_latency(&self, op: Op, class: Durability) -> Option<&Histogram> {
         let op_index = match op {
             Op::Set => 0,
             Op::Del => 1,
+            Op::Batch => 2,
             _ => return None,
         };
         let class_index = Durability::ALL.iter().position(|&c| c == class)?;

@@ -40,7 +40,12 @@ fn requests(page: &mut Exposition, http: &HttpStats, open_connections: usize) {
         &[("op", "get")],
         &http.get_latency,
     );
-    for op in [Op::Set, Op::Del] {
+    page.histogram(
+        "ringkv_request_duration_seconds",
+        &[("op", "scan")],
+        &http.scan_latency,
+    );
+    for op in [Op::Set, Op::Del, Op::Batch] {
         for class in Durability::ALL {
             if let Some(histogram) = http.write_latency(op, class) {
                 page.histogram(

@@ -2,6 +2,7 @@
 //! writer (`writer`) and replay (`recovery`). Knows bytes, not memtables; format in
 //! `docs/format.md`.
 
+pub mod batch;
 pub mod record;
 pub mod recovery;
 pub mod recycle;
@@ -9,6 +10,7 @@ pub mod segment;
 pub mod stats;
 pub mod writer;
 
+pub use batch::BatchOp;
 pub use record::{Record, RecordKind};
 pub use recovery::{recover, RecoveredLog};
 pub use recycle::RecyclePool;

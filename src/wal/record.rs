@@ -25,6 +25,9 @@ pub enum RecordKind {
     /// durable, so that damage to the last records reads as damage, not as a torn tail. Carries
     /// the last seq written; the log goes on after it.
     DurableMark = 4,
+    /// Several puts and deletes under one checksum (`wal::batch`): op `i` has seq `seq + i`.
+    /// The record's key is empty and its value is the batch body.
+    Batch = 5,
 }
 
 impl RecordKind {
@@ -34,6 +37,7 @@ impl RecordKind {
             2 => Some(RecordKind::Delete),
             3 => Some(RecordKind::SegmentEnd),
             4 => Some(RecordKind::DurableMark),
+            5 => Some(RecordKind::Batch),
             _ => None,
         }
     }
@@ -57,6 +61,14 @@ impl Record<'_> {
     /// earlier segment was, in full), or `None` if it claims nothing.
     pub fn durable_prefix(&self) -> Option<u64> {
         self.durable_claim.checked_sub(1).map(u64::from)
+    }
+
+    /// The highest seq the record holds: a batch's ops take one each from `seq` on.
+    pub fn last_seq(&self) -> u64 {
+        match self.kind {
+            RecordKind::Batch => self.seq + super::batch::count(self.value).saturating_sub(1),
+            _ => self.seq,
+        }
     }
 }
 
@@ -88,6 +100,8 @@ pub enum Invalid {
         key_len: u32,
         payload_len: u32,
     },
+    /// A batch record whose body does not parse (`wal::batch::decode` says why).
+    BadBatch,
 }
 
 impl std::fmt::Display for Invalid {
@@ -106,6 +120,7 @@ impl std::fmt::Display for Invalid {
                 )
             }
             Invalid::BadKind { kind } => write!(f, "unknown record kind {kind}"),
+            Invalid::BadBatch => write!(f, "batch record whose ops do not parse"),
             Invalid::BadKeyLength { key_len, payload_len } => {
                 write!(
                     f,
@@ -263,6 +278,9 @@ pub fn decode(
         key: &payload[4..key_end],
         value: &payload[key_end..],
     };
+    if kind == RecordKind::Batch && (!record.key.is_empty() || super::batch::decode(record.value).is_err()) {
+        return Err(Invalid::BadBatch);
+    }
     Ok((record, payload_end.next_multiple_of(RECORD_ALIGN)))
 }
 

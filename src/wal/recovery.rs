@@ -75,7 +75,7 @@ pub async fn recover<F: FileSystem>(
                 Ok((record, next)) if record.seq > last_seq => {
                     apply(&record);
                     recovered.records += 1;
-                    last_seq = record.seq;
+                    last_seq = record.last_seq();
                     offset = next;
                 }
                 Ok(_) => {
@@ -171,7 +171,7 @@ fn valid_records_after(
     (from..bytes.len()).step_by(RECORD_ALIGN).filter_map(move |at| {
         match record::decode(bytes, at, max_payload_bytes, number) {
             Ok((record, _)) if record.seq > above_seq => Some(LaterRecord {
-                seq: record.seq,
+                seq: record.last_seq(),
                 durable_prefix: record.durable_prefix(),
                 offset: at,
             }),

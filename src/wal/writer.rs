@@ -309,6 +309,25 @@ impl<F: FileSystem> WalWriter<F> {
         value: &[u8],
         durability: Durability,
     ) -> Result<(u64, Ticket)> {
+        debug_assert!(kind != RecordKind::Batch, "batches go through append_batch");
+        self.append_record(kind, key, value, 1, durability)
+    }
+
+    /// Appends a batch record of `body` (`wal::batch::encode`) holding `ops` ops, which take
+    /// the seqs from the returned one on; one record, so recovery finds all of them or none.
+    pub fn append_batch(&self, body: &[u8], ops: u64, durability: Durability) -> Result<(u64, Ticket)> {
+        debug_assert_eq!(super::batch::count(body), ops);
+        self.append_record(RecordKind::Batch, b"", body, ops, durability)
+    }
+
+    fn append_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+        seqs: u64,
+        durability: Durability,
+    ) -> Result<(u64, Ticket)> {
         let mut state = self.state.borrow_mut();
         if let Some(cause) = &state.poisoned {
             return Err(Error::Poisoned { cause: cause.clone() });
@@ -327,7 +346,7 @@ impl<F: FileSystem> WalWriter<F> {
             self.seal_segment(&mut state);
         }
         let seq = state.next_seq;
-        state.next_seq += 1;
+        state.next_seq += seqs;
         let ticket = self.push_record(&mut state, kind, seq, key, value, durability);
         drop(state);
         self.work.notify_one();
@@ -401,7 +420,11 @@ impl<F: FileSystem> WalWriter<F> {
             value,
         );
         batch.records += 1;
-        batch.last_seq = batch.last_seq.max(seq);
+        let last_seq = match kind {
+            RecordKind::Batch => seq + super::batch::count(value) - 1,
+            _ => seq,
+        };
+        batch.last_seq = batch.last_seq.max(last_seq);
         batch.single |= alone;
         batch.durable |= durability.syncs_before_ack();
         batch.periodic |= durability == Durability::Periodic;
