@@ -244,6 +244,9 @@ pub struct StoreConfig {
     pub background_io_bytes: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// How long a scan's snapshot is kept after its last page for the next one
+    /// (`engine::scan`).
+    pub scan_snapshot_ttl: Duration,
 }
 
 /// Writes per second while level 0 is at its slowdown count, shared by all writers: each write
@@ -282,6 +285,7 @@ impl StoreConfig {
             background_io_bytes: 64 << 10,
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,
+            scan_snapshot_ttl: Duration::from_secs(60),
         }
     }
 }

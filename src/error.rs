@@ -76,6 +76,11 @@ pub enum Error {
     #[error("reading the key's current value before the write failed: {0}")]
     ReadBeforeWrite(Box<Error>),
 
+    /// A scan's cursor names a snapshot the server no longer keeps (`reason` says why): the scan
+    /// must start again.
+    #[error("the scan's snapshot is gone: {reason}; start the scan again without the cursor")]
+    SnapshotGone { reason: &'static str },
+
     /// A conditional write's `if_version` did not match: `current` is the key's version (`None`
     /// if absent); `op` is the op's place in its batch (0 for a single write). Nothing was
     /// written.

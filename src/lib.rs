@@ -35,6 +35,7 @@ pub mod memtable;
 pub mod metrics;
 pub mod panic_trigger;
 pub mod rate_limit;
+pub mod scan;
 pub mod seq_lease;
 pub mod sst;
 #[expect(

@@ -153,6 +153,12 @@ struct Cli {
     #[arg(long, env = "RINGKV_MAX_SCAN_LIMIT", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_scan_limit: u64,
 
+    /// How long a scan's snapshot is kept after its last page, for the cursor of the next one
+    /// (e.g. 60s). It holds the tables and memtables the scan reads, so that later pages see
+    /// the first page's snapshot; a cursor used later gets 410.
+    #[arg(long, env = "RINGKV_SCAN_SNAPSHOT_TTL", default_value = "60s", value_parser = parse_timeout)]
+    scan_snapshot_ttl: Duration,
+
     /// Which log events are written: error, warn, info, debug or trace, or a `tracing` filter
     /// (ringkv=debug,warn). `RUST_LOG`, when set, takes precedence. Events, never one line per
     /// request.
@@ -260,6 +266,7 @@ fn main() -> ExitCode {
         max_open_tables: StoreConfig::for_dir(".").max_open_tables,
         background_write_bytes_per_sec: cli.background_write_bytes_per_sec,
         background_io_bytes: cli.background_io_bytes,
+        scan_snapshot_ttl: cli.scan_snapshot_ttl,
         max_key_bytes: cli.max_key_bytes,
         max_value_bytes: cli.max_value_bytes,
     };

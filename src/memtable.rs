@@ -2,6 +2,7 @@
 //! key, with its size accounting. No I/O, no knowledge of the WAL.
 
 use std::cmp::Reverse;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -59,6 +60,14 @@ impl PartialOrd for InternalKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// One version of one key as a scan reads it; `value: None` is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanItem {
+    pub key: Bytes,
+    pub seq: u64,
+    pub value: Option<Bytes>,
 }
 
 /// The newest entry for a key: a value, or a tombstone (`value: None`).
@@ -128,6 +137,77 @@ impl Memtable {
         })
     }
 
+    /// For scans: the newest version of each key that `visible` admits (tombstones included:
+    /// they hide older tables' entries), in key order (descending if `reverse`), from `from`
+    /// on in that direction, at most `max_keys` keys examined. Returns them and, unless the
+    /// range ran out, the last key examined: the next chunk starts after it.
+    pub fn chunk(
+        &self,
+        from: &Bound<Bytes>,
+        reverse: bool,
+        max_keys: usize,
+        visible: impl Fn(u64) -> bool,
+    ) -> (Vec<ScanItem>, Option<Bytes>) {
+        // Within a key, versions run newest first: `(key, MAX)` is its first entry and
+        // `(key, 0)` its last.
+        let bounds = match (from, reverse) {
+            (Bound::Unbounded, _) => (Bound::Unbounded, Bound::Unbounded),
+            (Bound::Included(key), false) => (
+                Bound::Included(InternalKey::new(key.clone(), u64::MAX)),
+                Bound::Unbounded,
+            ),
+            (Bound::Excluded(key), false) => (
+                Bound::Excluded(InternalKey::new(key.clone(), 0)),
+                Bound::Unbounded,
+            ),
+            (Bound::Included(key), true) => (
+                Bound::Unbounded,
+                Bound::Included(InternalKey::new(key.clone(), 0)),
+            ),
+            (Bound::Excluded(key), true) => (
+                Bound::Unbounded,
+                Bound::Excluded(InternalKey::new(key.clone(), u64::MAX)),
+            ),
+        };
+        let range = self.entries.range(bounds);
+        let entries: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut items: Vec<ScanItem> = Vec::new();
+        let mut current: Option<Bytes> = None;
+        let mut keys = 0;
+        for entry in entries {
+            let internal = entry.key();
+            if current.as_ref() != Some(&internal.user_key) {
+                if keys == max_keys {
+                    return (items, current);
+                }
+                keys += 1;
+                current = Some(internal.user_key.clone());
+            }
+            let seq = internal.seq.0;
+            if !visible(seq) {
+                continue;
+            }
+            match items.last_mut() {
+                Some(last) if last.key == internal.user_key => {
+                    if seq > last.seq {
+                        last.seq = seq;
+                        last.value = entry.value().clone();
+                    }
+                }
+                _ => items.push(ScanItem {
+                    key: internal.user_key.clone(),
+                    seq,
+                    value: entry.value().clone(),
+                }),
+            }
+        }
+        (items, None)
+    }
+
     /// Estimated memory held, for the flush threshold.
     pub fn approximate_bytes(&self) -> u64 {
         self.approximate_bytes.load(Ordering::Relaxed)
@@ -179,6 +259,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunks_give_the_newest_visible_version_in_either_direction() {
+        let memtable = Memtable::new();
+        let put = |key: &'static [u8], seq: u64, value: Option<&'static [u8]>| {
+            memtable.insert(Bytes::from_static(key), seq, value.map(Bytes::from_static));
+        };
+        put(b"a", 1, Some(b"a1"));
+        put(b"b", 2, Some(b"b2"));
+        put(b"b", 5, Some(b"b5"));
+        put(b"c", 3, None);
+        put(b"d", 4, Some(b"d4"));
+        put(b"d", 6, Some(b"d6"));
+        let below_5 = |seq: u64| seq < 5;
+        let render = |(items, next): (Vec<ScanItem>, Option<Bytes>)| {
+            let items: Vec<(Vec<u8>, u64)> = items
+                .into_iter()
+                .map(|item| (item.key.to_vec(), item.seq))
+                .collect();
+            (items, next.map(|key| key.to_vec()))
+        };
+        let all = |seq: u64| seq > 0;
+        assert_eq!(
+            render(memtable.chunk(&Bound::Unbounded, false, 10, below_5)),
+            (
+                vec![
+                    (b"a".to_vec(), 1),
+                    (b"b".to_vec(), 2),
+                    (b"c".to_vec(), 3),
+                    (b"d".to_vec(), 4)
+                ],
+                None
+            )
+        );
+        assert_eq!(
+            render(memtable.chunk(&Bound::Unbounded, true, 10, all)),
+            (
+                vec![
+                    (b"d".to_vec(), 6),
+                    (b"c".to_vec(), 3),
+                    (b"b".to_vec(), 5),
+                    (b"a".to_vec(), 1)
+                ],
+                None
+            )
+        );
+        assert_eq!(
+            render(memtable.chunk(&Bound::Excluded(Bytes::from_static(b"a")), false, 2, all)),
+            (vec![(b"b".to_vec(), 5), (b"c".to_vec(), 3)], Some(b"c".to_vec()))
+        );
+        assert_eq!(
+            render(memtable.chunk(&Bound::Included(Bytes::from_static(b"b")), false, 1, all)),
+            (vec![(b"b".to_vec(), 5)], Some(b"b".to_vec()))
+        );
+        assert_eq!(
+            render(memtable.chunk(&Bound::Excluded(Bytes::from_static(b"d")), true, 2, below_5)),
+            (vec![(b"c".to_vec(), 3), (b"b".to_vec(), 2)], Some(b"b".to_vec()))
+        );
+        assert_eq!(
+            render(memtable.chunk(&Bound::Included(Bytes::from_static(b"b")), true, 5, all)),
+            (vec![(b"b".to_vec(), 5), (b"a".to_vec(), 1)], None)
+        );
     }
 
     #[test]

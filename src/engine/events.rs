@@ -47,11 +47,16 @@ impl<F: FileSystem> Engine<F> {
                 }
                 if let Some(id) = flushed_memtable {
                     let flushed = self.memtables.borrow_mut().remove_flushed(id);
-                    if let Some(memtable) = flushed {
+                    // A scan's snapshot may still hold it: then the snapshot's release frees it.
+                    if let Some(memtable) =
+                        flushed.filter(|memtable| std::sync::Arc::strong_count(memtable) == 1)
+                    {
                         self.send_background(Job::Free(memtable));
                     }
                 }
                 drop(previous);
+                // Expired scan snapshots may hold the tables and memtables this install retired.
+                self.release_expired_snapshots();
                 self.progress.notify_waiters();
             }
             Event::Failed(cause) => self.fail(cause),

@@ -143,6 +143,14 @@ impl Memtables {
             .find_map(|slot| slot.table.get(key))
     }
 
+    /// Every memtable, newest first (what a scan's snapshot holds).
+    pub fn all(&self) -> Vec<Arc<Memtable>> {
+        std::iter::once(&self.active)
+            .chain(self.frozen.iter())
+            .map(|slot| slot.table.clone())
+            .collect()
+    }
+
     /// Estimated bytes held by every memtable.
     pub fn approximate_bytes(&self) -> u64 {
         std::iter::once(&self.active)

@@ -3,6 +3,7 @@
 //! - `write.rs`: the write path (admit, WAL append, note, settle) and freezing full memtables;
 //! - `conditional.rs`: writes that read the key first: deletes, conditional writes, batches;
 //! - `read.rs`: the read path (memtables, then the current version's tables);
+//! - `scan.rs`: range scans, and the snapshots their later pages read;
 //! - `events.rs`: the serving ring's side of the background protocol (install, free, fail);
 //! - `memtables.rs`: the active and frozen memtables and their write accounting;
 //! - `open.rs`: opening a data directory and recovery;
@@ -16,9 +17,11 @@ mod events;
 mod memtables;
 mod open;
 mod read;
+mod scan;
 mod write;
 
 pub use conditional::{BatchResult, BatchWrite};
+pub use scan::{ScanPage, ScanRange, ScanStart, SnapshotId, SCAN_PAGE_BYTES};
 pub use write::AppendedWrite;
 
 use std::cell::{Cell, RefCell};
@@ -154,6 +157,8 @@ pub struct Engine<F: FileSystem> {
     /// The seq of every write appended and not yet settled (applied or failed): a scan's
     /// snapshot leaves them out, since they become visible after it was taken.
     unsettled_seqs: RefCell<std::collections::BTreeSet<u64>>,
+    /// The snapshots of scans whose later pages are still to come.
+    snapshots: RefCell<scan::Snapshots>,
     memtables: RefCell<Memtables>,
     version: RefCell<Arc<Version>>,
     /// Bumped on every version install: a read that awaited table I/O re-checks with it.

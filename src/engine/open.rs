@@ -148,6 +148,7 @@ impl<F: FileSystem> Engine<F> {
             wal,
             pending: RefCell::new(HashMap::new()),
             unsettled_seqs: RefCell::new(std::collections::BTreeSet::new()),
+            snapshots: RefCell::new(super::scan::Snapshots::new()),
             memtables: RefCell::new(Memtables::new(memtable)),
             version: RefCell::new(version),
             version_changes: Cell::new(0),

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod request;
 pub mod response;
 pub mod routes;
+pub mod scan;
 pub mod server;
 pub mod stats;
 

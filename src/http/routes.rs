@@ -73,14 +73,14 @@ pub async fn start<'e, F: FileSystem>(
 ) -> Started<'e, F> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (allowed, expected) = match path {
-        "/get" | "/metrics" => ("GET", method == "GET"),
+        "/get" | "/scan" | "/metrics" => ("GET", method == "GET"),
         "/set" | "/batch" => ("POST", method == "POST"),
         "/del" => ("DELETE", method == "DELETE"),
         _ => {
             return Started::Answered(Response::error(
                 Status::NotFound,
                 &format!(
-                    "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K, POST /batch or GET /metrics"
+                    "no endpoint {path}: use GET /get?key=K, POST /set, DELETE /del?key=K, POST /batch, GET /scan or GET /metrics"
                 ),
             ))
         }
@@ -96,6 +96,7 @@ pub async fn start<'e, F: FileSystem>(
     let outcome = match path {
         "/metrics" => Ok(Response::prometheus_text(scrape())),
         "/get" => get(engine, limits, query).await,
+        "/scan" => super::scan::answer(engine, limits, query).await,
         _ => {
             let (class, if_version) =
                 match durability(engine, query).and_then(|class| Ok((class, if_version(query)?))) {

@@ -258,6 +258,12 @@ fn storage<F: FileSystem>(page: &mut Exposition, engine: &Engine<F>) {
         stats.memtable_bytes,
     );
     page.single(
+        "ringkv_scan_snapshots",
+        "gauge",
+        "Scan snapshots kept for the cursors of later pages (each holds the tables and memtables it reads until --scan-snapshot-ttl after its last page).",
+        engine.scan_snapshots() as u64,
+    );
+    page.single(
         "ringkv_memtables_frozen",
         "gauge",
         "Frozen memtables waiting for their flush.",

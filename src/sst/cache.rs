@@ -34,6 +34,12 @@ impl BlockCache {
         found
     }
 
+    /// A cached block, for a scan: neither counted nor moved to the front, so that a scan
+    /// reading through many blocks does not change what the point reads keep cached.
+    pub fn peek(&self, table: u64, block: u32) -> Option<(Bytes, u32)> {
+        self.blocks.peek(&(table, block)).cloned()
+    }
+
     pub fn insert(&mut self, table: u64, block: u32, bytes: Bytes, count: u32) {
         if bytes.len() > self.capacity_bytes {
             return;

@@ -72,29 +72,11 @@ impl<F: FileSystem> TableReaders<F> {
         let Some(block) = meta.block_for(key) else {
             return Ok(None);
         };
-        let cached = self.cache.borrow_mut().get(meta.number, coding::len_u32(block));
+        let cached = self.cache.borrow().peek(meta.number, coding::len_u32(block));
         let (bytes, count) = if let Some(cached) = cached {
             cached
         } else {
-            let file = self.files.borrow_mut().get(&meta.number).cloned();
-            let file = if let Some(file) = file {
-                file
-            } else {
-                // A live table whose file was closed to stay within `max_open_tables`, or a
-                // retired one that an older version, still held by this read, names (its file
-                // stays until the read drops that version). Only the live one is kept open.
-                let file = Rc::new(
-                    self.fs
-                        .open(&meta.path, OpenMode::READ)
-                        .await
-                        .context("open", &meta.path)?,
-                );
-                if !meta.is_retired() {
-                    self.files.borrow_mut().put(meta.number, file.clone());
-                }
-                file
-            };
-            let (bytes, count) = read_block(&*file, meta, block).await?;
+            let (bytes, count) = read_block(&*self.file_for(meta).await?, meta, block).await?;
             self.cache
                 .borrow_mut()
                 .insert(meta.number, coding::len_u32(block), bytes.clone(), count);
@@ -103,6 +85,36 @@ impl<F: FileSystem> TableReaders<F> {
         EntryIter::new(bytes, count)
             .find(key)
             .map_err(|reason| Error::sst_corruption(&meta.path, meta.index[block].offset, reason))
+    }
+
+    /// Data block `block` of `meta` and its entry count, for a scan: from the block cache if
+    /// there, else read and checked but not cached, so that a scan does not evict the blocks
+    /// point reads use.
+    pub async fn scan_block(&self, meta: &TableMeta, block: usize) -> Result<(Bytes, u32)> {
+        let cached = self.cache.borrow().peek(meta.number, coding::len_u32(block));
+        match cached {
+            Some(cached) => Ok(cached),
+            None => read_block(&*self.file_for(meta).await?, meta, block).await,
+        }
+    }
+
+    /// The open file of `meta`: kept open if it is a live table whose file was closed to stay
+    /// within `max_open_tables`; opened for this read only if it is a retired one that an older
+    /// version, still held by the reader, names (its file stays until that version is dropped).
+    async fn file_for(&self, meta: &TableMeta) -> Result<Rc<F::File>> {
+        if let Some(file) = self.files.borrow_mut().get(&meta.number).cloned() {
+            return Ok(file);
+        }
+        let file = Rc::new(
+            self.fs
+                .open(&meta.path, OpenMode::READ)
+                .await
+                .context("open", &meta.path)?,
+        );
+        if !meta.is_retired() {
+            self.files.borrow_mut().put(meta.number, file.clone());
+        }
+        Ok(file)
     }
 
     /// `(hits, misses, bytes held)` of the block cache.
