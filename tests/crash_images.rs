@@ -5,7 +5,8 @@
 //! blocks), and the directory's synced entries plus a random prefix of the creations, renames and
 //! removals since. Each image is opened as a store and checked:
 //! - every connection's keys hold the state after a prefix of that connection's writes: no holes,
-//!   no value that was never written;
+//!   no value that was never written, and no part of a batch (a write of several keys at once:
+//!   one in five is one) without the rest;
 //! - those prefixes together are one prefix of the log in sequence order, across connections: if
 //!   the image holds a write with seq S, it holds every acknowledged write below S, whichever
 //!   connection made it;
@@ -23,10 +24,11 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ringkv::config::{Durability, FsyncStrategy, StoreConfig, SyncCall};
-use ringkv::engine::Engine;
+use ringkv::engine::{BatchWrite, Engine};
 use ringkv::io::{FaultFs, UringFs};
 
 const CONNECTIONS: usize = 6;
@@ -63,14 +65,17 @@ fn key(connection: usize, n: usize) -> Vec<u8> {
     format!("c{connection}-k{n:02}").into_bytes()
 }
 
+/// One op of a write: (key index, value JSON text or `None` for a delete).
+type Op = (usize, Option<Vec<u8>>);
+
 /// One connection's writes, in the order it made them (each waits for the previous one).
 #[derive(Default)]
 struct Connection {
-    /// (key index, value JSON text or `None` for a delete).
-    ops: Vec<(usize, Option<Vec<u8>>)>,
+    /// Per write, its ops: one, or a batch's.
+    ops: Vec<Vec<Op>>,
     acknowledged: usize,
     /// Per acknowledged write: when, how many WAL syncs had completed then, and its sequence
-    /// number (`None` for a delete that found nothing and wrote nothing).
+    /// numbers, first and last (`None` for a delete that found nothing and wrote nothing).
     acknowledged_at: Vec<Acknowledged>,
 }
 
@@ -78,7 +83,7 @@ struct Connection {
 struct Acknowledged {
     at: Instant,
     syncs: u64,
-    seq: Option<u64>,
+    seq: Option<(u64, u64)>,
     durability: Durability,
 }
 
@@ -102,27 +107,53 @@ async fn write_loop(
     while !stop.get() {
         let requested = mixed.then(|| Durability::ALL[rng.gen_range(0..4)]);
         let durability = engine.config().durability_for(requested);
-        let k = rng.gen_range(0..KEYS_PER_CONNECTION);
-        let op = if rng.gen_bool(0.15) {
-            None
+        let size = if rng.gen_bool(0.2) {
+            rng.gen_range(2..=4)
         } else {
-            let len = if rng.gen_bool(0.05) {
-                rng.gen_range(2000..6000)
-            } else {
-                rng.gen_range(0..200)
-            };
-            Some(format!("\"c{connection}-{n}-{}\"", "v".repeat(len)).into_bytes())
+            1
         };
-        log.borrow_mut()[connection].ops.push((k, op.clone()));
-        let outcome = match &op {
-            Some(value) => engine
-                .set_with(&key(connection, k), value, durability)
+        let mut keys: Vec<usize> = (0..size).map(|_| rng.gen_range(0..KEYS_PER_CONNECTION)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let ops: Vec<Op> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let value = (!rng.gen_bool(0.15)).then(|| {
+                    let len = if rng.gen_bool(0.05) {
+                        rng.gen_range(2000..6000)
+                    } else {
+                        rng.gen_range(0..200)
+                    };
+                    format!("\"c{connection}-{n}.{i}-{}\"", "v".repeat(len)).into_bytes()
+                });
+                (k, value)
+            })
+            .collect();
+        log.borrow_mut()[connection].ops.push(ops.clone());
+        let outcome = match &ops[..] {
+            [(k, Some(value))] if size == 1 => engine
+                .set_with(&key(connection, *k), value, durability)
                 .await
-                .map(Some),
-            None => engine
-                .delete_with(&key(connection, k), None, durability)
+                .map(|seq| Some((seq, seq))),
+            [(k, None)] if size == 1 => engine
+                .delete_with(&key(connection, *k), None, durability)
                 .await
-                .map(|deletion| deletion.map(|d| d.seq)),
+                .map(|deletion| deletion.map(|d| (d.seq, d.seq))),
+            _ => {
+                let writes: Vec<BatchWrite> = ops
+                    .iter()
+                    .map(|(k, value)| BatchWrite {
+                        key: Bytes::from(key(connection, *k)),
+                        value: value.clone().map(Bytes::from),
+                        if_version: None,
+                    })
+                    .collect();
+                engine
+                    .batch(&writes, durability)
+                    .await
+                    .map(|results| Some((results[0].version, results[results.len() - 1].version)))
+            }
         };
         let seq = outcome.unwrap_or_else(|error| panic!("connection {connection} op {n}: {error}"));
         let mut log = log.borrow_mut();
@@ -162,7 +193,7 @@ fn durable_floor(acknowledged_at: &[Acknowledged], now: &StoreNow, periodic_inte
         // A delete that found nothing wrote nothing: it makes nothing durable.
         let durable = ack.durability.syncs_before_ack() && ack.seq.is_some();
         let synced = ack.syncs + 2 <= now.syncs;
-        let in_tables = ack.seq.is_some_and(|seq| seq <= now.flushed_seq);
+        let in_tables = ack.seq.is_some_and(|seq| seq.1 <= now.flushed_seq);
         let timer_due =
             ack.durability == Durability::Periodic && ack.at + periodic_interval + PERIODIC_SLACK < now.at;
         if durable || synced || in_tables || timer_due {
@@ -188,18 +219,15 @@ async fn read_all_keys<F: ringkv::io::FileSystem>(engine: &Engine<F>) -> Vec<Vec
 
 /// Checks that `found` (what the image holds for one connection's keys) is the state after some
 /// prefix of `ops` no shorter than `at_least`; returns that prefix's length.
-fn prefix_length(
-    ops: &[(usize, Option<Vec<u8>>)],
-    found: &[Option<Vec<u8>>],
-    at_least: usize,
-) -> Option<usize> {
+fn prefix_length(ops: &[Vec<Op>], found: &[Option<Vec<u8>>], at_least: usize) -> Option<usize> {
     consistent_prefixes(ops, found)
         .into_iter()
         .find(|&k| k >= at_least)
 }
 
-/// Every `k` such that `found` is the state after the first `k` of `ops`, in increasing order.
-fn consistent_prefixes(ops: &[(usize, Option<Vec<u8>>)], found: &[Option<Vec<u8>>]) -> Vec<usize> {
+/// Every `k` such that `found` is the state after the first `k` writes of `ops`, in increasing
+/// order (never inside a batch).
+fn consistent_prefixes(ops: &[Vec<Op>], found: &[Option<Vec<u8>>]) -> Vec<usize> {
     let mut consistent = Vec::new();
     let mut state: Vec<Option<Vec<u8>>> = vec![None; found.len()];
     let mut mismatches = state.iter().zip(found).filter(|(a, b)| a != b).count();
@@ -210,14 +238,15 @@ fn consistent_prefixes(ops: &[(usize, Option<Vec<u8>>)], found: &[Option<Vec<u8>
         if k == ops.len() {
             break;
         }
-        let (index, value) = &ops[k];
-        let before = state[*index] == found[*index];
-        state[*index] = value.clone();
-        let after = state[*index] == found[*index];
-        match (before, after) {
-            (true, false) => mismatches += 1,
-            (false, true) => mismatches -= 1,
-            _ => {}
+        for (index, value) in &ops[k] {
+            let before = state[*index] == found[*index];
+            state[*index] = value.clone();
+            let after = state[*index] == found[*index];
+            match (before, after) {
+                (true, false) => mismatches += 1,
+                (false, true) => mismatches -= 1,
+                _ => {}
+            }
         }
     }
     consistent
@@ -228,21 +257,19 @@ fn consistent_prefixes(ops: &[(usize, Option<Vec<u8>>)], found: &[Option<Vec<u8>
 /// of every kept write and below the seq of its first acknowledged write not kept. A delete
 /// that found nothing wrote nothing (no seq); the write in flight (issued, not acknowledged) has
 /// a seq above every acknowledged one of its connection, unknown otherwise.
-fn seq_ranges(seqs: &[Option<u64>], acknowledged: usize, consistent: &[usize]) -> Vec<(u64, u64)> {
-    let last_acknowledged = seqs[..acknowledged].iter().flatten().max().copied().unwrap_or(0);
+fn seq_ranges(seqs: &[Option<(u64, u64)>], acknowledged: usize, consistent: &[usize]) -> Vec<(u64, u64)> {
+    // A kept batch puts S at or above its last seq; one not kept, below its first.
+    let last = |seqs: &[Option<(u64, u64)>]| seqs.iter().flatten().map(|seq| seq.1).max();
+    let first = |seqs: &[Option<(u64, u64)>]| seqs.iter().flatten().map(|seq| seq.0).min();
+    let last_acknowledged = last(&seqs[..acknowledged]).unwrap_or(0);
     consistent
         .iter()
         .map(|&k| {
             if k > acknowledged {
                 return (last_acknowledged + 1, u64::MAX);
             }
-            let low = seqs[..k].iter().flatten().max().copied().unwrap_or(0);
-            let high = seqs[k..acknowledged]
-                .iter()
-                .flatten()
-                .min()
-                .copied()
-                .unwrap_or(u64::MAX);
+            let low = last(&seqs[..k]).unwrap_or(0);
+            let high = first(&seqs[k..acknowledged]).unwrap_or(u64::MAX);
             (low, high)
         })
         .collect()
@@ -376,7 +403,7 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize, mixe
                 totals.ops_acknowledged += progress.acknowledged;
                 totals.writes_beyond_acknowledged += kept.saturating_sub(progress.acknowledged);
                 totals.writes_lost_unacknowledged_or_unsynced += progress.issued - kept;
-                let seqs: Vec<Option<u64>> = log[c].acknowledged_at[..progress.acknowledged]
+                let seqs: Vec<Option<(u64, u64)>> = log[c].acknowledged_at[..progress.acknowledged]
                     .iter()
                     .map(|ack| ack.seq)
                     .chain((progress.issued > progress.acknowledged).then_some(None))
@@ -531,7 +558,11 @@ fn mixed_classes_with_fdatasync_keep_every_durable_write_in_every_crash_image() 
 
 #[test]
 fn prefix_check_sees_holes_and_foreign_values() {
-    let ops = vec![(0, Some(b"a".to_vec())), (1, Some(b"b".to_vec())), (0, None)];
+    let ops = vec![
+        vec![(0, Some(b"a".to_vec()))],
+        vec![(1, Some(b"b".to_vec()))],
+        vec![(0, None)],
+    ];
     assert_eq!(prefix_length(&ops, &[None, None], 0), Some(0));
     assert_eq!(prefix_length(&ops, &[Some(b"a".to_vec()), None], 0), Some(1));
     assert_eq!(prefix_length(&ops, &[None, Some(b"b".to_vec())], 0), Some(3));
@@ -540,6 +571,14 @@ fn prefix_check_sees_holes_and_foreign_values() {
     assert_eq!(prefix_length(&ops, &[Some(b"x".to_vec()), None], 0), None);
     // Acknowledged writes are required.
     assert_eq!(prefix_length(&ops, &[Some(b"a".to_vec()), None], 2), None);
+    // A batch is all or nothing: half of one is no prefix.
+    let batch = vec![vec![(0, Some(b"a".to_vec())), (1, Some(b"b".to_vec()))]];
+    assert_eq!(
+        prefix_length(&batch, &[Some(b"a".to_vec()), Some(b"b".to_vec())], 0),
+        Some(1)
+    );
+    assert_eq!(prefix_length(&batch, &[Some(b"a".to_vec()), None], 0), None);
+    assert_eq!(prefix_length(&batch, &[None, Some(b"b".to_vec())], 0), None);
 }
 
 /// Two connections' prefixes, each valid alone, that no single log prefix explains: connection
@@ -547,14 +586,21 @@ fn prefix_check_sees_holes_and_foreign_values() {
 #[test]
 fn cross_connection_check_sees_a_later_write_kept_and_an_earlier_one_lost() {
     // Connection 0: writes with seqs 2 and 5; connection 1: 3 and 7.
-    let zero = seq_ranges(&[Some(2), Some(5)], 2, &[2]);
-    let one = seq_ranges(&[Some(3), Some(7)], 2, &[0]);
+    let one_seq = |seq: u64| Some((seq, seq));
+    let zero = seq_ranges(&[one_seq(2), one_seq(5)], 2, &[2]);
+    let one = seq_ranges(&[one_seq(3), one_seq(7)], 2, &[0]);
     assert_eq!(one_log_prefix(&[zero.clone(), one]), None);
-    let one_kept_first = seq_ranges(&[Some(3), Some(7)], 2, &[1]);
-    assert_eq!(one_log_prefix(&[zero, one_kept_first]), Some(5));
+    let one_kept_first = seq_ranges(&[one_seq(3), one_seq(7)], 2, &[1]);
+    assert_eq!(one_log_prefix(&[zero.clone(), one_kept_first]), Some(5));
     // A write in flight counts above the connection's acknowledged ones; a no-op delete has no seq.
-    let in_flight = seq_ranges(&[Some(4), None], 1, &[2]);
+    let in_flight = seq_ranges(&[one_seq(4), None], 1, &[2]);
     assert_eq!(in_flight, vec![(5, u64::MAX)]);
-    let noop = seq_ranges(&[Some(4), None, Some(9)], 3, &[1, 2]);
+    let noop = seq_ranges(&[one_seq(4), None, one_seq(9)], 3, &[1, 2]);
     assert_eq!(noop, vec![(4, 9), (4, 9)]);
+    // A batch of seqs 3 to 6 kept puts the prefix at 6 or above; connection 0's write 5 must
+    // then be kept too.
+    let batch_kept = seq_ranges(&[Some((3, 6))], 1, &[1]);
+    assert_eq!(one_log_prefix(&[zero, batch_kept.clone()]), Some(6));
+    let zero_lost_5 = seq_ranges(&[one_seq(2), one_seq(5)], 2, &[1]);
+    assert_eq!(one_log_prefix(&[zero_lost_5, batch_kept]), None);
 }

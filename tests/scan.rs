@@ -392,3 +392,82 @@ fn a_write_in_flight_at_the_first_page_stays_out_of_later_pages() {
         engine.close().await.unwrap();
     });
 }
+
+/// A kept snapshot holds the memtables it reads past their flush; when it expires they are
+/// freed on the background thread like every flushed memtable, not on the serving ring.
+#[test]
+fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires() {
+    use bytes::Bytes;
+    use ringkv::config::{Durability, StoreConfig};
+    use ringkv::engine::{Engine, ScanRange, ScanStart};
+    use ringkv::io::UringFs;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memtable_bytes: 64 << 10,
+        scan_snapshot_ttl: std::time::Duration::from_secs(1),
+        ..StoreConfig::for_dir(dir.path())
+    };
+    let value = format!("\"{}\"", "v".repeat(100)).into_bytes();
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        for i in 0..300 {
+            engine.set(format!("k{i:05}").as_bytes(), &value).await.unwrap();
+        }
+        let range = ScanRange {
+            lower: Bytes::new(),
+            upper: None,
+            reverse: false,
+            keys_only: false,
+        };
+        let first = engine.scan(ScanStart::New(range), Some(10)).await.unwrap();
+        assert!(first.more);
+        assert_eq!(engine.scan_snapshots(), 1);
+        // Enough writes that the memtable the snapshot holds is frozen and flushed.
+        for i in 0..3000 {
+            engine
+                .set_with(format!("k{:05}", i % 1000).as_bytes(), &value, Durability::Never)
+                .await
+                .unwrap();
+        }
+        engine.settle_background().await.unwrap();
+        let stats = engine.stats();
+        assert!(stats.flushes >= 2, "{stats:?}");
+        assert_eq!(
+            stats.memtables_freed_in_background,
+            stats.flushes - 1,
+            "the memtable the snapshot holds is not freed yet: {stats:?}"
+        );
+        // Still readable through the cursor: the snapshot's memtable is intact.
+        let second = engine
+            .scan(
+                ScanStart::Continue {
+                    id: first.snapshot.unwrap(),
+                    after: first.items.last().unwrap().key.clone(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.items.len(), 10);
+        assert_eq!(second.items[0].key, "k00010");
+        // Expired, it is let go at the next flush or scan, and its memtable freed off this ring.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let range = ScanRange {
+            lower: Bytes::from_static(b"zz"),
+            upper: None,
+            reverse: false,
+            keys_only: false,
+        };
+        engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
+        assert_eq!(engine.scan_snapshots(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut stats = engine.stats();
+        while stats.memtables_freed_in_background < stats.flushes && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            stats = engine.stats();
+        }
+        assert_eq!(stats.memtables_freed_in_background, stats.flushes, "{stats:?}");
+        engine.close().await.unwrap();
+    });
+}

@@ -115,6 +115,12 @@ impl Background {
         })
     }
 
+    /// A sender of jobs that does not keep the channel open (for holders that outlive the
+    /// engine's use of it, such as a scan's snapshot handing back its memtables).
+    pub fn weak_sender(&self) -> Option<mpsc::WeakUnboundedSender<Job>> {
+        self.jobs.as_ref().map(UnboundedSender::downgrade)
+    }
+
     /// Queues a job (ignored once the worker has stopped; its failure was already reported).
     pub fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {

@@ -212,17 +212,13 @@ impl<F: FileSystem> Worker<F> {
             Job::Free(memtable) => {
                 // The flush job's own reference is gone by now: this thread dropped it as the
                 // flush returned, before it could take any further job; the serving ring let go
-                // of its slots before it sent this. So this is the last one, and the walk that
-                // frees it happens here, off the serving ring.
-                let references = Arc::strong_count(&memtable);
-                let last = Arc::into_inner(memtable);
-                assert!(
-                    last.is_some(),
-                    "a flushed memtable handed back to be freed still had {} other references",
-                    references - 1
-                );
-                drop(last);
-                self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
+                // of its slots before it sent this. A scan's snapshot may still hold it: the last
+                // of the two to let go (`Arc::into_inner` decides, atomically) frees it, and a
+                // snapshot hands it back here to do so.
+                if let Some(last) = Arc::into_inner(memtable) {
+                    drop(last);
+                    self.status.memtables_freed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Job::DeleteTable(number) => {
                 let path = FileKind::Table(number).path(&self.options.dir);

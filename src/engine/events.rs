@@ -47,10 +47,7 @@ impl<F: FileSystem> Engine<F> {
                 }
                 if let Some(id) = flushed_memtable {
                     let flushed = self.memtables.borrow_mut().remove_flushed(id);
-                    // A scan's snapshot may still hold it: then the snapshot's release frees it.
-                    if let Some(memtable) =
-                        flushed.filter(|memtable| std::sync::Arc::strong_count(memtable) == 1)
-                    {
+                    if let Some(memtable) = flushed {
                         self.send_background(Job::Free(memtable));
                     }
                 }

@@ -11,7 +11,8 @@
 //! goes first); a cursor whose snapshot is gone, or from another run of the server, gets
 //! [`Error::SnapshotGone`] (410). Expired snapshots are let go on the next scan and whenever a
 //! flush or compaction installs a version, so their memtables and table files do not outlive
-//! them by more than that.
+//! them by more than that. A memtable whose flush is done and that a snapshot was the last to
+//! hold is freed on the background thread, as flushed memtables are.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::mpsc::WeakUnboundedSender;
 
 use super::Engine;
 use crate::background::Job;
@@ -80,6 +82,22 @@ pub(super) struct Snapshot {
     /// Newest first.
     memtables: Vec<Arc<Memtable>>,
     visibility: Arc<Visibility>,
+    /// Where a memtable this snapshot was the last to hold goes to be freed.
+    background: Option<WeakUnboundedSender<Job>>,
+}
+
+impl Drop for Snapshot {
+    /// Freeing a memtable walks every entry (about 100 ms for a full one): one whose flush is
+    /// done and that only this snapshot still held goes to the background thread, as the flush
+    /// hands back the ones no snapshot holds (`Job::Free`).
+    fn drop(&mut self) {
+        let background = self.background.as_ref().and_then(WeakUnboundedSender::upgrade);
+        for memtable in self.memtables.drain(..) {
+            if let (Some(last), Some(background)) = (Arc::into_inner(memtable), &background) {
+                let _ = background.send(Job::Free(Arc::new(last)));
+            }
+        }
+    }
 }
 
 /// A kept snapshot: what it sees, the range of the scan that took it, and when it expires.
@@ -168,6 +186,11 @@ impl<F: FileSystem> Engine<F> {
             version: self.version.borrow().clone(),
             memtables: self.memtables.borrow().all(),
             visibility: Arc::new(Visibility { seq, excluded }),
+            background: self
+                .background
+                .borrow()
+                .as_ref()
+                .and_then(crate::background::Background::weak_sender),
         }
     }
 
@@ -235,8 +258,9 @@ impl<F: FileSystem> Engine<F> {
                 .min_by_key(|(_, kept)| kept.expires)
                 .map(|(number, _)| *number);
             if let Some(kept) = oldest.and_then(|number| snapshots.live.remove(&number)) {
+                // Dropped outside the borrow: its `Drop` sends memtables to the background.
                 drop(snapshots);
-                self.release_snapshot(kept.snapshot);
+                drop(kept);
                 snapshots = self.snapshots.borrow_mut();
             }
         }
@@ -276,22 +300,8 @@ impl<F: FileSystem> Engine<F> {
                 .filter_map(|number| snapshots.live.remove(&number).map(|kept| kept.snapshot))
                 .collect()
         };
-        for snapshot in expired {
-            self.release_snapshot(snapshot);
-        }
-    }
-
-    /// A memtable only a snapshot still held (its flush is done) is freed on the background
-    /// thread, as a flushed one is: freeing walks every entry.
-    fn release_snapshot(&self, snapshot: Rc<Snapshot>) {
-        let Ok(snapshot) = Rc::try_unwrap(snapshot) else {
-            // A page being read holds it; it goes when that page is done.
-            return;
-        };
-        for memtable in snapshot.memtables {
-            if Arc::strong_count(&memtable) == 1 {
-                self.send_background(Job::Free(memtable));
-            }
-        }
+        // Dropped outside the borrow (a page being read may still hold one: it goes when that
+        // page is done).
+        drop(expired);
     }
 }
