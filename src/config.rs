@@ -247,6 +247,8 @@ pub struct StoreConfig {
     /// How long a scan's snapshot is kept after its last page for the next one
     /// (`engine::scan`).
     pub scan_snapshot_ttl: Duration,
+    /// How flushes and compactions store SST data blocks (`--compression`).
+    pub compression: crate::sst::Compression,
 }
 
 /// Writes per second while level 0 is at its slowdown count, shared by all writers: each write
@@ -286,6 +288,7 @@ impl StoreConfig {
             max_key_bytes: 4 << 10,
             max_value_bytes: 1 << 20,
             scan_snapshot_ttl: Duration::from_secs(60),
+            compression: crate::sst::Compression::Lz4,
         }
     }
 }

@@ -153,6 +153,12 @@ struct Cli {
     #[arg(long, env = "RINGKV_MAX_SCAN_LIMIT", default_value = "1000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_scan_limit: u64,
 
+    /// How flushes and compactions store SST data blocks: lz4 (a block is kept compressed
+    /// where that saves at least 12.5%), or none. Tables already written keep theirs until
+    /// compaction rewrites them.
+    #[arg(long, env = "RINGKV_COMPRESSION", default_value = "lz4", value_parser = parse_keyword::<ringkv::sst::Compression>)]
+    compression: ringkv::sst::Compression,
+
     /// How long a scan's snapshot is kept after its last page, for the cursor of the next one
     /// (e.g. 60s). It holds the tables and memtables the scan reads, so that later pages see
     /// the first page's snapshot; a cursor used later gets 410.
@@ -267,6 +273,7 @@ fn main() -> ExitCode {
         background_write_bytes_per_sec: cli.background_write_bytes_per_sec,
         background_io_bytes: cli.background_io_bytes,
         scan_snapshot_ttl: cli.scan_snapshot_ttl,
+        compression: cli.compression,
         max_key_bytes: cli.max_key_bytes,
         max_value_bytes: cli.max_value_bytes,
     };

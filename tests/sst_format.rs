@@ -11,7 +11,7 @@ use ringkv::filename::FileKind;
 use ringkv::io::UringFs;
 use ringkv::manifest;
 use ringkv::rate_limit::RateLimiter;
-use ringkv::sst::{format::FOOTER_BYTES, TableBuilder, TableMeta, TableReaders, TableScanner};
+use ringkv::sst::{format::FOOTER_BYTES, Compression, TableBuilder, TableMeta, TableReaders, TableScanner};
 
 /// Key `i` and its value; every 7th key is a tombstone, every 50th value is 10 KiB (a block of
 /// its own), so blocks of every shape appear.
@@ -29,7 +29,7 @@ const ENTRIES: u32 = 5000;
 
 async fn write_table(dir: &Path) -> Arc<TableMeta> {
     let limiter = RateLimiter::new(0, 1 << 20);
-    let mut builder = TableBuilder::create(&UringFs, dir.to_path_buf(), 7, &limiter)
+    let mut builder = TableBuilder::create(&UringFs, dir.to_path_buf(), 7, &limiter, Compression::Lz4)
         .await
         .unwrap();
     for i in 0..ENTRIES {
@@ -262,4 +262,79 @@ fn manifest_torn_tail_is_dropped_but_damage_before_a_valid_edit_is_reported() {
             other => panic!("{other:?}"),
         }
     });
+}
+
+/// `tests/fixtures/sst-format-1`: a data directory written by ringkv before data blocks could be
+/// compressed (SST format 1, at `6553e45`): 1,500 JSON documents `doc:00000` to `doc:01499` set
+/// over HTTP with `--memtable-bytes 64KiB --wal-segment-bytes 256KiB --max-value-bytes 64KiB`,
+/// every tenth deleted, then a clean SIGTERM. Today's code reads it, and compaction rewrites its
+/// tables in format 2 without losing anything.
+#[test]
+fn tables_of_format_1_are_read_and_rewritten_by_compaction() {
+    use ringkv::config::StoreConfig;
+    use ringkv::engine::Engine;
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sst-format-1");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let formats = |dir: &Path| -> Vec<u32> {
+        let mut formats = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "sst") {
+                let bytes = std::fs::read(&path).unwrap();
+                let footer = &bytes[bytes.len() - FOOTER_BYTES..];
+                formats.push(u32::from_le_bytes(footer[8..12].try_into().unwrap()));
+            }
+        }
+        formats
+    };
+    assert!(formats(dir.path()).iter().all(|&format| format == 1));
+    assert!(formats(dir.path()).len() >= 3);
+    let document = |i: u32| {
+        let tags = ["[]", "[\"a\"]", "[\"a\", \"b\"]"][(i % 3) as usize];
+        format!(
+            "{{\"id\": {i}, \"name\": \"user {i}\", \"email\": \"user{i}@example.com\", \"tags\": {tags}, \"score\": {}}}",
+            i * 7 % 101
+        )
+    };
+    let config = StoreConfig {
+        wal_segment_bytes: 256 << 10,
+        max_value_bytes: 64 << 10,
+        memtable_bytes: 64 << 10,
+        ..StoreConfig::for_dir(dir.path())
+    };
+    tokio_uring::start(async {
+        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
+        let check = |engine: std::rc::Rc<Engine<UringFs>>| async move {
+            for i in 0..1500 {
+                let got = engine.get(format!("doc:{i:05}").as_bytes()).await.unwrap();
+                if i % 10 == 0 {
+                    assert_eq!(got, None, "doc {i} was deleted");
+                } else {
+                    assert_eq!(got.map(|v| v.value), Some(document(i).into()), "doc {i}");
+                }
+            }
+        };
+        check(engine.clone()).await;
+        // New keys between the old ones: every compaction of level 0 overlaps the old tables.
+        for round in 0..4 {
+            for i in 0..1500 {
+                let key = format!("doc:{i:05}/{round}");
+                engine.set(key.as_bytes(), document(i).as_bytes()).await.unwrap();
+            }
+            engine.flush().await.unwrap();
+        }
+        engine.settle_background().await.unwrap();
+        check(engine.clone()).await;
+        engine.close().await.unwrap();
+    });
+    let after = formats(dir.path());
+    assert!(
+        after.iter().all(|&format| format == 2),
+        "compaction rewrote every format-1 table: {after:?}"
+    );
 }

@@ -57,7 +57,10 @@ impl<F: FileSystem> Worker<F> {
             &self.options.dir,
             &task,
             sources,
-            self.options.target_file_bytes,
+            compaction::Output {
+                target_file_bytes: self.options.target_file_bytes,
+                compression: self.options.compression,
+            },
             &self.compaction_limiter,
             || self.allocate(),
             &self.stop,

@@ -36,8 +36,14 @@ impl<F: FileSystem> Worker<F> {
         }
         if !job.memtable.is_empty() {
             let number = self.allocate();
-            let mut builder =
-                TableBuilder::create(&self.fs, self.options.dir.clone(), number, &self.flush_limiter).await?;
+            let mut builder = TableBuilder::create(
+                &self.fs,
+                self.options.dir.clone(),
+                number,
+                &self.flush_limiter,
+                self.options.compression,
+            )
+            .await?;
             let mut written = Ok(());
             for (key, entry) in job.memtable.newest_entries() {
                 // A shutdown does not wait for a flush paced by the rate limit: the WAL still

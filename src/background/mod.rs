@@ -43,6 +43,8 @@ pub struct BackgroundOptions {
     pub io_bytes: usize,
     /// Where retired WAL segments go for reuse.
     pub recycle: std::sync::Arc<crate::wal::RecyclePool>,
+    /// How flushes and compactions store data blocks.
+    pub compression: crate::sst::Compression,
 }
 
 /// Counters the benchmarks and tests read.

@@ -9,4 +9,4 @@ mod run;
 
 pub use choose::{choose, Policy, TableSummary, Task};
 pub use edit::edit_for;
-pub use run::run;
+pub use run::{run, Output};

@@ -15,7 +15,15 @@ use super::Task;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::rate_limit::RateLimiter;
-use crate::sst::{Entry, TableBuilder, TableMeta, TableScanner};
+use crate::sst::{Compression, Entry, TableBuilder, TableMeta, TableScanner};
+
+/// The shape of a compaction's output tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// A table is closed once it reaches this size.
+    pub target_file_bytes: u64,
+    pub compression: Compression,
+}
 
 /// Heap order: smallest key first, then the highest seq, then the newer source.
 type HeapItem = Reverse<(Bytes, Reverse<u64>, usize)>;
@@ -24,14 +32,14 @@ type HeapItem = Reverse<(Bytes, Reverse<u64>, usize)>;
 /// target level's; `allocate` hands out file numbers; `stop` abandons the work early.
 #[expect(
     clippy::too_many_arguments,
-    reason = "the merge's inputs are independent: the task, its tables, the sizes, pacing, numbering and the stop flag"
+    reason = "the merge's inputs are independent: the task, its tables, the outputs' shape, pacing, numbering and the stop flag"
 )]
 pub async fn run<F: FileSystem>(
     fs: &F,
     dir: &Path,
     task: &Task,
     sources: Vec<Arc<TableMeta>>,
-    target_file_bytes: u64,
+    output: Output,
     limiter: &RateLimiter,
     mut allocate: impl FnMut() -> u64,
     stop: &AtomicBool,
@@ -87,11 +95,13 @@ pub async fn run<F: FileSystem>(
                 return Err(Error::ShuttingDown);
             }
             if builder.is_none() {
-                builder = Some(TableBuilder::create(fs, dir.to_path_buf(), allocate(), limiter).await?);
+                builder = Some(
+                    TableBuilder::create(fs, dir.to_path_buf(), allocate(), limiter, output.compression).await?,
+                );
             }
             let table = builder.as_mut().expect("created above");
             table.add(&entry.key, entry.seq, entry.value.as_deref()).await?;
-            if table.estimated_bytes() >= target_file_bytes {
+            if table.estimated_bytes() >= output.target_file_bytes {
                 let full = builder.take().expect("present");
                 outputs.push(full.finish().await?);
             }

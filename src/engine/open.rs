@@ -138,6 +138,7 @@ impl<F: FileSystem> Engine<F> {
                 write_bytes_per_sec: config.background_write_bytes_per_sec,
                 io_bytes: config.background_io_bytes,
                 recycle,
+                compression: config.compression,
             },
             version.clone(),
             events,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::block::BlockBuilder;
+use super::block::{BlockBuilder, Compression};
 use super::bloom::{key_hash, BloomFilter};
 use super::format::{self, Footer, IndexEntry, FOOTER_BYTES};
 use super::table::TableMeta;
@@ -46,11 +46,18 @@ pub struct TableBuilder<'a, F: FileSystem> {
     max_seq: u64,
     /// Bytes of finished blocks so far.
     data_bytes: u64,
+    compression: Compression,
 }
 
 impl<'a, F: FileSystem> TableBuilder<'a, F> {
     /// Creates `<number>.sst.tmp` in `dir`.
-    pub async fn create(fs: &F, dir: PathBuf, number: u64, limiter: &'a RateLimiter) -> Result<Self> {
+    pub async fn create(
+        fs: &F,
+        dir: PathBuf,
+        number: u64,
+        limiter: &'a RateLimiter,
+        compression: Compression,
+    ) -> Result<Self> {
         let tmp_path = FileKind::TableTmp(number).path(&dir);
         let file = fs
             .open(&tmp_path, OpenMode::CREATE_NEW)
@@ -75,6 +82,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
             entry_count: 0,
             max_seq: 0,
             data_bytes: 0,
+            compression,
         })
     }
 
@@ -122,7 +130,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
 
     /// Writes the block out; its index entry is made with the next key (or by `finish`).
     async fn finish_block(&mut self) -> Result<()> {
-        let block = self.block.finish();
+        let block = self.block.finish(self.compression);
         debug_assert!(self.unindexed_block.is_none());
         self.unindexed_block = Some((self.data_bytes, coding::len_u32(block.len())));
         self.data_bytes += block.len() as u64;
@@ -209,6 +217,7 @@ impl<'a, F: FileSystem> TableBuilder<'a, F> {
         let index_len = coding::len_u32(tail.len()) - filter_len;
         let filter_offset = self.data_bytes;
         let footer = Footer {
+            format_version: format::FORMAT_VERSION,
             block_count: coding::len_u32(self.index.len()),
             entry_count: self.entry_count,
             filter_offset,

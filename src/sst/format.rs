@@ -8,7 +8,9 @@ use super::bloom::BloomFilter;
 use crate::checksum::masked_crc32c;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RINGKVST");
-pub const FORMAT_VERSION: u32 = 1;
+/// Written since 2026-12-01: data blocks carry a compression byte (`block::decode`). Format 1
+/// tables (no compression byte) are still read; compaction rewrites them in format 2.
+pub const FORMAT_VERSION: u32 = 2;
 pub const FOOTER_BYTES: usize = 64;
 // Magic 8, version 4, blocks 4, entries 8, filter offset 8 and length 4, index length 4 and offset
 // 8, max version 8, 4 reserved, checksum 4; inside the file's last block, which is read whole.
@@ -18,6 +20,8 @@ const _: () = assert!(FOOTER_BYTES <= crate::io::BLOCK_BYTES);
 /// The fixed-size record at the end of every SST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Footer {
+    /// 1 or 2 (`FORMAT_VERSION`): how the data blocks are stored.
+    pub format_version: u32,
     pub block_count: u32,
     pub entry_count: u64,
     pub filter_offset: u64,
@@ -31,7 +35,7 @@ impl Footer {
     pub fn encode(&self) -> [u8; FOOTER_BYTES] {
         let mut out = [0u8; FOOTER_BYTES];
         out[0..8].copy_from_slice(&MAGIC.to_le_bytes());
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.format_version.to_le_bytes());
         out[12..16].copy_from_slice(&self.block_count.to_le_bytes());
         out[16..24].copy_from_slice(&self.entry_count.to_le_bytes());
         out[24..32].copy_from_slice(&self.filter_offset.to_le_bytes());
@@ -61,13 +65,14 @@ impl Footer {
                 "footer checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
             ));
         }
-        if u32_at(8) != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&u32_at(8)) {
             return Err(format!(
-                "format version {} (this build reads {FORMAT_VERSION})",
+                "format version {} (this build reads 1 to {FORMAT_VERSION})",
                 u32_at(8)
             ));
         }
         let footer = Footer {
+            format_version: u32_at(8),
             block_count: u32_at(12),
             entry_count: u64_at(16),
             filter_offset: u64_at(24),

@@ -15,7 +15,7 @@ mod scan;
 pub mod separator;
 mod table;
 
-pub use block::Entry;
+pub use block::{Compression, Entry};
 pub use builder::TableBuilder;
 pub use cache::BlockCache;
 pub use reader::TableReaders;

@@ -76,9 +76,9 @@ impl<'a, F: FileSystem> TableScanner<'a, F> {
             let block = self.load_block(self.next_block).await?;
             let offset = self.meta.index[self.next_block].offset;
             self.next_block += 1;
-            let count = block::verify(&block)
+            let (entries, count) = block::decode(block, self.meta.footer.format_version)
                 .map_err(|reason| Error::sst_corruption(&self.meta.path, offset, reason))?;
-            for entry in EntryIter::new(block, count) {
+            for entry in EntryIter::new(entries, count) {
                 let entry = entry.map_err(|reason| Error::sst_corruption(&self.meta.path, offset, reason))?;
                 self.entries.push_back(entry);
             }

@@ -202,8 +202,8 @@ async fn read_exact<D: DataFile>(file: &D, path: &Path, offset: u64, len: usize)
     Ok(buf.as_slice()[..len].to_vec())
 }
 
-/// Reads data block `block` of `meta` from `file` and checks it; returns the whole block with
-/// its trailer, and its entry count.
+/// Reads data block `block` of `meta` from `file`, checks and decodes it; returns its entries
+/// (for `block::EntryIter`) and their count.
 pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -> Result<(Bytes, u32)> {
     let entry = &meta.index[block];
     let start = round_down_to_block(entry.offset);
@@ -219,10 +219,9 @@ pub async fn read_block<D: DataFile>(file: &D, meta: &TableMeta, block: usize) -
         ));
     }
     // Copied out of the aligned read (up to two blocks larger) so that a cached block holds
-    // exactly what the cache accounts for.
+    // exactly what the cache accounts for (a compressed one is decoded into its own buffer).
     let from = coding::to_usize(entry.offset - start);
-    let block_bytes = Bytes::copy_from_slice(&buf.as_slice()[from..from + entry.len as usize]);
-    let count = super::block::verify(&block_bytes)
-        .map_err(|reason| Error::sst_corruption(&meta.path, entry.offset, reason))?;
-    Ok((block_bytes, count))
+    let stored = Bytes::copy_from_slice(&buf.as_slice()[from..from + entry.len as usize]);
+    super::block::decode(stored, meta.footer.format_version)
+        .map_err(|reason| Error::sst_corruption(&meta.path, entry.offset, reason))
 }
