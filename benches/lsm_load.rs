@@ -8,8 +8,12 @@
 //!
 //! `cargo bench --bench lsm_load -- [--keys N] [--dir PATH] [--reads N] [--overwrites N]
 //!  [--writers N] [--readers N] [--memtable-bytes B] [--block-cache-bytes B]
-//!  [--background-write-bytes-per-sec B] [--background-io-bytes B] [--fsync STRATEGY]`
-//! (`--fsync` takes the server's strategies: `never`, `group` (the default), `always`, ...)
+//!  [--background-write-bytes-per-sec B] [--background-io-bytes B] [--fsync STRATEGY]
+//!  [--values padded|json|random] [--compression lz4|none]`
+//! (`--fsync` takes the server's strategies: `never`, `group` (the default), `always`, ...;
+//! `--values`: the 100-byte values: a zero-padded number (the default, compresses ~10x), JSON
+//! documents with names, cities and words (as real documents compress), or random
+//! alphanumerics (they do not))
 //! Defaults: 10,000,000 keys in /var/tmp (must be a file system with `O_DIRECT`: not tmpfs).
 
 use std::cell::{Cell, RefCell};
@@ -42,6 +46,16 @@ struct Options {
     background_write_bytes_per_sec: u64,
     background_io_bytes: usize,
     fsync: FsyncStrategy,
+    values: Values,
+    compression: ringkv::sst::Compression,
+}
+
+/// What the values look like (each is `VALUE_BYTES` of JSON text).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Values {
+    Padded,
+    Json,
+    Random,
 }
 
 impl Options {
@@ -58,6 +72,8 @@ impl Options {
             background_write_bytes_per_sec: 256 << 20,
             background_io_bytes: 64 << 10,
             fsync: FsyncStrategy::Group,
+            values: Values::Padded,
+            compression: ringkv::sst::Compression::Lz4,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
         while let Some(flag) = args.next() {
@@ -83,6 +99,19 @@ impl Options {
                         .parse()
                         .unwrap_or_else(|error| panic!("--fsync {value}: {error}"));
                 }
+                "--values" => {
+                    options.values = match value.as_str() {
+                        "padded" => Values::Padded,
+                        "json" => Values::Json,
+                        "random" => Values::Random,
+                        other => panic!("--values {other}: use padded, json or random"),
+                    };
+                }
+                "--compression" => {
+                    options.compression = value
+                        .parse()
+                        .unwrap_or_else(|error| panic!("--compression {value}: {error}"));
+                }
                 _ => panic!("unknown option {flag}"),
             }
         }
@@ -101,11 +130,85 @@ fn key(i: u64) -> [u8; KEY_BYTES] {
     out
 }
 
-/// A 100-byte JSON string naming the pass and the key index.
-fn value(pass: char, i: u64) -> Vec<u8> {
-    let text = format!("\"{pass}{i:0>width$}\"", width = VALUE_BYTES - 3);
-    debug_assert_eq!(text.len(), VALUE_BYTES);
+/// Value `i` of pass `pass` (`VALUE_BYTES` of JSON text) in the run's kind.
+fn value(kind: Values, pass: char, i: u64) -> Vec<u8> {
+    let text = match kind {
+        Values::Padded => format!("\"{pass}{i:0>width$}\"", width = VALUE_BYTES - 3),
+        Values::Json => json_document(pass, i),
+        Values::Random => {
+            let mut rng = StdRng::seed_from_u64(mix(i) ^ u64::from(pass));
+            let body: String = (0..VALUE_BYTES - 2)
+                .map(|_| {
+                    char::from(
+                        b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+                            [rng.gen_range(0..64)],
+                    )
+                })
+                .collect();
+            format!("\"{body}\"")
+        }
+    };
+    assert_eq!(text.len(), VALUE_BYTES, "{text}");
     text.into_bytes()
+}
+
+/// A user record as a JSON document: name, city and score from the key's hash, and a short bio
+/// of common words, cut to `VALUE_BYTES`.
+fn json_document(pass: char, i: u64) -> String {
+    const FIRST: [&str; 16] = [
+        "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Ken", "Dennis", "Leslie", "Frances", "John",
+        "Margaret", "Niklaus", "Radia", "Tony", "Karen",
+    ];
+    const LAST: [&str; 16] = [
+        "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Thompson", "Ritchie", "Lamport",
+        "Allen", "Backus", "Hamilton", "Wirth", "Perlman", "Hoare", "Jones",
+    ];
+    const CITIES: [&str; 8] = [
+        "London", "Paris", "Berlin", "Oslo", "Lisbon", "Zurich", "Vienna", "Prague",
+    ];
+    const WORDS: [&str; 16] = [
+        "writes",
+        "storage",
+        "systems",
+        "and",
+        "likes",
+        "fast",
+        "durable",
+        "logs",
+        "trees",
+        "the",
+        "of",
+        "with",
+        "compilers",
+        "networks",
+        "papers",
+        "coffee",
+    ];
+    let h = mix(i ^ (u64::from(pass) << 56));
+    let mut text = format!(
+        "{{\"id\":{i},\"name\":\"{} {}\",\"city\":\"{}\",\"score\":{},\"bio\":\"",
+        FIRST[(h & 15) as usize],
+        LAST[((h >> 4) & 15) as usize],
+        CITIES[((h >> 8) & 7) as usize],
+        (h >> 16) % 1000
+    );
+    let mut words = h >> 26;
+    while text.len() < VALUE_BYTES - 2 {
+        text.push_str(WORDS[(words & 15) as usize]);
+        text.push(' ');
+        words = words.rotate_right(4) ^ 0x9e37;
+    }
+    text.truncate(VALUE_BYTES - 2);
+    text.push_str("\"}");
+    text
+}
+
+/// A bijective mix of `x` (splitmix64's finaliser).
+fn mix(x: u64) -> u64 {
+    let mut x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -152,6 +255,7 @@ type Store = Rc<Engine<UringFs>>;
 async fn write_keys(
     engine: &Store,
     indexes: impl Iterator<Item = u64> + 'static,
+    values: Values,
     pass: char,
     writers: usize,
     label: &str,
@@ -170,7 +274,7 @@ async fn write_keys(
                     let next = queue.borrow_mut().next();
                     let Some(i) = next else { return };
                     let began = Instant::now();
-                    engine.set(&key(i), &value(pass, i)).await.expect("set");
+                    engine.set(&key(i), &value(values, pass, i)).await.expect("set");
                     latencies
                         .borrow_mut()
                         .saturating_record(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -212,6 +316,7 @@ async fn write_keys(
 /// the others, and the elapsed time.
 async fn read_keys(
     engine: &Store,
+    values: Values,
     keys: u64,
     count: u64,
     readers: usize,
@@ -246,7 +351,7 @@ async fn read_keys(
                     }
                     let found = found.unwrap_or_else(|| panic!("key {i} missing"));
                     assert!(
-                        found.value.ends_with(format!("{i}\"").as_bytes()),
+                        found.value == value(values, 'v', i) || found.value == value(values, 'o', i),
                         "key {i}: wrong value"
                     );
                 }
@@ -285,9 +390,14 @@ async fn run(options: Options) {
         block_cache_bytes: options.block_cache_bytes,
         background_write_bytes_per_sec: options.background_write_bytes_per_sec,
         background_io_bytes: options.background_io_bytes,
+        compression: options.compression,
         ..StoreConfig::for_dir(&data_dir)
     };
     let user_bytes = options.keys * (KEY_BYTES + VALUE_BYTES) as u64;
+    eprintln!(
+        "lsm_load: values {:?}, compression {:?}",
+        options.values, options.compression
+    );
     eprintln!(
         "lsm_load: {} keys ({:.0} MiB of keys and values) into {}, memtable {:.0} MiB, block cache {:.0} MiB, background I/O {:.0} MiB/s in {} KiB requests, {} writers, {} readers",
         options.keys,
@@ -303,7 +413,15 @@ async fn run(options: Options) {
     let (engine, _) = Engine::open(UringFs, &config).await.expect("open");
     let written_before = proc_io("write_bytes");
 
-    let (load, load_time) = write_keys(&engine, 0..options.keys, 'v', options.writers, "load").await;
+    let (load, load_time) = write_keys(
+        &engine,
+        0..options.keys,
+        options.values,
+        'v',
+        options.writers,
+        "load",
+    )
+    .await;
     let settle_start = Instant::now();
     engine.settle_background().await.expect("settle");
     let settle_time = settle_start.elapsed();
@@ -319,7 +437,15 @@ async fn run(options: Options) {
     // Let deletions of compacted-away files and the kernel's writeback finish first.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let always = Rc::new(|| true);
-    let (idle, _, idle_time) = read_keys(&engine, options.keys, options.reads, options.readers, always).await;
+    let (idle, _, idle_time) = read_keys(
+        &engine,
+        options.values,
+        options.keys,
+        options.reads,
+        options.readers,
+        always,
+    )
+    .await;
     let cache = engine.stats();
 
     // With compactions paused, overwrite a random part of the keys, enough for the trigger's worth
@@ -336,14 +462,28 @@ async fn run(options: Options) {
     let keys = options.keys;
     let overwrite = (0..overwrites).map(move |_| rng.gen_range(0..keys));
     engine.pause_compactions(true);
-    let (overwrite_load, overwrite_time) =
-        write_keys(&engine, overwrite, 'o', options.writers, "overwrite").await;
+    let (overwrite_load, overwrite_time) = write_keys(
+        &engine,
+        overwrite,
+        options.values,
+        'o',
+        options.writers,
+        "overwrite",
+    )
+    .await;
     engine.flush().await.expect("flush");
     // The same tables as the reads during compaction will see at first, with no compaction
     // running: separates the cost of a deeper L0 from the interference of the compaction.
     let always = Rc::new(|| true);
-    let (deep_l0, _, deep_l0_time) =
-        read_keys(&engine, options.keys, options.reads / 2, options.readers, always).await;
+    let (deep_l0, _, deep_l0_time) = read_keys(
+        &engine,
+        options.values,
+        options.keys,
+        options.reads / 2,
+        options.readers,
+        always,
+    )
+    .await;
     let deep_l0_tables = engine.stats().tables_per_level[0];
     engine.pause_compactions(false);
     let watched = engine.clone();
@@ -356,7 +496,15 @@ async fn run(options: Options) {
         }
         busy_since.get().elapsed() < Duration::from_secs(2)
     });
-    let (_, during, during_time) = read_keys(&engine, options.keys, u64::MAX, options.readers, busy).await;
+    let (_, during, during_time) = read_keys(
+        &engine,
+        options.values,
+        options.keys,
+        u64::MAX,
+        options.readers,
+        busy,
+    )
+    .await;
     engine.settle_background().await.expect("settle");
     let peak_rss = proc_status_kib("VmHWM");
     let end = engine.stats();

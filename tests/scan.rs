@@ -334,9 +334,17 @@ fn a_scan_leaves_the_block_cache_alone() {
         (0.0, 0.0),
         "the scan neither filled nor counted in the cache"
     );
-    // Point reads still fill it.
+    // Point reads still fill it, and count: a miss, then a hit.
     assert_eq!(client.get("key00042").status, 200);
-    assert!(cache(&mut client).0 > 0.0);
+    let (bytes, lookups) = cache(&mut client);
+    assert!(bytes > 0.0 && lookups >= 1.0);
+    assert_eq!(client.get("key00042").status, 200);
+    let text = String::from_utf8(client.request("GET", "/metrics", None).body).unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("ringkv_block_cache_hits_total ") && !line.ends_with(" 0")),
+        "a second read of the same block is a hit"
+    );
 }
 
 /// A write appended but not yet acknowledged when a scan's first page is read has a version

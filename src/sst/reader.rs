@@ -72,7 +72,7 @@ impl<F: FileSystem> TableReaders<F> {
         let Some(block) = meta.block_for(key) else {
             return Ok(None);
         };
-        let cached = self.cache.borrow().peek(meta.number, coding::len_u32(block));
+        let cached = self.cache.borrow_mut().get(meta.number, coding::len_u32(block));
         let (bytes, count) = if let Some(cached) = cached {
             cached
         } else {
