@@ -3,8 +3,9 @@
 //! rounds run with 64 KiB memtables, compaction at 2 L0 files and slow background writes, so that
 //! kills land while tables are being written (the test counts the rounds that left an unfinished
 //! `.sst.tmp` behind), and writers overwrite a small key space so compaction has versions to drop.
-//! A quarter of the writes are deletes, and every restart re-reads the keys of all earlier rounds
-//! of its data directory, not only its own.
+//! A quarter of the writes are deletes, one in eight is a batch setting two fresh keys at once
+//! (after the restart both or neither are there), and every restart re-reads the keys of all
+//! earlier rounds of its data directory, not only its own.
 
 mod common;
 
@@ -23,11 +24,18 @@ const WRITERS: usize = 8;
 /// nothing after an acknowledged delete.
 type KeyState = Option<(u64, u64)>;
 
-/// A write a writer sends: set the key to a value, or delete it.
+/// A write a writer sends: set the key to a value, delete it, or set it and `{key}+` to a value
+/// in one batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
     Set(u64),
     Del,
+    BatchSet(u64),
+}
+
+/// The second key of a batch whose first key is `key`.
+fn batch_partner(key: &str) -> String {
+    format!("{key}+")
 }
 
 /// Every key any round of one data directory wrote, with the state a restart must show. Carried
@@ -123,6 +131,8 @@ fn kill_round(
                     let (key, op) = if i % 4 == 3 && !live.is_empty() {
                         let (key, _, _) = &live[rng.gen_range(0..live.len())];
                         (key.clone(), Op::Del)
+                    } else if i % 8 == 5 {
+                        (format!("r{round}-w{writer}-b{i}"), Op::BatchSet(i))
                     } else {
                         (format!("r{round}-w{writer}-{}", i % key_space), Op::Set(i))
                     };
@@ -135,6 +145,17 @@ fn kill_round(
                             )
                         }
                         Op::Del => format!("DELETE /del?key={} HTTP/1.1\r\n\r\n", common::encode(&key)),
+                        Op::BatchSet(value) => {
+                            let body = json!({"ops": [
+                                {"op": "set", "key": key, "value": value},
+                                {"op": "set", "key": batch_partner(&key), "value": value},
+                            ]})
+                            .to_string();
+                            format!(
+                                "POST /batch HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        }
                     };
                     // A dead server shows up as a failed send or a failed read; stop there.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -154,6 +175,16 @@ fn kill_round(
                             return;
                         }
                     };
+                    if let Op::BatchSet(value) = op {
+                        // Fresh keys, never deleted: both acknowledged with the batch.
+                        let results = response.json()["results"].clone();
+                        let mut acknowledged = acknowledged.lock().unwrap();
+                        for (index, batch_key) in [key.clone(), batch_partner(&key)].into_iter().enumerate() {
+                            let version = results[index]["version"].as_u64().unwrap();
+                            acknowledged.push((batch_key, Some((value, version))));
+                        }
+                        continue;
+                    }
                     let at = live.iter().position(|(live_key, _, _)| *live_key == key);
                     let state = match op {
                         Op::Set(value) => {
@@ -175,6 +206,7 @@ fn kill_round(
                             );
                             None
                         }
+                        Op::BatchSet(_) => unreachable!("answered above"),
                     };
                     acknowledged.lock().unwrap().push((key, state));
                 }
@@ -245,6 +277,28 @@ fn kill_round(
     }
     for (key, got) in landed {
         model.keys.insert(key, got);
+    }
+    // A batch in flight at the kill: both of its keys landed, or neither.
+    for (key, op) in &in_flight {
+        let Op::BatchSet(value) = *op else { continue };
+        let pair = [key.clone(), batch_partner(key)];
+        let found: Vec<Option<u64>> = pair
+            .iter()
+            .map(|key| {
+                let response = client.get(key);
+                (response.status == 200).then(|| response.json()["value"].as_u64().unwrap())
+            })
+            .collect();
+        assert!(
+            found == [None, None] || found == [Some(value), Some(value)],
+            "batch {pair:?} in flight at the kill is half there: {found:?}"
+        );
+        if let [Some(_), Some(_)] = found[..] {
+            for key in pair {
+                let version = client.get(&key).json()["version"].as_u64().unwrap();
+                model.keys.insert(key, Some((value, version)));
+            }
+        }
     }
     let after = client.set("after-restart", &json!(round)).json()["version"]
         .as_u64()
