@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 /// A loop-mounted ext4 image, unmounted on drop.
@@ -95,14 +96,25 @@ fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_is_freed() {
 
     let server = TestServer::start(&data, SERVER_ARGS);
     let mut client = server.connect();
-    let value = json!("v".repeat(16 << 10));
+    // Incompressible: LZ4 would shrink a repeated letter to nothing, and the disk never fill.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut value = || {
+        let text: String = (0..16 << 10)
+            .map(|_| {
+                char::from(
+                    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"[rng.gen_range(0..64)],
+                )
+            })
+            .collect();
+        json!(text)
+    };
     let mut acknowledged = Vec::new();
     let mut full = 0;
     let mut other_failures = Vec::new();
     let begun = Instant::now();
     for i in 0..20_000 {
         let key = format!("k{i:05}");
-        let response = client.set(&key, &value);
+        let response = client.set(&key, &value());
         match response.status {
             200 => acknowledged.push(key),
             507 => {
