@@ -178,6 +178,8 @@ fn batches_are_all_or_nothing_and_answer_per_op() {
         assert!(response.json()["error"].is_string());
     }
     assert_eq!(client.request("POST", "/batch", Some("{not json")).status, 400);
+    let in_query = json!({"ops":[{"op":"set","key":"x","value":1}]});
+    assert_eq!(post(&mut client, "/batch?if_version=0", &in_query).status, 400);
     let wrong_method = client.request("GET", "/batch", None);
     assert_eq!(
         (wrong_method.status, wrong_method.header("Allow")),

@@ -8,7 +8,9 @@
 //! of every key, so a later page sees exactly what the first one would have, whatever was
 //! written, flushed or compacted since. A snapshot is kept for `scan_snapshot_ttl` after its
 //! last page (`--scan-snapshot-ttl`), at most `SNAPSHOTS_MAX` at once (the least recently used
-//! goes first); a cursor whose snapshot is gone, or from another run of the server, gets
+//! goes first), and their flushed memtables at most `PINNED_MEMTABLES_MAX` memtables' worth of
+//! bytes (past it the least recently used go); a cursor whose snapshot is gone, or from
+//! another run of the server, gets
 //! [`Error::SnapshotGone`] (410). Expired snapshots are let go on the next scan and whenever a
 //! flush or compaction installs a version, so their memtables and table files do not outlive
 //! them by more than that. A memtable whose flush is done and that a snapshot was the last to
@@ -34,6 +36,9 @@ use crate::version::Version;
 
 /// Snapshots kept at once for cursors.
 const SNAPSHOTS_MAX: usize = 1024;
+/// Flushed memtables kept snapshots may pin, in memtables' worth of bytes (`--memtable-bytes`
+/// each): past it the least recently used snapshots are let go (their cursors get 410).
+const PINNED_MEMTABLES_MAX: u64 = 4;
 /// Keys and values one page holds at most (past it the page ends early, `more` set): a page
 /// of large values stays bounded in memory whatever its `limit`.
 pub const SCAN_PAGE_BYTES: usize = 1 << 20;
@@ -284,17 +289,18 @@ impl<F: FileSystem> Engine<F> {
     /// Lets go of the snapshots whose time is up.
     pub(super) fn release_expired_snapshots(&self) {
         let now = self.fs.now();
-        let expired: Vec<Rc<Snapshot>> = {
+        let released: Vec<Rc<Snapshot>> = {
             let mut snapshots = self.snapshots.borrow_mut();
             if snapshots.live.is_empty() {
                 return;
             }
-            let numbers: Vec<u64> = snapshots
+            let mut numbers: Vec<u64> = snapshots
                 .live
                 .iter()
                 .filter(|(_, kept)| kept.expires <= now)
                 .map(|(number, _)| *number)
                 .collect();
+            numbers.extend(self.over_pinned_budget(&snapshots, &numbers));
             numbers
                 .into_iter()
                 .filter_map(|number| snapshots.live.remove(&number).map(|kept| kept.snapshot))
@@ -302,6 +308,44 @@ impl<F: FileSystem> Engine<F> {
         };
         // Dropped outside the borrow (a page being read may still hold one: it goes when that
         // page is done).
-        drop(expired);
+        drop(released);
+    }
+
+    /// The snapshots (least recently used first, beyond those in `leaving`) to let go so that
+    /// the flushed memtables kept snapshots pin stay within `PINNED_MEMTABLES_MAX` memtables'
+    /// worth of bytes: many slow scans under a heavy write load would otherwise pin a memtable
+    /// each per flush until their time is up.
+    fn over_pinned_budget(&self, snapshots: &Snapshots, leaving: &[u64]) -> Vec<u64> {
+        let live: Vec<Arc<Memtable>> = self.memtables.borrow().all();
+        let is_live = |table: &Arc<Memtable>| live.iter().any(|l| Arc::ptr_eq(l, table));
+        let mut kept: Vec<(&u64, &Kept)> = snapshots
+            .live
+            .iter()
+            .filter(|(number, _)| !leaving.contains(number))
+            .collect();
+        // Most recently used first: the oldest go first.
+        kept.sort_by_key(|(_, kept)| std::cmp::Reverse(kept.expires));
+        let budget = PINNED_MEMTABLES_MAX * self.config.memtable_bytes;
+        let mut pinned: Vec<*const Memtable> = Vec::new();
+        let mut bytes = 0;
+        let mut over = Vec::new();
+        for (number, kept) in kept {
+            let mut adds = 0;
+            let mut new_tables = Vec::new();
+            for table in kept.snapshot.memtables.iter().filter(|table| !is_live(table)) {
+                let at = Arc::as_ptr(table);
+                if !pinned.contains(&at) && !new_tables.contains(&at) {
+                    adds += table.approximate_bytes();
+                    new_tables.push(at);
+                }
+            }
+            if bytes + adds > budget {
+                over.push(*number);
+            } else {
+                bytes += adds;
+                pinned.extend(new_tables);
+            }
+        }
+        over
     }
 }

@@ -109,7 +109,11 @@ pub async fn start<'e, F: FileSystem>(
                     Err(response) => Err(response),
                 },
                 ("/set", Some(if_version)) => set_if(engine, limits, body, if_version, class).await,
-                ("/batch", _) => batch(engine, limits, body, class).await,
+                ("/batch", None) => batch(engine, limits, body, class).await,
+                ("/batch", Some(_)) => Err(Response::error(
+                    Status::BadRequest,
+                    "a batch takes if_version on each op (\"if_version\":N), not in the query",
+                )),
                 _ => delete(engine, limits, query, if_version, class).await,
             };
             with_durability(answer, class)
