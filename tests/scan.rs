@@ -36,6 +36,16 @@ fn scan_all(client: &mut Client, query: &str) -> (Vec<Json>, usize) {
     unreachable!()
 }
 
+/// Every key from `lower` on, ascending (for the tests that drive the engine directly).
+fn ascending_from(lower: &'static [u8], keys_only: bool) -> ringkv::engine::ScanRange {
+    ringkv::engine::ScanRange {
+        lower: bytes::Bytes::from_static(lower),
+        upper: None,
+        reverse: false,
+        keys_only,
+    }
+}
+
 fn keys(items: &[Json]) -> Vec<String> {
     items
         .iter()
@@ -355,7 +365,7 @@ fn a_scan_leaves_the_block_cache_alone() {
 fn a_write_in_flight_at_the_first_page_stays_out_of_later_pages() {
     use bytes::Bytes;
     use ringkv::config::{Durability, StoreConfig};
-    use ringkv::engine::{Engine, ScanRange, ScanStart};
+    use ringkv::engine::{Engine, ScanStart};
     use ringkv::io::UringFs;
 
     let dir = tempfile::tempdir().unwrap();
@@ -368,12 +378,7 @@ fn a_write_in_flight_at_the_first_page_stays_out_of_later_pages() {
         // `b` is in the WAL's open batch, not yet durable nor applied.
         let in_flight = engine.begin_set(b"b", b"2", Durability::Group).await.unwrap();
         let also_later = engine.begin_set(b"d", b"2", Durability::Group).await.unwrap();
-        let range = ScanRange {
-            lower: Bytes::new(),
-            upper: None,
-            reverse: false,
-            keys_only: false,
-        };
+        let range = ascending_from(b"", false);
         let first = engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
         assert_eq!(first.items[0].key, "a");
         in_flight.finish().await.unwrap();
@@ -407,9 +412,8 @@ fn a_write_in_flight_at_the_first_page_stays_out_of_later_pages() {
 /// freed on the background thread like every flushed memtable, not on the serving ring.
 #[test]
 fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires() {
-    use bytes::Bytes;
     use ringkv::config::{Durability, StoreConfig};
-    use ringkv::engine::{Engine, ScanRange, ScanStart};
+    use ringkv::engine::{Engine, ScanStart};
     use ringkv::io::UringFs;
 
     let dir = tempfile::tempdir().unwrap();
@@ -424,12 +428,7 @@ fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires(
         for i in 0..300 {
             engine.set(format!("k{i:05}").as_bytes(), &value).await.unwrap();
         }
-        let range = ScanRange {
-            lower: Bytes::new(),
-            upper: None,
-            reverse: false,
-            keys_only: false,
-        };
+        let range = ascending_from(b"", false);
         let first = engine.scan(ScanStart::New(range), Some(10)).await.unwrap();
         assert!(first.more);
         assert_eq!(engine.scan_snapshots(), 1);
@@ -463,12 +462,7 @@ fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires(
         assert_eq!(second.items[0].key, "k00010");
         // Expired, it is let go at the next flush or scan, and its memtable freed off this ring.
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-        let range = ScanRange {
-            lower: Bytes::from_static(b"zz"),
-            upper: None,
-            reverse: false,
-            keys_only: false,
-        };
+        let range = ascending_from(b"zz", false);
         engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
         assert_eq!(engine.scan_snapshots(), 0);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -487,9 +481,8 @@ fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires(
 /// snapshot goes (its cursor gets 410), not the memory.
 #[test]
 fn kept_snapshots_pin_at_most_four_flushed_memtables() {
-    use bytes::Bytes;
     use ringkv::config::{Durability, StoreConfig};
-    use ringkv::engine::{Engine, ScanRange, ScanStart};
+    use ringkv::engine::{Engine, ScanStart};
     use ringkv::io::UringFs;
     use ringkv::Error;
 
@@ -511,23 +504,13 @@ fn kept_snapshots_pin_at_most_four_flushed_memtables() {
                     .await
                     .unwrap();
             }
-            let range = ScanRange {
-                lower: Bytes::new(),
-                upper: None,
-                reverse: false,
-                keys_only: true,
-            };
+            let range = ascending_from(b"", true);
             let page = engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
             cursors.push((page.snapshot.unwrap(), page.items[0].key.clone()));
         }
         engine.settle_background().await.unwrap();
         // One more scan: releases run on scans and on installs.
-        let range = ScanRange {
-            lower: Bytes::from_static(b"zz"),
-            upper: None,
-            reverse: false,
-            keys_only: true,
-        };
+        let range = ascending_from(b"zz", true);
         engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
         assert!(
             engine.scan_snapshots() < 8,

@@ -11,7 +11,7 @@ use super::{Deletion, Engine, VersionedValue};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
-use crate::wal::{batch, BatchOp, RecordKind, Ticket};
+use crate::wal::{batch, BatchOp, Ticket};
 
 /// A key's newest appended state.
 struct KeyState {
@@ -139,17 +139,7 @@ impl<F: FileSystem> Engine<F> {
         if !state.satisfies(Some(if_version)) {
             return Err(mismatch(0, key, state).await);
         }
-        let (seq, ticket) = self.wal.append(RecordKind::Put, key, value, durability)?;
-        let slot = self.note_append(key, value);
-        self.appended(
-            slot,
-            Bytes::copy_from_slice(key),
-            seq,
-            Some(Bytes::copy_from_slice(value)),
-            ticket,
-        )
-        .finish()
-        .await
+        self.append_one(key, Some(value), durability)?.finish().await
     }
 
     /// Deletes `key`; returns the value it removed, or `None` if there was none (then nothing is
@@ -177,11 +167,7 @@ impl<F: FileSystem> Engine<F> {
             state.acknowledged().await?;
             return Ok(None);
         };
-        let (seq, ticket) = self.wal.append(RecordKind::Delete, key, b"", durability)?;
-        let slot = self.note_append(key, b"");
-        self.appended(slot, Bytes::copy_from_slice(key), seq, None, ticket)
-            .finish()
-            .await?;
+        let seq = self.append_one(key, None, durability)?.finish().await?;
         Ok(Some(Deletion { removed, seq }))
     }
 

@@ -43,13 +43,30 @@ impl<F: FileSystem> Engine<F> {
         durability: Durability,
     ) -> Result<AppendedWrite<'_, F>> {
         self.admit(1).await?;
-        let (seq, ticket) = self.wal.append(RecordKind::Put, key, value, durability)?;
-        let slot = self.note_append(key, value);
+        self.append_one(key, Some(value), durability)
+    }
+
+    /// Appends a put (`value: Some`) or a delete of one key, admitted already, and records it
+    /// as pending: the step every single-key write ends with.
+    pub(super) fn append_one(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        durability: Durability,
+    ) -> Result<AppendedWrite<'_, F>> {
+        let kind = if value.is_some() {
+            RecordKind::Put
+        } else {
+            RecordKind::Delete
+        };
+        let bytes = value.unwrap_or_default();
+        let (seq, ticket) = self.wal.append(kind, key, bytes, durability)?;
+        let slot = self.note_append(key, bytes);
         Ok(self.appended(
             slot,
             Bytes::copy_from_slice(key),
             seq,
-            Some(Bytes::copy_from_slice(value)),
+            value.map(Bytes::copy_from_slice),
             ticket,
         ))
     }
@@ -245,7 +262,7 @@ impl<F: FileSystem> Engine<F> {
 
     /// Records a write just appended as pending (a read-modify-write reads it as the key's
     /// newest state, in the same synchronous step as the append).
-    pub(super) fn appended(
+    fn appended(
         &self,
         slot: Rc<Slot>,
         key: Bytes,
