@@ -55,7 +55,8 @@ pub const DEFAULT_PERIODIC_INTERVAL: Duration = Duration::from_secs(1);
 /// All classes share one WAL: a durable write makes every record before it durable too, so a
 /// weaker write acknowledged before a stronger one is as durable as that one once it is
 /// acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Acknowledged once its WAL write completes; made durable only by a later durable write or a
     /// clean shutdown.
@@ -425,13 +426,16 @@ pub struct HttpConfig {
     pub max_batch_ops: usize,
     /// Largest page a `GET /scan` gets (a larger `limit` is lowered to it).
     pub max_scan_limit: usize,
+    /// Cluster mode: the largest Raft request body read (an append of many entries, a
+    /// snapshot chunk); 0 on a single node.
+    pub raft_body_bytes: usize,
 }
 
 impl HttpConfig {
     /// The largest request body worth reading: a value at the limit plus a key at the limit
     /// written entirely as `\uXXXX` escapes, plus the JSON punctuation around them.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_value_bytes + 6 * self.max_key_bytes + 64
+        (self.max_value_bytes + 6 * self.max_key_bytes + 64).max(self.raft_body_bytes)
     }
 }
 

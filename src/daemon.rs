@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 
+use std::rc::Rc;
+
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::config::{HttpConfig, StoreConfig};
 use crate::engine::Engine;
 use crate::fd_budget::FdBudget;
@@ -17,7 +20,11 @@ const LISTEN_BACKLOG: i32 = 4096;
 const RING_ENTRIES: u32 = 4096;
 
 /// Runs the server until a signal stops it. The error is a message for the operator.
-pub fn run(mut store: StoreConfig, mut http: HttpConfig) -> Result<(), String> {
+pub fn run(
+    mut store: StoreConfig,
+    mut http: HttpConfig,
+    cluster: Option<ClusterConfig>,
+) -> Result<(), String> {
     crate::panic_trigger::install_abort_hook();
     let listener = bind(http.listen)?;
     let budget = fd_budget(&store, &http)?;
@@ -40,7 +47,7 @@ pub fn run(mut store: StoreConfig, mut http: HttpConfig) -> Result<(), String> {
     tokio_uring::builder()
         .entries(RING_ENTRIES)
         .uring_builder(&flags)
-        .start(serve(listener, store, http, budget))
+        .start(serve(listener, store, http, budget, cluster))
 }
 
 /// Every connection is a descriptor: the soft limit is raised to the hard one (the soft one is
@@ -77,6 +84,7 @@ async fn serve(
     store: StoreConfig,
     http: HttpConfig,
     budget: FdBudget,
+    cluster: Option<ClusterConfig>,
 ) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
@@ -106,7 +114,23 @@ async fn serve(
         budget.table_handles,
     ));
     let http_request_timeout = http.request_timeout;
+    let node = match &cluster {
+        Some(cluster) => Some(ClusterNode::start(engine.clone(), &store, cluster).await?),
+        None => None,
+    };
+    let limits = http.clone();
     let server = Server::new(engine.clone(), http);
+    if let Some(node) = &node {
+        server.serve_cluster(Rc::new(crate::http::cluster::ClusterHttp {
+            node: node.clone(),
+            limits,
+        }));
+        tracing::info!(
+            "cluster node {} serving on {address}; peers {:?}",
+            node.id,
+            node.peers
+        );
+    }
     let accepting = tokio_uring::spawn(server.clone().accept_loop(listener));
     let signal_name = tokio::select! {
         _ = terminate.recv() => "SIGTERM",
@@ -120,6 +144,9 @@ async fn serve(
     let drain_limit = http_request_timeout;
     if !server.wait_drained(drain_limit).await {
         tracing::warn!("some connections were still busy after {drain_limit:?}; stopping anyway");
+    }
+    if let Some(node) = &node {
+        node.shutdown().await;
     }
     engine
         .close()

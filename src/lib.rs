@@ -18,6 +18,7 @@
 
 pub mod background;
 pub mod checksum;
+pub mod cluster;
 pub mod coding;
 pub mod compaction;
 pub mod config;

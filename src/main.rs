@@ -159,6 +159,30 @@ struct Cli {
     #[arg(long, env = "RINGKV_COMPRESSION", default_value = "lz4", value_parser = parse_keyword::<ringkv::sst::Compression>)]
     compression: ringkv::sst::Compression,
 
+    /// Cluster mode: this node's id among --peers. Without it the server is a single node.
+    #[arg(long, env = "RINGKV_NODE_ID", requires = "peers")]
+    node_id: Option<u64>,
+
+    /// Cluster mode: every member's client address, this node's included, as
+    /// ID=HOST:PORT,ID=HOST:PORT,... Raft's messages go to the same ports, under /raft/. Form the
+    /// cluster once with POST /cluster/init on one node (docs/replication.md).
+    #[arg(long, env = "RINGKV_PEERS", requires = "node_id")]
+    peers: Option<String>,
+
+    /// Cluster mode: a follower that hears from no leader for this long (a random time between it
+    /// and twice it) stands for election.
+    #[arg(long, env = "RINGKV_RAFT_ELECTION_TIMEOUT", default_value = "500ms", value_parser = parse_timeout)]
+    raft_election_timeout: Duration,
+
+    /// Cluster mode: how often the leader sends heartbeats (well below the election timeout).
+    #[arg(long, env = "RINGKV_RAFT_HEARTBEAT", default_value = "100ms", value_parser = parse_timeout)]
+    raft_heartbeat: Duration,
+
+    /// Cluster mode: a snapshot (every live key, in memory) is built after this many applied
+    /// entries, and the log before it dropped from memory.
+    #[arg(long, env = "RINGKV_RAFT_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    raft_snapshot_every: u64,
+
     /// How long a scan's snapshot is kept after its last page, for the cursor of the next one
     /// (e.g. 60s). It holds the tables and memtables the scan reads, so that later pages see
     /// the first page's snapshot; a cursor used later gets 410.
@@ -295,8 +319,29 @@ fn main() -> ExitCode {
         max_connections: cli
             .max_connections
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        raft_body_bytes: if cli.node_id.is_some() {
+            ringkv::cluster::network::RAFT_BODY_BYTES
+        } else {
+            0
+        },
     };
-    match ringkv::daemon::run(store, http) {
+    let cluster = match (cli.node_id, &cli.peers) {
+        (Some(node_id), Some(peers)) => match ringkv::cluster::ClusterConfig::parse_peers(peers) {
+            Ok(peers) => Some(ringkv::cluster::ClusterConfig {
+                node_id,
+                peers,
+                election_timeout: (cli.raft_election_timeout, cli.raft_election_timeout * 2),
+                heartbeat_interval: cli.raft_heartbeat,
+                snapshot_every: cli.raft_snapshot_every,
+            }),
+            Err(error) => {
+                tracing::error!("--peers: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    match ringkv::daemon::run(store, http, cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");

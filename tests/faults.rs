@@ -623,6 +623,7 @@ async fn serve_http_while(engine: Rc<Engine<FaultFs>>, client: impl FnOnce(Socke
             max_buffered_bytes: 256 << 20,
             max_batch_ops: 1000,
             max_scan_limit: 1000,
+            raft_body_bytes: 0,
         },
     );
     let accepting = tokio_uring::spawn(

@@ -14,8 +14,8 @@ use crate::io::FileSystem;
 use crate::wal::{batch, BatchOp, Ticket};
 
 /// A key's newest appended state.
-struct KeyState {
-    current: Option<VersionedValue>,
+pub(super) struct KeyState {
+    pub(super) current: Option<VersionedValue>,
     /// The batch of the write that made it, while that write is not yet acknowledged: an answer
     /// that reports this state waits for it, so that it never reports what a failed batch takes
     /// back.
@@ -23,12 +23,12 @@ struct KeyState {
 }
 
 impl KeyState {
-    fn version(&self) -> Option<u64> {
+    pub(super) fn version(&self) -> Option<u64> {
         self.current.as_ref().map(|current| current.version)
     }
 
     /// Whether `if_version` holds: `0` for an absent key, else the current version.
-    fn satisfies(&self, if_version: Option<u64>) -> bool {
+    pub(super) fn satisfies(&self, if_version: Option<u64>) -> bool {
         match if_version {
             None => true,
             Some(0) => self.current.is_none(),
@@ -79,7 +79,7 @@ impl<F: FileSystem> Engine<F> {
     /// which awaits I/O; the answer is then taken in one synchronous pass (a write appended
     /// meanwhile is in `pending` or a memtable by then), again if a flush or compaction
     /// installed a version meanwhile (a lookup may have missed data that moved into a table).
-    async fn current_states(&self, keys: &[&[u8]]) -> Result<Vec<KeyState>> {
+    pub(super) async fn current_states(&self, keys: &[&[u8]]) -> Result<Vec<KeyState>> {
         loop {
             let changes = self.version_changes.get();
             let mut from_tables = Vec::with_capacity(keys.len());

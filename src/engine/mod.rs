@@ -17,10 +17,12 @@ mod events;
 mod memtables;
 mod open;
 mod read;
+mod replicated;
 mod scan;
 mod write;
 
 pub use conditional::{BatchResult, BatchWrite};
+pub use replicated::Applied;
 pub use scan::{ScanPage, ScanRange, ScanStart, SnapshotId, SCAN_PAGE_BYTES};
 pub use write::AppendedWrite;
 
@@ -189,6 +191,9 @@ pub struct Engine<F: FileSystem> {
     /// Set when `close` starts: background events still queued are dropped from then on (their
     /// edits are in the manifest; the next open reads them there).
     closing: Cell<bool>,
+    /// In cluster mode (`crate::cluster`), one more than the last log index applied: writes
+    /// come only from the Raft log, at their index. `None` on a single node.
+    replicated_next: Cell<Option<u64>>,
     _lock: DirLock,
 }
 

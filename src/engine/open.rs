@@ -70,7 +70,11 @@ impl<F: FileSystem> Engine<F> {
                             memtable.insert(Bytes::copy_from_slice(op.key), seq, value);
                         }
                     }
-                    RecordKind::SegmentEnd | RecordKind::DurableMark => return,
+                    // The Raft log's records live in their own directory (`cluster::log_store`).
+                    RecordKind::SegmentEnd
+                    | RecordKind::DurableMark
+                    | RecordKind::RaftEntry
+                    | RecordKind::RaftTruncate => return,
                 }
                 replayed += 1;
             },
@@ -166,6 +170,7 @@ impl<F: FileSystem> Engine<F> {
             seq_lease_extending: Cell::new(false),
             seq_lease_retry_at: Cell::new(0),
             closing: Cell::new(false),
+            replicated_next: Cell::new(None),
             _lock: lock,
         });
         drop(fs.spawn(run_events(Rc::downgrade(&engine), receiver)));

@@ -184,8 +184,8 @@ impl<F: FileSystem> Engine<F> {
         self.snapshots.borrow().live.len()
     }
 
-    fn take_snapshot(&self) -> Snapshot {
-        let seq = self.wal.next_seq() - 1;
+    pub(super) fn take_snapshot(&self) -> Snapshot {
+        let seq = self.log_next_seq().saturating_sub(1);
         let excluded: Vec<u64> = self.unsettled_seqs.borrow().range(..=seq).copied().collect();
         Snapshot {
             version: self.version.borrow().clone(),
@@ -199,7 +199,7 @@ impl<F: FileSystem> Engine<F> {
         }
     }
 
-    fn merge_for(&self, snapshot: &Snapshot, range: &ScanRange, after: Option<Bytes>) -> Merge {
+    pub(super) fn merge_for(&self, snapshot: &Snapshot, range: &ScanRange, after: Option<Bytes>) -> Merge {
         let (from, stop) = if range.reverse {
             let from = match (after, &range.upper) {
                 (Some(after), _) => Bound::Excluded(after),

@@ -240,7 +240,7 @@ impl<F: FileSystem> Engine<F> {
 
     pub(super) fn freeze(&self) {
         let at = FrozenAt {
-            end_seq: self.wal.next_seq(),
+            end_seq: self.log_next_seq(),
             first_live_wal_segment: self.wal.live_segment_floor(),
         };
         self.memtables.borrow_mut().freeze(at);

@@ -3,6 +3,7 @@
 //! [`crate::engine::Engine`].
 
 pub mod batch;
+pub mod cluster;
 pub mod request;
 pub mod response;
 pub mod routes;

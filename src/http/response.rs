@@ -8,6 +8,7 @@ use crate::config::Durability;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
+    TemporaryRedirect,
     BadRequest,
     NotFound,
     MethodNotAllowed,
@@ -25,6 +26,7 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::TemporaryRedirect => 307,
             Status::BadRequest => 400,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
@@ -42,6 +44,7 @@ impl Status {
     fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::TemporaryRedirect => "Temporary Redirect",
             Status::BadRequest => "Bad Request",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
@@ -69,6 +72,8 @@ pub struct Response {
     pub retry_after: Option<u32>,
     /// The `Durability` header of a write's answer: the class that applied.
     pub durability: Option<Durability>,
+    /// Cluster mode: where the leader is (`Location` gets the whole URL, `Leader` its address).
+    pub leader: Option<(String, String)>,
 }
 
 impl Response {
@@ -80,6 +85,7 @@ impl Response {
             allow: None,
             retry_after: None,
             durability: None,
+            leader: None,
         }
     }
 
@@ -127,6 +133,9 @@ impl Response {
         }
         if let Some(durability) = self.durability {
             let _ = write!(out, "Durability: {}\r\n", durability.name());
+        }
+        if let Some((location, address)) = &self.leader {
+            let _ = write!(out, "Location: {location}\r\nLeader: {address}\r\n");
         }
         if let Some(seconds) = self.retry_after {
             let _ = write!(out, "Retry-After: {seconds}\r\n");

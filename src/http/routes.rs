@@ -123,7 +123,7 @@ pub async fn start<'e, F: FileSystem>(
 }
 
 /// The `if_version` parameter of a conditional write, if given.
-fn if_version(query: &str) -> Result<Option<u64>, Response> {
+pub(super) fn if_version(query: &str) -> Result<Option<u64>, Response> {
     let bad = || {
         Response::error(
             Status::BadRequest,
@@ -138,7 +138,7 @@ fn if_version(query: &str) -> Result<Option<u64>, Response> {
 }
 
 /// The class a write gets: its `?durability=`, else the server's, never below the floor.
-fn durability<F: FileSystem>(engine: &Engine<F>, query: &str) -> Result<Durability, Response> {
+pub(super) fn durability<F: FileSystem>(engine: &Engine<F>, query: &str) -> Result<Durability, Response> {
     let requested = match query_param(query, "durability") {
         Ok(None) => None,
         Ok(Some(name)) => Some(name.parse::<Durability>().map_err(|_| {
@@ -167,7 +167,7 @@ fn durability<F: FileSystem>(engine: &Engine<F>, query: &str) -> Result<Durabili
 }
 
 /// Every answer of a write whose class is known names it, failures included.
-fn with_durability(answer: Answer, class: Durability) -> Answer {
+pub(super) fn with_durability(answer: Answer, class: Durability) -> Answer {
     let name = |mut response: Response| {
         response.durability = Some(class);
         response
@@ -175,9 +175,9 @@ fn with_durability(answer: Answer, class: Durability) -> Answer {
     answer.map(name).map_err(name)
 }
 
-type Answer = Result<Response, Response>;
+pub(super) type Answer = Result<Response, Response>;
 
-async fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
+pub(super) async fn get<F: FileSystem>(engine: &Engine<F>, limits: &HttpConfig, query: &str) -> Answer {
     let key = key_from_query(query, limits)?;
     match engine.get(key.as_bytes()).await.map_err(read_error)? {
         Some(found) => Ok(value_response(&key, &found)),
@@ -269,7 +269,7 @@ async fn begin_set<'e, F: FileSystem>(
 }
 
 /// A set's key and value (the value's JSON text, as sent), checked against the limits.
-fn parse_set<'b>(body: &'b [u8], limits: &HttpConfig) -> Result<(String, &'b [u8]), Response> {
+pub(super) fn parse_set<'b>(body: &'b [u8], limits: &HttpConfig) -> Result<(String, &'b [u8]), Response> {
     let parsed: SetBody = serde_json::from_slice(body)
         .map_err(|error| Response::error(Status::BadRequest, &format!("malformed JSON body: {error}")))?;
     let raw_key = parsed
@@ -290,7 +290,7 @@ fn parse_set<'b>(body: &'b [u8], limits: &HttpConfig) -> Result<(String, &'b [u8
 }
 
 /// `{"key":K,"version":N}`.
-fn set_response(key: &str, version: u64) -> Response {
+pub(super) fn set_response(key: &str, version: u64) -> Response {
     let mut body = Vec::with_capacity(key.len() + 32);
     body.extend_from_slice(b"{\"key\":");
     push_json_string(&mut body, key);
@@ -298,7 +298,7 @@ fn set_response(key: &str, version: u64) -> Response {
     Response::json(Status::Ok, body)
 }
 
-fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> {
+pub(super) fn key_from_query(query: &str, limits: &HttpConfig) -> Result<String, Response> {
     let key = match query_param(query, "key") {
         Ok(Some(key)) => key,
         Ok(None) => {
@@ -360,7 +360,7 @@ pub(super) fn value_problem(value: &[u8], limits: &HttpConfig) -> Option<(Status
 }
 
 /// `{"key":K,"value":V,"version":N}`.
-fn value_response(key: &str, found: &VersionedValue) -> Response {
+pub(super) fn value_response(key: &str, found: &VersionedValue) -> Response {
     let mut body = Vec::with_capacity(key.len() + found.value.len() + 40);
     body.extend_from_slice(b"{\"key\":");
     push_json_string(&mut body, key);
@@ -371,7 +371,7 @@ fn value_response(key: &str, found: &VersionedValue) -> Response {
 }
 
 /// A read failed (an I/O error or a damaged block): this request fails, the server goes on.
-fn read_error(error: Error) -> Response {
+pub(super) fn read_error(error: Error) -> Response {
     tracing::error!("read failed: {error}");
     Response::error(Status::InternalServerError, &format!("the read failed: {error}"))
 }
@@ -392,7 +392,7 @@ pub(super) fn store_error(error: Error) -> Response {
 
 /// `409` `{"error":"version mismatch","key":K,"version":CURRENT|null}`, and for a batch's op
 /// `"op":I`, its place in the batch.
-fn version_mismatch(op: Option<usize>, key: &[u8], current: Option<u64>) -> Response {
+pub(super) fn version_mismatch(op: Option<usize>, key: &[u8], current: Option<u64>) -> Response {
     let mut body = Vec::with_capacity(key.len() + 64);
     body.extend_from_slice(b"{\"error\":\"version mismatch\",\"key\":");
     push_json_string(&mut body, &String::from_utf8_lossy(key));

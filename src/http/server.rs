@@ -98,6 +98,8 @@ pub struct Server<F: FileSystem> {
     /// request's, and gives it back once the request is read.
     large_requests: tokio::sync::Semaphore,
     stats: HttpStats,
+    /// Cluster mode: every request goes here instead of straight to the store.
+    cluster: RefCell<Option<Rc<dyn super::cluster::ClusterRoutes>>>,
 }
 
 /// The accept loop's pause after a failed accept: 10 ms, doubling to 1 s while accepts keep
@@ -148,7 +150,13 @@ impl<F: FileSystem> Server<F> {
             ),
             config,
             stats: HttpStats::default(),
+            cluster: RefCell::new(None),
         })
+    }
+
+    /// Serves in cluster mode: requests go to `routes` (set before the accept loop starts).
+    pub fn serve_cluster(&self, routes: Rc<dyn super::cluster::ClusterRoutes>) {
+        *self.cluster.borrow_mut() = Some(routes);
     }
 
     /// Accepts connections until [`Server::stop`], each served by its own task. Past
@@ -381,15 +389,25 @@ impl<F: FileSystem> Server<F> {
                         let scrape = || {
                             crate::metrics::render(&self.engine, &self.stats, self.connections.borrow().len())
                         };
-                        let started = routes::start(
-                            &self.engine,
-                            &self.config,
-                            &scrape,
-                            request.method,
-                            request.target,
-                            &request.body,
-                        )
-                        .await;
+                        let cluster = self.cluster.borrow().clone();
+                        let started = match cluster {
+                            Some(cluster) => Started::Answered(
+                                cluster
+                                    .answer(request.method, request.target, &request.body, &scrape)
+                                    .await,
+                            ),
+                            None => {
+                                routes::start(
+                                    &self.engine,
+                                    &self.config,
+                                    &scrape,
+                                    request.method,
+                                    request.target,
+                                    &request.body,
+                                )
+                                .await
+                            }
+                        };
                         let keep_alive = request.keep_alive && !self.stopping.get();
                         match started {
                             Started::Writing(set) => in_flight.push_back(InFlight {

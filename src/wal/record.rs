@@ -28,6 +28,12 @@ pub enum RecordKind {
     /// Several puts and deletes under one checksum (`wal::batch`): op `i` has seq `seq + i`.
     /// The record's key is empty and its value is the batch body.
     Batch = 5,
+    /// A Raft log entry (cluster mode's log, `src/cluster/log_store.rs`): the key is the
+    /// entry's term and index (8 bytes each, little-endian), the value its payload (JSON).
+    RaftEntry = 6,
+    /// Drops the Raft log's entries from the index in the key (8 bytes, little-endian) on: a
+    /// conflicting, uncommitted suffix the leader replaced.
+    RaftTruncate = 7,
 }
 
 impl RecordKind {
@@ -38,6 +44,8 @@ impl RecordKind {
             3 => Some(RecordKind::SegmentEnd),
             4 => Some(RecordKind::DurableMark),
             5 => Some(RecordKind::Batch),
+            6 => Some(RecordKind::RaftEntry),
+            7 => Some(RecordKind::RaftTruncate),
             _ => None,
         }
     }

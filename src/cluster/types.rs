@@ -1,0 +1,77 @@
+//! What the Raft log carries and what applying it answers: the cluster's `openraft` type
+//! configuration. Entries are JSON on the wire and in the WAL (`docs/replication.md`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Durability;
+
+openraft::declare_raft_types!(
+    /// ringkv's Raft types: node ids are numbers, a node is known by its client address.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+
+/// One write, as a client sent it: a set (`value: Some`, the value's JSON text) or a delete,
+/// with an optional condition (`if_version`, `0`: absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+}
+
+/// A client write in the log. Applied by every replica at its log index, which becomes the
+/// version of every key it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub write: Write,
+    /// The class the request asked for (`?durability=`): how durable the log append must be
+    /// on the leader before the entry counts as appended there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    /// `POST /set` or `DELETE /del` (a delete of an absent key writes nothing: 404).
+    One(Op),
+    /// `POST /batch`: all ops or none, every one at the entry's index.
+    Batch(Vec<Op>),
+}
+
+/// What applying an entry did, handed back to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Per op, its version and, for a delete, the value and version it removed.
+    Done(Vec<OpResult>),
+    /// Op `op`'s condition failed; `current` is its key's version. Nothing was written.
+    Mismatch { op: usize, current: Option<u64> },
+    /// A delete found no key. Nothing was written.
+    Absent,
+    /// A blank or membership entry.
+    #[default]
+    Nothing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpResult {
+    pub version: u64,
+    /// For a delete, the value's JSON text and version it removed.
+    pub removed: Option<(String, u64)>,
+}
