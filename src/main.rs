@@ -171,11 +171,12 @@ struct Cli {
 
     /// Cluster mode: a follower that hears from no leader for this long (a random time between it
     /// and twice it) stands for election.
-    #[arg(long, env = "RINGKV_RAFT_ELECTION_TIMEOUT", default_value = "500ms", value_parser = parse_timeout)]
+    #[arg(long, env = "RINGKV_RAFT_ELECTION_TIMEOUT", default_value = "750ms", value_parser = parse_timeout)]
     raft_election_timeout: Duration,
 
-    /// Cluster mode: how often the leader sends heartbeats (well below the election timeout).
-    #[arg(long, env = "RINGKV_RAFT_HEARTBEAT", default_value = "100ms", value_parser = parse_timeout)]
+    /// Cluster mode: how often the leader sends heartbeats (well below the election timeout);
+    /// also how long an append may take before the leader sends it again.
+    #[arg(long, env = "RINGKV_RAFT_HEARTBEAT", default_value = "150ms", value_parser = parse_timeout)]
     raft_heartbeat: Duration,
 
     /// Cluster mode: a snapshot (every live key, in memory) is built after this many applied

@@ -148,6 +148,7 @@ impl ClusterNode {
             raft_config,
             network::Network {
                 times: append_times.clone(),
+                routes: config.peers.clone(),
             },
             opened.log.clone(),
             state_machine.clone(),

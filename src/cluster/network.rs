@@ -32,6 +32,10 @@ pub const RAFT_BODY_BYTES: usize = 32 << 20;
 pub struct Network {
     /// Where the links record how long appends took.
     pub times: Rc<RefCell<BTreeMap<NodeId, AppendTimes>>>,
+    /// This node's `--peers`: where it sends a peer's messages, before the address the
+    /// membership gives (which is what clients are sent to). Each node may route differently,
+    /// through a proxy, a tunnel, or another interface.
+    pub routes: BTreeMap<NodeId, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -40,7 +44,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
         PeerLink {
             target,
-            address: resolve(&node.addr),
+            address: resolve(self.routes.get(&target).unwrap_or(&node.addr)),
             client: None,
             times: self.times.clone(),
         }

@@ -171,12 +171,35 @@ impl ClusterHttp {
             write,
             durability: Some(class),
         };
+        // A node that knows it does not lead redirects before proposing anything: a 307 means
+        // the write was not made, and `curl -L` may send it again. Once proposed, a lost
+        // leadership leaves the outcome unknown (the entry may still commit under the next
+        // leader): that is a 503 saying so, never a redirect a client would follow.
+        let leads = self.node.raft.metrics().borrow().state == openraft::ServerState::Leader;
+        if !leads {
+            let forward = self
+                .node
+                .raft
+                .current_leader()
+                .await
+                .map(|leader_id| ForwardToLeader {
+                    leader_id: Some(leader_id),
+                    leader_node: None,
+                });
+            return Err(match forward {
+                Some(forward) => self.redirect(&forward, target),
+                None => unavailable(
+                    "no leader is known: an election is under way, or this node is cut off from the others",
+                ),
+            });
+        }
         let result = match self.node.raft.client_write(command).await {
             Ok(response) => response.data,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                return Err(self.redirect(&forward, target))
+            Err(error) => {
+                return Err(unavailable(&format!(
+                    "the write's outcome is unknown: it was proposed, then {error}; read the key to see whether it was made"
+                )))
             }
-            Err(error) => return Err(unavailable(&format!("the write was not committed: {error}"))),
         };
         let answer = match (result, batch) {
             (CommandResult::Done(results), Some(writes)) => {

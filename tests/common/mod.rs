@@ -40,9 +40,19 @@ impl TestServer {
 
     /// As [`TestServer::start`], with `command` (the server binary, or a shell that `exec`s it
     /// as its last word, with its own environment) in place of the plain binary.
-    pub fn start_command(dir: &Path, mut command: Command, args: &[&str]) -> TestServer {
+    pub fn start_command(dir: &Path, command: Command, args: &[&str]) -> TestServer {
+        Self::start_listening(dir, command, "127.0.0.1:0", args)
+    }
+
+    /// As [`TestServer::start`], on the address `listen` (a cluster's nodes must know each
+    /// other's ports before they start).
+    pub fn start_at(dir: &Path, listen: &str, args: &[&str]) -> TestServer {
+        Self::start_listening(dir, Command::new(env!("CARGO_BIN_EXE_ringkv")), listen, args)
+    }
+
+    fn start_listening(dir: &Path, mut command: Command, listen: &str, args: &[&str]) -> TestServer {
         let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(dir)
             .args(args)
             .stdin(Stdio::null())
