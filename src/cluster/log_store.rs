@@ -5,7 +5,7 @@
 //! later entry at an index replaces an earlier one, as a truncation does.
 //!
 //! This log is the only write-ahead log in cluster mode: committed entries go straight into the
-//! memtable (`Engine::apply_replicated`). Entries stay in memory from their append until Raft
+//! memtable (`Engine::apply_entry`). Entries stay in memory from their append until Raft
 //! purges them (after a snapshot); on disk a segment is retired once every entry in it is at or
 //! below the store's flushed index, keeping the entry *at* that index for its term.
 
@@ -65,7 +65,7 @@ impl LogStore {
     pub async fn open(
         config: &StoreConfig,
         files: Rc<RaftFiles>,
-        flushed_index: u64,
+        flushed_index: Option<u64>,
     ) -> Result<OpenedLog, String> {
         let fs = UringFs;
         let dir = files.dir().join("log");
@@ -101,20 +101,19 @@ impl LogStore {
             return Err(format!("{}: {damage}", dir.display()));
         }
         let installed = persisted.installed;
-        let floor = flushed_index.max(installed.map_or(0, |id| id.index));
-        // A flushed index of 0 cannot tell "entry 0 is in tables" from "nothing is": entry 0 is
-        // the initial membership, which writes nothing, so it is applied again.
-        let applied = if installed.is_some_and(|id| id.index == floor) {
-            installed
-        } else if floor == 0 {
-            None
-        } else if let Some(entry) = entries.get(&floor) {
-            Some(entry.log_id)
-        } else {
-            return Err(format!(
-                "the Raft log in {} lacks entry {floor}, the store's last applied one: the log and the tables do not belong together",
-                dir.display()
-            ));
+        let floor = flushed_index.max(installed.map(|id| id.index));
+        let applied = match floor {
+            None => None,
+            Some(floor) if installed.is_some_and(|id| id.index == floor) => installed,
+            Some(floor) => match entries.get(&floor) {
+                Some(entry) => Some(entry.log_id),
+                None => {
+                    return Err(format!(
+                        "the Raft log in {} lacks entry {floor}, the store's last applied one: the log and the tables do not belong together",
+                        dir.display()
+                    ))
+                }
+            },
         };
         let entries = match applied {
             Some(id) => entries.split_off(&(id.index + 1)),
@@ -181,7 +180,10 @@ impl LogStore {
     /// Retires the segments whose entries are all at or below `flushed_index` (the store holds
     /// them in tables), keeping the one holding that entry (its term is what a restart reports).
     /// Called after flushes; the new floor is durable before any file goes.
-    pub async fn retire_flushed(&self, flushed_index: u64) {
+    pub async fn retire_flushed(&self, flushed_index: Option<u64>) {
+        let Some(flushed_index) = flushed_index else {
+            return;
+        };
         let (old_floor, new_floor) = {
             let mut state = self.shared.state.borrow_mut();
             let Some((_, &segment)) = state.segment_of.range(flushed_index..).next() else {
@@ -270,10 +272,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut state = self.shared.state.borrow_mut();
             for entry in entries {
-                let durability = self.shared.config.durability_for(match &entry.payload {
-                    openraft::EntryPayload::Normal(command) => command.durability,
+                // The strongest class any of the entry's requests asked for.
+                let requested = match &entry.payload {
+                    openraft::EntryPayload::Normal(proposal) => proposal
+                        .commands
+                        .iter()
+                        .filter_map(|command| command.durability)
+                        .max(),
                     _ => None,
-                });
+                };
+                let durability = self.shared.config.durability_for(requested);
                 let value = serde_json::to_vec(&entry).map_err(log_error)?;
                 let index = entry.log_id.index;
                 let segment = self.shared.wal.live_segment_floor();

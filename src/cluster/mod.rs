@@ -12,6 +12,7 @@ pub mod files;
 pub mod log_store;
 pub mod network;
 pub mod peer_client;
+pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
@@ -100,6 +101,8 @@ pub struct AppendTimes {
 pub struct ClusterNode {
     pub id: NodeId,
     pub raft: Raft,
+    /// Where client writes go: concurrent ones share a log entry.
+    pub proposer: Rc<proposer::Proposer>,
     pub engine: Rc<Engine<UringFs>>,
     log: LogStore,
     state_machine: StateMachine,
@@ -139,7 +142,10 @@ impl ClusterNode {
             RaftFiles::open(&raft_dir)
                 .map_err(|error| format!("cannot open {}: {error}", raft_dir.display()))?,
         );
-        let opened = LogStore::open(store, files.clone(), stats.flushed_seq).await?;
+        let flushed_index = (stats.flushed_seq > 0)
+            .then(|| types::last_entry_below(stats.flushed_seq + 1))
+            .flatten();
+        let opened = LogStore::open(store, files.clone(), flushed_index).await?;
         let state_machine = StateMachine::open(engine.clone(), files, opened.applied).await?;
         let raft_config = Arc::new(config.raft_config()?);
         let append_times = Rc::new(std::cell::RefCell::new(BTreeMap::new()));
@@ -164,6 +170,7 @@ impl ClusterNode {
         );
         let node = Rc::new(ClusterNode {
             id: config.node_id,
+            proposer: proposer::Proposer::start(raft.clone()),
             raft,
             engine,
             log: opened.log,
@@ -236,7 +243,10 @@ async fn retire_log(node: Weak<ClusterNode>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(node) = node.upgrade() else { return };
         let flushed = node.engine.stats().flushed_seq;
-        node.log.retire_flushed(flushed).await;
+        let flushed_index = (flushed > 0)
+            .then(|| types::last_entry_below(flushed + 1))
+            .flatten();
+        node.log.retire_flushed(flushed_index).await;
     }
 }
 

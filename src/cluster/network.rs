@@ -121,15 +121,15 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             .entries
             .iter()
             .map(|entry| match &entry.payload {
-                openraft::EntryPayload::Normal(command) => match &command.write {
-                    super::types::Write::One(op) => {
-                        2 * (op.key.len() + op.value.as_ref().map_or(0, String::len)) + 128
-                    }
-                    super::types::Write::Batch(ops) => ops
-                        .iter()
-                        .map(|op| 2 * (op.key.len() + op.value.as_ref().map_or(0, String::len)) + 128)
-                        .sum(),
-                },
+                openraft::EntryPayload::Normal(proposal) => proposal
+                    .commands
+                    .iter()
+                    .flat_map(|command| match &command.write {
+                        super::types::Write::One(op) => std::slice::from_ref(op),
+                        super::types::Write::Batch(ops) => &ops[..],
+                    })
+                    .map(|op| 2 * (op.key.len() + op.value.as_ref().map_or(0, String::len)) + 128)
+                    .sum(),
                 _ => 256,
             })
             .sum();

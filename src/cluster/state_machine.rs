@@ -1,5 +1,5 @@
 //! Raft's state machine is the LSM store: committed entries are applied at their index
-//! (`Engine::apply_replicated`), a snapshot is the store's live keys at the applied index
+//! (`Engine::apply_entry`), a snapshot is the store's live keys at the applied index
 //! (`cluster::snapshot`), and installing one makes the store hold exactly that
 //! (`Engine::install_replicated`).
 //!
@@ -18,9 +18,10 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use super::files::RaftFiles;
 use super::snapshot;
 use super::types::{
-    CommandResult, Entry, LogId, OpResult, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Write,
+    first_seq, CommandResult, Entry, LogId, OpResult, Outcomes, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig, Write,
 };
-use crate::engine::{Applied, BatchWrite, Engine};
+use crate::engine::{Applied, BatchWrite, Engine, ReplicatedWrite};
 use crate::io::UringFs;
 
 /// See the module documentation. Cheap to clone.
@@ -51,7 +52,7 @@ impl StateMachine {
         files: Rc<RaftFiles>,
         applied: Option<LogId>,
     ) -> Result<Self, String> {
-        engine.start_replicated(applied.map(|id| id.index));
+        engine.start_replicated(applied.map_or(0, |id| first_seq(id.index + 1)));
         let machine = StateMachine {
             shared: Rc::new(Shared {
                 engine,
@@ -125,10 +126,11 @@ impl StateMachine {
     async fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
         let items = snapshot::decode(&data).map_err(sm_error)?;
         let last = meta.last_log_id.map_or(0, |id| id.index);
+        let last_seq = meta.last_log_id.map_or(0, |id| first_seq(id.index + 1) - 1);
         self.shared.files.begin_install(meta, &data).map_err(sm_error)?;
         self.shared
             .engine
-            .install_replicated(last, items)
+            .install_replicated(last_seq, items)
             .await
             .map_err(sm_error)?;
         self.shared
@@ -146,65 +148,76 @@ impl StateMachine {
         Ok(())
     }
 
-    async fn apply_one(&self, entry: Entry) -> Result<CommandResult, StorageError> {
+    async fn apply_one(&self, entry: Entry) -> Result<Outcomes, StorageError> {
         let log_id = entry.log_id;
-        let index = log_id.index;
+        let (first, end) = (first_seq(log_id.index), first_seq(log_id.index + 1));
         let engine = &self.shared.engine;
-        let result = match entry.payload {
+        let outcomes = match entry.payload {
             EntryPayload::Blank => {
-                engine.applied_nothing(index, Applied::Absent).map_err(sm_error)?;
-                CommandResult::Nothing
+                engine.applied_nothing(end);
+                Outcomes::default()
             }
             EntryPayload::Membership(membership) => {
-                engine.applied_nothing(index, Applied::Absent).map_err(sm_error)?;
+                engine.applied_nothing(end);
                 let stored = StoredMembership::new(Some(log_id), membership);
                 self.shared
                     .files
                     .update(|state| state.note_membership(stored.clone()))
                     .map_err(sm_error)?;
                 *self.shared.membership.borrow_mut() = stored;
-                CommandResult::Nothing
+                Outcomes::default()
             }
-            EntryPayload::Normal(command) => {
-                let (ops, single) = match command.write {
-                    Write::One(op) => (vec![op], true),
-                    Write::Batch(ops) => (ops, false),
-                };
-                let writes: Vec<BatchWrite> = ops
+            EntryPayload::Normal(proposal) => {
+                let commands: Vec<ReplicatedWrite> = proposal
+                    .commands
                     .into_iter()
-                    .map(|op| BatchWrite {
-                        key: Bytes::from(op.key),
-                        value: op.value.map(Bytes::from),
-                        if_version: op.if_version,
+                    .map(|command| {
+                        let (ops, single) = match command.write {
+                            Write::One(op) => (vec![op], true),
+                            Write::Batch(ops) => (ops, false),
+                        };
+                        ReplicatedWrite {
+                            writes: ops
+                                .into_iter()
+                                .map(|op| BatchWrite {
+                                    key: Bytes::from(op.key),
+                                    value: op.value.map(Bytes::from),
+                                    if_version: op.if_version,
+                                })
+                                .collect(),
+                            absent_is_noop: single,
+                        }
                     })
                     .collect();
-                match engine
-                    .apply_replicated(index, &writes, single)
-                    .await
-                    .map_err(|error| {
-                        StorageError::from(StorageIOError::apply(log_id, AnyError::error(error.to_string())))
-                    })? {
-                    Applied::Done(results) => CommandResult::Done(
-                        results
-                            .into_iter()
-                            .map(|result| OpResult {
-                                version: result.version,
-                                removed: result.removed.map(|removed| {
-                                    (
-                                        String::from_utf8_lossy(&removed.value).into_owned(),
-                                        removed.version,
-                                    )
-                                }),
-                            })
-                            .collect(),
-                    ),
-                    Applied::Mismatch { op, current } => CommandResult::Mismatch { op, current },
-                    Applied::Absent => CommandResult::Absent,
-                }
+                let applied = engine.apply_entry(first, end, &commands).await.map_err(|error| {
+                    StorageError::from(StorageIOError::apply(log_id, AnyError::error(error.to_string())))
+                })?;
+                Outcomes(applied.into_iter().map(command_result).collect())
             }
         };
         self.shared.last_applied.set(Some(log_id));
-        Ok(result)
+        Ok(outcomes)
+    }
+}
+
+fn command_result(applied: Applied) -> CommandResult {
+    match applied {
+        Applied::Done(results) => CommandResult::Done(
+            results
+                .into_iter()
+                .map(|result| OpResult {
+                    version: result.version,
+                    removed: result.removed.map(|removed| {
+                        (
+                            String::from_utf8_lossy(&removed.value).into_owned(),
+                            removed.version,
+                        )
+                    }),
+                })
+                .collect(),
+        ),
+        Applied::Mismatch { op, current } => CommandResult::Mismatch { op, current },
+        Applied::Absent => CommandResult::Absent,
     }
 }
 
@@ -230,7 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcomes>, StorageError>
     where
         I: IntoIterator<Item = Entry>,
     {

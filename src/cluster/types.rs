@@ -8,8 +8,8 @@ use crate::config::Durability;
 openraft::declare_raft_types!(
     /// ringkv's Raft types: node ids are numbers, a node is known by its client address.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Proposal,
+        R = Outcomes,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -36,8 +36,42 @@ pub struct Op {
     pub if_version: Option<u64>,
 }
 
-/// A client write in the log. Applied by every replica at its log index, which becomes the
-/// version of every key it writes.
+/// Seqs (versions) each log entry owns: entry `i`'s ops get `i * SEQS_PER_ENTRY` on, one per
+/// op, in order. Strictly increasing across leaders and restarts, as log indexes are; see
+/// `docs/replication.md` for why versions are not the bare index.
+pub const SEQS_PER_ENTRY: u64 = 1 << 20;
+
+/// The first seq of entry `index`.
+pub fn first_seq(index: u64) -> u64 {
+    index
+        .checked_mul(SEQS_PER_ENTRY)
+        .expect("log indexes stay far below 2^44")
+}
+
+/// The last entry whose every seq is below `next_seq` (`None`: not even entry 0's).
+pub fn last_entry_below(next_seq: u64) -> Option<u64> {
+    (next_seq / SEQS_PER_ENTRY).checked_sub(1)
+}
+
+/// What one log entry carries: the client writes proposed together (concurrent requests share
+/// an entry, and so one log append on the leader; `cluster::proposer`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    pub commands: Vec<Command>,
+}
+
+impl Proposal {
+    /// Ops in all commands: how many seqs the entry uses.
+    pub fn ops(&self) -> usize {
+        self.commands.iter().map(Command::ops).sum()
+    }
+}
+
+/// Per command of an entry, what applying it did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Outcomes(pub Vec<CommandResult>);
+
+/// A client write in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub write: Write,
@@ -45,6 +79,15 @@ pub struct Command {
     /// on the leader before the entry counts as appended there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durability: Option<Durability>,
+}
+
+impl Command {
+    pub fn ops(&self) -> usize {
+        match &self.write {
+            Write::One(_) => 1,
+            Write::Batch(ops) => ops.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +107,7 @@ pub enum CommandResult {
     Mismatch { op: usize, current: Option<u64> },
     /// A delete found no key. Nothing was written.
     Absent,
-    /// A blank or membership entry.
+    /// The proposal did not commit, or its outcome is unknown (`cluster::proposer`).
     #[default]
     Nothing,
 }

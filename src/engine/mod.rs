@@ -22,7 +22,7 @@ mod scan;
 mod write;
 
 pub use conditional::{BatchResult, BatchWrite};
-pub use replicated::Applied;
+pub use replicated::{Applied, ReplicatedWrite};
 pub use scan::{ScanPage, ScanRange, ScanStart, SnapshotId, SCAN_PAGE_BYTES};
 pub use write::AppendedWrite;
 

@@ -9,11 +9,28 @@
 
 use bytes::Bytes;
 
-use super::{BatchResult, BatchWrite, Engine};
+use super::{BatchResult, BatchWrite, Engine, VersionedValue};
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 
-/// What applying one entry's writes did.
+/// One client command of a replicated entry: its ops (one, or a batch's), all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicatedWrite {
+    pub writes: Vec<BatchWrite>,
+    /// A single delete of a missing key writes nothing (`DELETE /del` answers 404).
+    pub absent_is_noop: bool,
+}
+
+/// Whether a key at `version` (`None`: absent) satisfies `if_version` (`0`: absent).
+fn satisfies(version: Option<u64>, if_version: Option<u64>) -> bool {
+    match if_version {
+        None => true,
+        Some(0) => version.is_none(),
+        Some(expected) => version == Some(expected),
+    }
+}
+
+/// What applying one command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// Every op was written at the entry's index; per op, for a delete, what it removed.
@@ -25,21 +42,14 @@ pub enum Applied {
 }
 
 impl<F: FileSystem> Engine<F> {
-    /// Switches the store to cluster mode: writes come only through
-    /// [`Engine::apply_replicated`], and `applied` is the last index already in the store
-    /// (`None`: none; Raft's first entry, the initial membership, has index 0).
-    pub fn start_replicated(&self, applied: Option<u64>) {
+    /// Switches the store to cluster mode: writes come only through [`Engine::apply_entry`],
+    /// and every seq below `next_seq` is in the store already.
+    pub fn start_replicated(&self, next_seq: u64) {
         assert!(
             self.pending.borrow().is_empty(),
             "cluster mode starts before any write"
         );
-        self.replicated_next
-            .set(Some(applied.map_or(0, |index| index + 1)));
-    }
-
-    /// The last log index applied, in cluster mode.
-    pub fn applied_index(&self) -> Option<u64> {
-        self.replicated_next.get().and_then(|next| next.checked_sub(1))
+        self.replicated_next.set(Some(next_seq));
     }
 
     /// The seq every write below has been appended (single node) or applied (cluster mode):
@@ -48,79 +58,121 @@ impl<F: FileSystem> Engine<F> {
         self.replicated_next.get().unwrap_or_else(|| self.wal.next_seq())
     }
 
-    /// Applies the writes of committed entry `index` (in log order, each index once). A single
+    /// Applies the commands of one committed entry, in order: each command's ops take the
+    /// seqs from `first_seq` on, one per op, and the entry ends below `end_seq` (which no seq of
+    /// a later entry is under). Conditions see the commands before them in the entry. A single
     /// delete (`absent_is_noop`) of a missing key writes nothing; a batch's delete of one writes
-    /// a tombstone, as in single-node mode. Every op's version is `index`.
-    pub async fn apply_replicated(
+    /// a tombstone, as in single-node mode. Every write of the entry goes into one memtable in
+    /// one synchronous step, so a freeze (which claims every seq below `end_seq` once the
+    /// entry is applied) never splits an entry.
+    pub async fn apply_entry(
         &self,
-        index: u64,
-        writes: &[BatchWrite],
-        absent_is_noop: bool,
-    ) -> Result<Applied> {
+        first_seq: u64,
+        end_seq: u64,
+        commands: &[ReplicatedWrite],
+    ) -> Result<Vec<Applied>> {
         let next = self
             .replicated_next
             .get()
-            .expect("apply_replicated runs in cluster mode");
-        assert!(index >= next, "log index {index} applied again (next is {next})");
-        let keys: Vec<&[u8]> = writes.iter().map(|write| &write.key[..]).collect();
+            .expect("apply_entry runs in cluster mode");
+        assert!(
+            first_seq >= next && end_seq > first_seq,
+            "entry at seq {first_seq} applied again (next is {next})"
+        );
+        let mut keys: Vec<&[u8]> = commands
+            .iter()
+            .flat_map(|command| command.writes.iter().map(|write| &write.key[..]))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
         self.admit_memtable().await?;
         let states = self.current_states(&keys).await?;
-        for (op, (write, state)) in writes.iter().zip(&states).enumerate() {
-            if !state.satisfies(write.if_version) {
-                return self.applied_nothing(
-                    index,
-                    Applied::Mismatch {
-                        op,
-                        current: state.version(),
-                    },
-                );
+        // From here on nothing awaits: the entry is decided and applied in one step.
+        let mut current: std::collections::HashMap<&[u8], Option<VersionedValue>> = keys
+            .iter()
+            .copied()
+            .zip(states.into_iter().map(|state| state.current))
+            .collect();
+        let mut seq = first_seq;
+        let mut inserts: Vec<(Bytes, u64, Option<Bytes>)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for command in commands {
+            let version_of = |key: &[u8]| current[key].as_ref().map(|found| found.version);
+            let failed = command
+                .writes
+                .iter()
+                .enumerate()
+                .find(|(_, write)| !satisfies(version_of(&write.key), write.if_version));
+            if let Some((op, write)) = failed {
+                outcomes.push(Applied::Mismatch {
+                    op,
+                    current: version_of(&write.key),
+                });
+                continue;
             }
-        }
-        if absent_is_noop && writes.len() == 1 && writes[0].value.is_none() && states[0].current.is_none() {
-            return self.applied_nothing(index, Applied::Absent);
+            if command.absent_is_noop
+                && command.writes.len() == 1
+                && command.writes[0].value.is_none()
+                && current[&command.writes[0].key[..]].is_none()
+            {
+                outcomes.push(Applied::Absent);
+                continue;
+            }
+            let mut results = Vec::with_capacity(command.writes.len());
+            for write in &command.writes {
+                assert!(
+                    seq < end_seq,
+                    "entry at {first_seq} holds more ops than its seq range"
+                );
+                let state = current.get_mut(&write.key[..]).expect("every key was read");
+                let removed = if write.value.is_none() {
+                    state.clone()
+                } else {
+                    None
+                };
+                *state = write
+                    .value
+                    .clone()
+                    .map(|value| VersionedValue { version: seq, value });
+                inserts.push((write.key.clone(), seq, write.value.clone()));
+                results.push(BatchResult {
+                    version: seq,
+                    removed,
+                });
+                seq += 1;
+            }
+            outcomes.push(Applied::Done(results));
         }
         // Set before the accounting: a freeze it triggers must claim this entry.
-        self.replicated_next.set(Some(index + 1));
-        let bytes = writes
-            .iter()
-            .map(|write| {
-                crate::memtable::Memtable::entry_bytes(
-                    write.key.len(),
-                    write.value.as_ref().map_or(0, Bytes::len),
-                )
-            })
-            .sum();
-        let slot = self.note_append_bytes(bytes);
-        for write in writes {
-            slot.table.insert(write.key.clone(), index, write.value.clone());
-        }
-        slot.settled();
-        if slot.frozen_at().is_some() {
-            self.request_ready_flushes();
-        }
-        Ok(Applied::Done(
-            states
-                .into_iter()
-                .zip(writes)
-                .map(|(state, write)| BatchResult {
-                    version: index,
-                    removed: if write.value.is_none() {
-                        state.current
-                    } else {
-                        None
-                    },
+        self.replicated_next.set(Some(end_seq));
+        if !inserts.is_empty() {
+            let bytes = inserts
+                .iter()
+                .map(|(key, _, value)| {
+                    crate::memtable::Memtable::entry_bytes(key.len(), value.as_ref().map_or(0, Bytes::len))
                 })
-                .collect(),
-        ))
+                .sum();
+            let slot = self.note_append_bytes(bytes);
+            for (key, seq, value) in inserts {
+                slot.table.insert(key, seq, value);
+            }
+            slot.settled();
+            if slot.frozen_at().is_some() {
+                self.request_ready_flushes();
+            }
+        }
+        Ok(outcomes)
     }
 
-    /// Notes an entry that wrote nothing (a failed condition, a Raft membership or blank entry):
-    /// it is applied all the same.
-    pub fn applied_nothing(&self, index: u64, outcome: Applied) -> Result<Applied> {
+    /// Notes an entry that writes nothing (a Raft membership or blank entry), whose seqs end
+    /// below `end_seq`: it is applied all the same.
+    pub fn applied_nothing(&self, end_seq: u64) {
         let next = self.replicated_next.get().expect("cluster mode");
-        assert!(index >= next, "log index {index} applied again");
-        self.replicated_next.set(Some(index + 1));
-        Ok(outcome)
+        assert!(
+            end_seq > next,
+            "an entry ending at seq {end_seq} applied again (next is {next})"
+        );
+        self.replicated_next.set(Some(end_seq));
     }
 
     /// Waits while the memtables are full (as [`Engine::admit`], without the single-node
@@ -173,6 +225,7 @@ impl<F: FileSystem> Engine<F> {
     /// midway leaves a mix, which installing the same snapshot again turns into its state (the
     /// caller keeps the snapshot until then, `cluster::files`).
     pub async fn install_replicated(&self, last: u64, items: Vec<(Bytes, u64, Bytes)>) -> Result<()> {
+        // `last` is the snapshot's last seq: every version in it is at or below.
         let local = self.read_all().await?;
         let mut writes: Vec<(Bytes, u64, Option<Bytes>)> = Vec::new();
         let mut local = local.into_iter().peekable();
@@ -181,10 +234,16 @@ impl<F: FileSystem> Engine<F> {
                 writes.push((gone, last, None));
             }
             if let Some((_, local_version, _)) = local.next_if(|(local_key, _, _)| *local_key == key) {
-                assert!(
-                    local_version <= version,
-                    "a snapshot at {last} is older than the store for a key (version {local_version} > {version})"
-                );
+                if local_version > version {
+                    return Err(Error::Corruption {
+                        kind: "Raft snapshot",
+                        path: std::path::PathBuf::from("(received)"),
+                        offset: 0,
+                        reason: format!(
+                            "a snapshot up to seq {last} is older than this store for a key (version {local_version} > {version})"
+                        ),
+                    });
+                }
                 if local_version == version {
                     continue;
                 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::request::query_param;
 use super::response::{Response, Status};
 use super::routes::{self, Answer};
+use crate::cluster::proposer::ProposeError;
 use crate::cluster::types::{Command, CommandResult, NodeId, Op, Write};
 use crate::cluster::ClusterNode;
 use crate::config::HttpConfig;
@@ -193,9 +194,9 @@ impl ClusterHttp {
                 ),
             });
         }
-        let result = match self.node.raft.client_write(command).await {
-            Ok(response) => response.data,
-            Err(error) => {
+        let result = match self.node.proposer.propose(command).await {
+            Ok(result) => result,
+            Err(ProposeError::Unknown(error)) => {
                 return Err(unavailable(&format!(
                     "the write's outcome is unknown: it was proposed, then {error}; read the key to see whether it was made"
                 )))
