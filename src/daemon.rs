@@ -59,15 +59,40 @@ fn fd_budget(store: &StoreConfig, http: &HttpConfig) -> Result<FdBudget, String>
     FdBudget::plan(limit, store.compaction_trigger, http.max_connections)
 }
 
-/// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and
-/// would let a second server share a port silently.
+/// How long a taken port is tried again before giving up. A server killed with SIGKILL leaves its
+/// listening socket behind for a moment: the kernel tears its `io_uring` down in the background,
+/// and the accept still pending there holds the socket until then (a restart right after
+/// `kill -9` failed 9 times in 10 here without this wait; `tests/operations.rs`).
+const BIND_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Binds, trying a taken port again for [`BIND_RETRY_FOR`] (see there).
 fn bind(address: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let deadline = std::time::Instant::now() + BIND_RETRY_FOR;
+    let mut said = false;
+    loop {
+        match bind_once(address) {
+            Err((true, message)) if std::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::warn!("{message}; trying again for up to {BIND_RETRY_FOR:?} (a server killed just now may still hold it)");
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err((_, message)) => return Err(message),
+            Ok(listener) => return Ok(listener),
+        }
+    }
+}
+
+/// Binds with the standard library rather than tokio-uring, whose `bind` sets `SO_REUSEPORT` and
+/// would let a second server share a port silently. The error says whether the port was taken.
+fn bind_once(address: SocketAddr) -> Result<std::net::TcpListener, (bool, String)> {
     use socket2::{Domain, Socket, Type};
     let fail = |error: std::io::Error| {
         if error.kind() == std::io::ErrorKind::AddrInUse {
-            format!("cannot listen on {address}: the address is already in use (another ringkv or another program holds it; choose one with --listen)")
+            (true, format!("cannot listen on {address}: the address is already in use (another ringkv or another program holds it; choose one with --listen)"))
         } else {
-            format!("cannot listen on {address}: {error}")
+            (false, format!("cannot listen on {address}: {error}"))
         }
     };
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).map_err(fail)?;
@@ -88,6 +113,12 @@ async fn serve(
 ) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    if cluster.is_none() && store.data_dir.join("raft").is_dir() {
+        return Err(format!(
+            "{} holds a cluster node's store (its raft/ directory): start it with --node-id and --peers, or it would fork from the cluster",
+            store.data_dir.display()
+        ));
+    }
     let (engine, report) = Engine::open(UringFs, &store)
         .await
         .map_err(|error| format!("cannot open the store: {error}"))?;

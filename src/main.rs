@@ -184,6 +184,11 @@ struct Cli {
     #[arg(long, env = "RINGKV_RAFT_SNAPSHOT_EVERY", default_value_t = 100_000)]
     raft_snapshot_every: u64,
 
+    /// Cluster mode: log entries kept behind a snapshot, so that a follower a little behind
+    /// catches up from the log instead of by a whole snapshot.
+    #[arg(long, env = "RINGKV_RAFT_CATCHUP_ENTRIES", default_value_t = 10_000)]
+    raft_catchup_entries: u64,
+
     /// How long a scan's snapshot is kept after its last page, for the cursor of the next one
     /// (e.g. 60s). It holds the tables and memtables the scan reads, so that later pages see
     /// the first page's snapshot; a cursor used later gets 410.
@@ -334,6 +339,7 @@ fn main() -> ExitCode {
                 election_timeout: (cli.raft_election_timeout, cli.raft_election_timeout * 2),
                 heartbeat_interval: cli.raft_heartbeat,
                 snapshot_every: cli.raft_snapshot_every,
+                catchup_entries: cli.raft_catchup_entries,
             }),
             Err(error) => {
                 tracing::error!("--peers: {error}");

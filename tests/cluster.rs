@@ -85,12 +85,25 @@ fn http(
     })
 }
 
+/// A port nothing listens on, below the ephemeral range: a node's port must be free when it
+/// restarts, and while it is down its peers keep connecting to it, which with a port in the
+/// ephemeral range can end in a connection to itself holding that port (TCP's simultaneous
+/// open), so that the restart fails with "address in use".
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    // Apart per test process, so that test binaries run at once rarely meet.
+    let start = usize::try_from(std::process::id()).unwrap_or(0) * 97;
+    loop {
+        let port = 10_000 + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % (low - 10_000);
+        let port = u16::try_from(port).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +208,8 @@ const ARGS: &[&str] = &[
     "600ms",
     "--raft-snapshot-every",
     "300",
+    "--raft-catchup-entries",
+    "50",
     "--memtable-bytes",
     "1MiB",
     "--wal-segment-bytes",
@@ -533,6 +548,125 @@ fn a_write_through_any_node_is_applied_on_all_three() {
         .samples
         .iter()
         .any(|s| s.metric == "ringkv_raft_append_seconds_count"));
+}
+
+#[test]
+fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
+    let mut cluster = Cluster::start(false);
+    let leader = cluster.leader(Duration::from_secs(10));
+    let port = cluster.port(leader);
+    // More entries than --raft-snapshot-every: the leader's log no longer starts at 0.
+    let mut last = 0;
+    for n in 0..700 {
+        let answer = http(
+            port,
+            "POST",
+            "/set",
+            Some(&set_body(&format!("s{n}"), &json!(n))),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 200);
+        last = answer.json()["version"].as_u64().unwrap();
+    }
+    let deleted = http(port, "DELETE", "/del?key=s0", None, Duration::from_secs(5)).unwrap();
+    assert_eq!(deleted.status, 200);
+    let status = cluster.status(leader).unwrap();
+    assert!(
+        status["purged_index"].as_u64().is_some(),
+        "the leader purged its log: {status}"
+    );
+
+    // A fourth node on an empty data directory, added as a learner.
+    let dir = tempfile::tempdir().unwrap();
+    let port4 = free_port();
+    let peers = format!("{},4=127.0.0.1:{port4}", cluster.peers[leader]);
+    let mut args = vec!["--node-id", "4", "--peers", &peers];
+    args.extend_from_slice(ARGS);
+    let listen = format!("127.0.0.1:{port4}");
+    let node4 = TestServer::start_at(dir.path(), &listen, &args);
+    let body = json!({"id": 4, "address": listen}).to_string();
+    let added = http(
+        port,
+        "POST",
+        "/cluster/learner",
+        Some(&body),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(added.status, 200, "{}", String::from_utf8_lossy(&added.body));
+    let read = |key: &str| {
+        http(
+            port4,
+            "GET",
+            &format!("/get?key={key}&consistency=local"),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read("s699").status != 200 {
+        assert!(Instant::now() < deadline, "the learner did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read("s699").json()["version"].as_u64(), Some(last));
+    assert_eq!(
+        read("s0").status,
+        404,
+        "the delete came with the snapshot or the log"
+    );
+    assert_eq!(read("s1").json()["value"], json!(1));
+    let installed = node4
+        .log_lines()
+        .iter()
+        .any(|line| line.contains("installed snapshot"));
+    assert!(installed, "the learner caught up by a snapshot");
+
+    // Joint consensus: 4 becomes a voter and 1 of the others leaves.
+    let leaving = (leader + 1) % NODES;
+    let voters: Vec<u64> = (1..=4u64).filter(|id| *id != leaving as u64 + 1).collect();
+    let body = json!({"voters": voters}).to_string();
+    let changed = http(
+        port,
+        "POST",
+        "/cluster/membership",
+        Some(&body),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(changed.status, 200, "{}", String::from_utf8_lossy(&changed.body));
+    let status = cluster.status(leader).unwrap();
+    assert_eq!(status["voters"], json!(voters));
+    cluster.kill(leaving);
+    let written = http(
+        port,
+        "POST",
+        "/set",
+        Some(&set_body("after-change", &json!(1))),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        written.status, 200,
+        "the new membership commits without the node that left"
+    );
+    let version = written.json()["version"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read("after-change").json()["version"].as_u64() != Some(version) {
+        assert!(Instant::now() < deadline, "node 4 did not apply the write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A restart of the node that installed the snapshot finds it all again.
+    drop(node4);
+    let node4 = TestServer::start_at(dir.path(), &listen, &args);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read("after-change").status != 200 || read("s1").status != 200 {
+        assert!(Instant::now() < deadline, "node 4 lost data across a restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read("s0").status, 404);
+    drop(node4);
 }
 
 /// Writers that each write their own keys to whichever node leads, recording what was

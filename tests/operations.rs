@@ -23,6 +23,27 @@ fn a_taken_port_ends_the_program_with_a_clear_message() {
 }
 
 #[test]
+fn a_restart_right_after_kill_9_gets_the_same_port() {
+    // The kernel releases a killed server's listening socket only once it has torn down the
+    // server's io_uring (where an accept was pending); a restart must wait for that, not fail.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    for round in 0..3 {
+        let server = TestServer::start_at(dir.path(), &listen, &[]);
+        let written = server.connect().set("k", &json!(round));
+        assert_eq!(written.status, 200);
+        server.kill();
+    }
+    let server = TestServer::start_at(dir.path(), &listen, &[]);
+    assert_eq!(server.connect().get("k").json()["value"], json!(2));
+}
+
+#[test]
 fn a_second_server_on_the_same_port_is_refused_despite_so_reuseport() {
     let dir = tempfile::tempdir().unwrap();
     let first = TestServer::start(dir.path(), &[]);

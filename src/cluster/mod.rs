@@ -44,13 +44,12 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     pub heartbeat_interval: Duration,
     /// A snapshot is built once this many entries were applied since the last one; the log
-    /// before it (less `SNAPSHOT_LOG_KEPT`) is then dropped from memory.
+    /// before it (less `catchup_entries`) is then dropped from memory.
     pub snapshot_every: u64,
+    /// Entries kept behind a snapshot, so that a follower a little behind catches up from the
+    /// log rather than by a whole snapshot (etcd's `--snapshot-catchup-entries`).
+    pub catchup_entries: u64,
 }
-
-/// Entries kept in memory behind a snapshot, so that a follower a little behind catches up
-/// from the log rather than by a whole snapshot.
-const SNAPSHOT_LOG_KEPT: u64 = 10_000;
 
 impl ClusterConfig {
     /// Parses `--peers 1=HOST:PORT,2=HOST:PORT,...`.
@@ -80,7 +79,7 @@ impl ClusterConfig {
             heartbeat_interval: millis(self.heartbeat_interval),
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: SNAPSHOT_LOG_KEPT,
+            max_in_snapshot_log_to_keep: self.catchup_entries,
             max_payload_entries: 1000,
             snapshot_max_chunk_size: 4 << 20,
             ..Default::default()

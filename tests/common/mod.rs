@@ -74,9 +74,11 @@ impl TestServer {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut said = Vec::new();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if let Ok(line) = log.recv_timeout(remaining) {
+                said.push(line.clone());
                 if let Some(rest) = line.strip_prefix("ringkv listening on ") {
                     let parsed = rest.split(',').next().and_then(|addr| addr.parse().ok());
                     let Some(addr) = parsed else {
@@ -94,7 +96,9 @@ impl TestServer {
                 }
             } else {
                 let _ = child.kill();
-                panic!("server did not start: {:?}", child.wait());
+                let status = child.wait();
+                said.extend(log.try_iter());
+                panic!("server did not start: {status:?}; it said: {said:#?}");
             }
         }
     }
