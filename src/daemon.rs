@@ -146,7 +146,10 @@ async fn serve(
     ));
     let http_request_timeout = http.request_timeout;
     let node = match &cluster {
-        Some(cluster) => Some(ClusterNode::start(engine.clone(), &store, cluster).await?),
+        Some(cluster) => {
+            let holds_data = report.records > 0 || report.tables > 0;
+            Some(ClusterNode::start(engine.clone(), &store, cluster, holds_data).await?)
+        }
         None => None,
     };
     let limits = http.clone();

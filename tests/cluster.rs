@@ -194,6 +194,8 @@ struct Cluster {
     ports: Vec<u16>,
     nodes: Vec<Option<TestServer>>,
     peers: Vec<String>,
+    /// `ARGS`, with the test's own values for some of them.
+    args: Vec<String>,
     /// `links[(a, b)]`: node a's messages to node b (0-based), when proxied.
     links: HashMap<(usize, usize), Link>,
     paused: Vec<bool>,
@@ -218,6 +220,16 @@ const ARGS: &[&str] = &[
 
 impl Cluster {
     fn start(proxied: bool) -> Cluster {
+        Self::start_with(proxied, &[])
+    }
+
+    /// As [`Cluster::start`], with `overrides` (flag, value) in place of `ARGS`'s values.
+    fn start_with(proxied: bool, overrides: &[(&str, &str)]) -> Cluster {
+        let mut args: Vec<String> = ARGS.iter().map(|arg| (*arg).to_string()).collect();
+        for (flag, value) in overrides {
+            let at = args.iter().position(|arg| arg == flag).expect("a flag of ARGS");
+            args[at + 1] = (*value).to_string();
+        }
         let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
         let mut links = HashMap::new();
         if proxied {
@@ -247,6 +259,7 @@ impl Cluster {
             peers,
             links,
             paused: vec![false; NODES],
+            args,
         };
         for node in 0..NODES {
             cluster.start_node(node);
@@ -267,7 +280,7 @@ impl Cluster {
     fn start_node(&mut self, node: usize) {
         let id = (node + 1).to_string();
         let mut args = vec!["--node-id", &id, "--peers", &self.peers[node]];
-        args.extend_from_slice(ARGS);
+        args.extend(self.args.iter().map(String::as_str));
         let listen = format!("127.0.0.1:{}", self.ports[node]);
         self.nodes[node] = Some(TestServer::start_at(self.dirs[node].path(), &listen, &args));
     }
@@ -667,6 +680,93 @@ fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
     }
     assert_eq!(read("s0").status, 404);
     drop(node4);
+}
+
+#[test]
+fn a_node_killed_twice_before_a_flush_keeps_its_log() {
+    // A node's log segments may go once the store holds their entries in tables. After a
+    // restart, the entries recovered from the log that are not in tables yet must stay until a
+    // flush covers them, however many entries come after.
+    let mut cluster = Cluster::start_with(false, &[("--memtable-bytes", "16MiB")]);
+    let leader = cluster.leader(Duration::from_secs(10));
+    let port = cluster.port(leader);
+    let follower = (leader + 1) % NODES;
+    let value = "x".repeat(1000);
+    let mut batches = 0;
+    let write_batch = |batches: &mut usize| {
+        let ops: Vec<Value> = (0..500)
+            .map(|n| json!({"op": "set", "key": format!("b{batches}-{n}"), "value": value}))
+            .collect();
+        let body = json!({ "ops": ops }).to_string();
+        let answer = http(port, "POST", "/batch", Some(&body), Duration::from_secs(10)).unwrap();
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        *batches += 1;
+        answer.json()["results"][499]["version"].as_u64().unwrap()
+    };
+    let metric = |node: usize, name: &str| -> f64 {
+        let text = http(
+            cluster.port(node),
+            "GET",
+            "/metrics",
+            None,
+            Duration::from_secs(5),
+        )
+        .map(|answer| String::from_utf8_lossy(&answer.body).into_owned())
+        .unwrap_or_default();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // Until the follower has flushed once, then until its memtable holds 9 MiB: its unflushed
+    // entries span more than one 4 MiB log segment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = 0;
+    while metric(follower, "ringkv_flushes_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no flush on the follower");
+        last = write_batch(&mut batches);
+    }
+    while metric(follower, "ringkv_memtable_bytes") < 9.0 * 1048576.0 {
+        assert!(Instant::now() < deadline, "the follower's memtable did not fill");
+        last = write_batch(&mut batches);
+    }
+    assert_eq!(metric(follower, "ringkv_flushes_total"), 1.0, "one flush only");
+    wait_local(
+        &cluster,
+        follower,
+        &format!("b{}-499", batches - 1),
+        last,
+        Duration::from_secs(20),
+    );
+    cluster.kill(follower);
+    cluster.start_node(follower);
+    // New entries after the restart, and time for the log's retirement to run (once a second).
+    for _ in 0..2 {
+        last = write_batch(&mut batches);
+    }
+    wait_local(
+        &cluster,
+        follower,
+        &format!("b{}-499", batches - 1),
+        last,
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    cluster.kill(follower);
+    cluster.start_node(follower);
+    for batch in 0..batches {
+        let key = format!("b{batch}-499");
+        let answer = http(
+            cluster.port(leader),
+            "GET",
+            &format!("/get?key={key}&consistency=local"),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let version = answer.json()["version"].as_u64().unwrap();
+        wait_local(&cluster, follower, &key, version, Duration::from_secs(20));
+    }
 }
 
 /// Writers that each write their own keys to whichever node leads, recording what was

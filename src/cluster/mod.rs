@@ -114,10 +114,13 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Opens the Raft log and state beside `engine`'s data and starts Raft. The cluster is not
     /// formed until one node is told `POST /cluster/init` (`docs/replication.md`).
+    /// `holds_data`: the store recovered records or tables (a single-node store, unless it
+    /// has a `raft/` directory beside).
     pub async fn start(
         engine: Rc<Engine<UringFs>>,
         store: &StoreConfig,
         config: &ClusterConfig,
+        holds_data: bool,
     ) -> Result<Rc<ClusterNode>, String> {
         if !config.peers.contains_key(&config.node_id) {
             return Err(format!(
@@ -127,11 +130,7 @@ impl ClusterNode {
         }
         let raft_dir = store.data_dir.join("raft");
         let stats = engine.stats();
-        if !raft_dir.exists()
-            && (stats.flushed_seq > 0
-                || engine.next_seq() > 1
-                || stats.tables_per_level.iter().any(|&n| n > 0))
-        {
+        if !raft_dir.exists() && (holds_data || stats.flushed_seq > 0) {
             return Err(format!(
                 "{} holds a single-node store: cluster mode starts on an empty data directory (or one it made)",
                 store.data_dir.display()
@@ -261,6 +260,12 @@ async fn watch_leaders(node: Weak<ClusterNode>) {
             let current = metrics.borrow();
             (current.current_term, current.current_leader)
         };
+        if let Err(fatal) = &metrics.borrow().running_state {
+            tracing::error!(
+                "Raft stopped on this node: {fatal}; it no longer takes part in the cluster (writes answer 503); restart it"
+            );
+            return;
+        }
         if now.1.is_some() && now != last {
             node.leader_changes.set(node.leader_changes.get() + 1);
             tracing::info!("term {}: node {} leads", now.0, now.1.unwrap_or_default());
