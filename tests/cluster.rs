@@ -367,6 +367,20 @@ fn set_body(key: &str, value: &Value) -> String {
     json!({"key": key, "value": value}).to_string()
 }
 
+/// `POST /set` to `port`, which must acknowledge it; its version.
+fn set_ok(port: u16, key: &str, value: &Value) -> u64 {
+    let answer = http(
+        port,
+        "POST",
+        "/set",
+        Some(&set_body(key, value)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    answer.json()["version"].as_u64().unwrap()
+}
+
 /// Polls `node` until its own state (`consistency=local`) has `key` at `version`.
 fn wait_local(cluster: &Cluster, node: usize, key: &str, version: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -571,16 +585,7 @@ fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
     // More entries than --raft-snapshot-every: the leader's log no longer starts at 0.
     let mut last = 0;
     for n in 0..700 {
-        let answer = http(
-            port,
-            "POST",
-            "/set",
-            Some(&set_body(&format!("s{n}"), &json!(n))),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 200);
-        last = answer.json()["version"].as_u64().unwrap();
+        last = set_ok(port, &format!("s{n}"), &json!(n));
     }
     let deleted = http(port, "DELETE", "/del?key=s0", None, Duration::from_secs(5)).unwrap();
     assert_eq!(deleted.status, 200);
@@ -839,11 +844,13 @@ fn killing_the_leader_loses_no_acknowledged_write() {
         acked.len()
     );
     assert!(before > 0, "writes were acknowledged before the kill");
-    // The bound: an election within 2 election timeouts (1.2 s) of the last heartbeat, plus the
-    // writers' 2 s timeout on a write sent to the dead node.
+    // The bound: a follower stands 0.6 to 1.2 s after the last heartbeat, and may need a
+    // second round after a split vote or a refusal while the others' leader lease lasts; plus
+    // the writers' 2 s timeout on a write sent to the dead node. Measured 1.9 s here (2.6 to
+    // 3.1 s with the default timeouts, once 7.7 s: BENCHMARKS.md); 8 s keeps a busy CI quiet.
     let first_after = first_after.expect("a write was acknowledged by the new leader");
     assert!(
-        first_after < Duration::from_secs(4),
+        first_after < Duration::from_secs(8),
         "no write for {first_after:?} after the kill"
     );
     for node in cluster.alive() {
@@ -878,16 +885,7 @@ fn a_paused_follower_catches_up_and_a_paused_leader_acknowledges_nothing() {
     cluster.pause(follower);
     let mut last = 0;
     for n in 0..400 {
-        let answer = http(
-            port,
-            "POST",
-            "/set",
-            Some(&set_body(&format!("p{n}"), &json!(n))),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 200);
-        last = answer.json()["version"].as_u64().unwrap();
+        last = set_ok(port, &format!("p{n}"), &json!(n));
     }
     cluster.resume(follower);
     wait_local(&cluster, follower, "p399", last, Duration::from_secs(20));
@@ -1378,16 +1376,7 @@ fn the_checker_rejects_local_reads_served_as_linearizable() {
     let mut events = Vec::new();
     for key in 0..KEYS {
         let invoked = Instant::now();
-        let answer = http(
-            cluster.port(leader),
-            "POST",
-            "/set",
-            Some(&set_body(&format!("lin-{key}"), &json!(0))),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 200);
-        let version = answer.json()["version"].as_u64().unwrap();
+        let version = set_ok(cluster.port(leader), &format!("lin-{key}"), &json!(0));
         events.push(Event {
             thread: (100 + key, 0),
             key,

@@ -132,16 +132,7 @@ impl LogStore {
             config.wal_recycle_segments,
             log.first_new_segment,
         ));
-        let options = WalOptions {
-            dir,
-            segment_bytes: config.wal_segment_bytes,
-            batch_bytes: config.wal_batch_bytes,
-            fsync: config.fsync,
-            periodic_interval: config.periodic_interval(),
-            io: config.wal_io,
-            sync_call: config.sync_call,
-            recycle,
-        };
+        let options = WalOptions::for_store(config, dir, recycle);
         let writer = WalWriter::start(fs, options, log.position, log.next_seq);
         writer
             .prepare()

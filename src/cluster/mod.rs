@@ -205,6 +205,15 @@ impl ClusterNode {
         known.or_else(|| self.peers.get(&id).cloned())
     }
 
+    /// The last entry this node knows committed.
+    pub async fn committed_index(&self) -> Option<u64> {
+        self.raft
+            .with_raft_state(|state| state.committed.map(|id| id.index))
+            .await
+            .ok()
+            .flatten()
+    }
+
     pub fn log(&self) -> &LogStore {
         &self.log
     }

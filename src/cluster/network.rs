@@ -124,11 +124,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
                 openraft::EntryPayload::Normal(proposal) => proposal
                     .commands
                     .iter()
-                    .flat_map(|command| match &command.write {
-                        super::types::Write::One(op) => std::slice::from_ref(op),
-                        super::types::Write::Batch(ops) => &ops[..],
-                    })
-                    .map(|op| 2 * (op.key.len() + op.value.as_ref().map_or(0, String::len)) + 128)
+                    .map(super::types::Command::approximate_bytes)
                     .sum(),
                 _ => 256,
             })

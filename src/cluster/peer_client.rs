@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
+use crate::http::response::answer_frame;
+
 /// Answers larger than this are refused (a snapshot chunk is the largest, a few MiB as JSON).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
@@ -65,7 +67,7 @@ impl PeerClient {
         let (written, _) = stream.write_all(request).await;
         written?;
         loop {
-            if let Some((status, head, length)) = parse(&self.received)? {
+            if let Some((status, head, length)) = answer_frame(&self.received)? {
                 let body = self.received[head..length].to_vec();
                 self.received.drain(..length);
                 return Ok((status, body));
@@ -86,43 +88,5 @@ impl PeerClient {
                 ));
             }
         }
-    }
-}
-
-/// The status, head length and total length of the complete answer at the start of `bytes`.
-fn parse(bytes: &[u8]) -> io::Result<Option<(u16, usize, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
-    };
-    let body = response
-        .headers
-        .iter()
-        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|header| {
-            std::str::from_utf8(header.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "answer without Content-Length"))?;
-    let status = response.code.unwrap_or(0);
-    Ok((bytes.len() >= head + body).then_some((status, head, head + body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_answer_is_complete_only_with_its_whole_body() {
-        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404";
-        assert_eq!(parse(&answer[..40]).unwrap(), None);
-        assert_eq!(parse(answer).unwrap(), Some((200, 38, 43)));
-        assert!(parse(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }

@@ -61,7 +61,7 @@ impl Proposer {
     /// it did, once committed and applied on this node.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
         let (reply, answer) = oneshot::channel();
-        let bytes = approximate_bytes(&command);
+        let bytes = command.approximate_bytes();
         self.pending.borrow_mut().push_back(Pending {
             command,
             bytes,
@@ -72,16 +72,6 @@ impl Proposer {
             .await
             .unwrap_or_else(|_| Err(ProposeError::Unknown("the node is shutting down".to_string())))
     }
-}
-
-fn approximate_bytes(command: &Command) -> usize {
-    let ops = match &command.write {
-        super::types::Write::One(op) => std::slice::from_ref(op),
-        super::types::Write::Batch(ops) => &ops[..],
-    };
-    ops.iter()
-        .map(|op| op.key.len() + op.value.as_ref().map_or(0, String::len) + 64)
-        .sum()
 }
 
 async fn run(proposer: Weak<Proposer>) {

@@ -82,11 +82,24 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn ops(&self) -> usize {
+    /// The command's ops: one, or a batch's.
+    pub fn op_list(&self) -> &[Op] {
         match &self.write {
-            Write::One(_) => 1,
-            Write::Batch(ops) => ops.len(),
+            Write::One(op) => std::slice::from_ref(op),
+            Write::Batch(ops) => ops,
         }
+    }
+
+    pub fn ops(&self) -> usize {
+        self.op_list().len()
+    }
+
+    /// A rough size of the command as an entry's JSON (values are JSON text, escaped once more).
+    pub fn approximate_bytes(&self) -> usize {
+        self.op_list()
+            .iter()
+            .map(|op| 2 * (op.key.len() + op.value.as_ref().map_or(0, String::len)) + 64)
+            .sum()
     }
 }
 

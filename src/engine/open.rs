@@ -104,16 +104,7 @@ impl<F: FileSystem> Engine<F> {
             config.wal_recycle_segments,
             log.first_new_segment,
         ));
-        let options = WalOptions {
-            dir: dir.clone(),
-            segment_bytes: config.wal_segment_bytes,
-            batch_bytes: config.wal_batch_bytes,
-            fsync: config.fsync,
-            periodic_interval: config.periodic_interval(),
-            io: config.wal_io,
-            sync_call: config.sync_call,
-            recycle: recycle.clone(),
-        };
+        let options = WalOptions::for_store(config, dir.clone(), recycle.clone());
         let wal = WalWriter::start(fs.clone(), options, log.position, next_seq);
         let preparing = fs.now();
         match wal.prepare().await {

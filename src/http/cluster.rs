@@ -24,6 +24,9 @@ use crate::cluster::ClusterNode;
 use crate::config::HttpConfig;
 use crate::engine::{BatchResult, VersionedValue};
 
+const NO_LEADER: &str =
+    "no leader is known: an election is under way, or this node is cut off from the others";
+
 /// What the server hands every request to in cluster mode.
 pub trait ClusterRoutes {
     fn answer<'a>(
@@ -189,9 +192,7 @@ impl ClusterHttp {
                 });
             return Err(match forward {
                 Some(forward) => self.redirect(&forward, target),
-                None => unavailable(
-                    "no leader is known: an election is under way, or this node is cut off from the others",
-                ),
+                None => unavailable(NO_LEADER),
             });
         }
         let result = match self.node.proposer.propose(command).await {
@@ -270,21 +271,13 @@ impl ClusterHttp {
                 response.leader = Some((format!("http://{address}{target}"), address));
                 response
             }
-            _ => unavailable(
-                "no leader is known: an election is under way, or this node is cut off from the others",
-            ),
+            _ => unavailable(NO_LEADER),
         }
     }
 
     async fn status(&self) -> Response {
         let metrics = self.node.raft.metrics().borrow().clone();
-        let committed = self
-            .node
-            .raft
-            .with_raft_state(|state| state.committed.map(|id| id.index))
-            .await
-            .ok()
-            .flatten();
+        let committed = self.node.committed_index().await;
         let membership = metrics.membership_config.membership().clone();
         let last = metrics.last_log_index.unwrap_or(0);
         let followers: serde_json::Map<String, serde_json::Value> = metrics
@@ -390,13 +383,7 @@ impl ClusterHttp {
     /// The cluster's lines of `/metrics` (`docs/metrics.md`).
     async fn metrics(&self) -> String {
         let metrics = self.node.raft.metrics().borrow().clone();
-        let committed = self
-            .node
-            .raft
-            .with_raft_state(|state| state.committed.map(|id| id.index))
-            .await
-            .ok()
-            .flatten();
+        let committed = self.node.committed_index().await;
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, value: u64| {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");

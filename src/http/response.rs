@@ -156,9 +156,48 @@ pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
+/// The framing of the complete answer at the start of `bytes`, if it is all there: its status,
+/// the length of its head, and its whole length (head and `Content-Length` body). For this
+/// crate's own clients (cluster nodes, the load generator), which only ever read this server's
+/// answers.
+pub fn answer_frame(bytes: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
+    use std::io;
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+    };
+    let body = response
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|header| {
+            std::str::from_utf8(header.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "answer without Content-Length"))?;
+    let status = response.code.unwrap_or(0);
+    Ok((bytes.len() >= head + body).then_some((status, head, head + body)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_is_complete_only_with_its_whole_body() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404";
+        assert_eq!(answer_frame(&answer[..20]).unwrap(), None);
+        assert_eq!(answer_frame(&answer[..40]).unwrap(), None);
+        assert_eq!(answer_frame(answer).unwrap(), Some((200, 38, 43)));
+        assert!(answer_frame(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(answer_frame(b"garbage\r\n\r\n").is_err());
+    }
 
     #[test]
     fn writes_headers_and_escapes() {

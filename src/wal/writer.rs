@@ -46,6 +46,25 @@ pub struct WalOptions {
 }
 
 impl WalOptions {
+    /// A writer of segments in `dir` as the store's configuration says (the store's WAL, and
+    /// in cluster mode the Raft log's).
+    pub fn for_store(
+        config: &crate::config::StoreConfig,
+        dir: PathBuf,
+        recycle: std::sync::Arc<RecyclePool>,
+    ) -> Self {
+        WalOptions {
+            dir,
+            segment_bytes: config.wal_segment_bytes,
+            batch_bytes: config.wal_batch_bytes,
+            fsync: config.fsync,
+            periodic_interval: config.periodic_interval(),
+            io: config.wal_io,
+            sync_call: config.sync_call,
+            recycle,
+        }
+    }
+
     /// How segment files are opened: `O_DIRECT` or buffered, with `O_DSYNC` or without.
     pub fn open_mode(&self, dsync: bool) -> OpenMode {
         OpenMode::READ_WRITE.with_mechanism(self.io == WalIo::Buffered, dsync)

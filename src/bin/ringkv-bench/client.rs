@@ -65,40 +65,5 @@ impl Connection {
 
 /// The status and total length of the complete answer at the start of `bytes`, if it is all there.
 fn parse(bytes: &[u8]) -> io::Result<Option<(u16, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
-    };
-    let body = response
-        .headers
-        .iter()
-        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|header| {
-            std::str::from_utf8(header.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "answer without Content-Length"))?;
-    let status = response.code.unwrap_or(0);
-    Ok((bytes.len() >= head + body).then_some((status, head + body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_complete_only_with_their_whole_body() {
-        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 404";
-        assert_eq!(parse(&answer[..20]).unwrap(), None);
-        assert_eq!(parse(&answer[..40]).unwrap(), None);
-        assert_eq!(parse(answer).unwrap(), Some((200, 43)));
-        assert!(parse(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
-        assert!(parse(b"garbage\r\n\r\n").is_err());
-    }
+    Ok(ringkv::http::response::answer_frame(bytes)?.map(|(status, _, length)| (status, length)))
 }
