@@ -571,6 +571,21 @@ fn a_write_through_any_node_is_applied_on_all_three() {
         .samples
         .iter()
         .any(|s| s.metric == "ringkv_raft_follower_lag_entries"));
+    // Every family docs/metrics.md lists for cluster mode is on the leader's page, with its type.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let cluster_docs = docs.split("\n## Cluster mode").nth(1).unwrap();
+    let cluster_docs = cluster_docs.split("\n## ").next().unwrap();
+    let mut documented = 0;
+    for row in cluster_docs.lines().filter_map(|line| line.strip_prefix("| `")) {
+        let (name, rest) = row.split_once('`').unwrap();
+        let kind = rest.trim_start_matches(" | ").split(' ').next().unwrap();
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} ({kind}) is documented for cluster mode but not on the leader's page"
+        );
+        documented += 1;
+    }
+    assert!(documented >= 10, "{documented} cluster families documented");
     assert!(scrape
         .samples
         .iter()
