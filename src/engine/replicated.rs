@@ -85,7 +85,7 @@ impl<F: FileSystem> Engine<F> {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        self.admit_memtable().await?;
+        self.wait_for_memtable_room().await?;
         let states = self.current_states(&keys).await?;
         // From here on nothing awaits: the entry is decided and applied in one step.
         let mut current: std::collections::HashMap<&[u8], Option<VersionedValue>> = keys
@@ -175,27 +175,6 @@ impl<F: FileSystem> Engine<F> {
         self.replicated_next.set(Some(end_seq));
     }
 
-    /// Waits while the memtables are full (as [`Engine::admit`], without the single-node
-    /// sequence lease: in cluster mode versions are log indexes).
-    async fn admit_memtable(&self) -> Result<()> {
-        loop {
-            let progress = self.progress.notified();
-            if let Some(cause) = &*self.background_failure.borrow() {
-                return Err(Error::Poisoned { cause: cause.clone() });
-            }
-            if !self.memtables_full() {
-                return Ok(());
-            }
-            if let Some((op, path)) = &*self.background_no_space.borrow() {
-                return Err(Error::NoSpace {
-                    op,
-                    path: path.clone(),
-                });
-            }
-            progress.await;
-        }
-    }
-
     /// Every live key with its newest version and value, in key order, as of now: what a Raft
     /// snapshot holds. Reads the tables' blocks (not through the cache, as scans do).
     pub async fn read_all(&self) -> Result<Vec<(Bytes, u64, Bytes)>> {
@@ -254,7 +233,7 @@ impl<F: FileSystem> Engine<F> {
         let next = self.replicated_next.get().expect("cluster mode");
         self.replicated_next.set(Some(next.max(last + 1)));
         for (key, seq, value) in writes {
-            self.admit_memtable().await?;
+            self.wait_for_memtable_room().await?;
             let slot = self.note_append_bytes(crate::memtable::Memtable::entry_bytes(
                 key.len(),
                 value.as_ref().map_or(0, Bytes::len),

@@ -76,6 +76,24 @@ impl<F: FileSystem> Engine<F> {
     /// its slowdown count; refuses writes after a background failure.
     /// `seqs` is how many versions the write takes (a batch takes one per op).
     pub(super) async fn admit(&self, seqs: u64) -> Result<()> {
+        self.wait_for_memtable_room().await?;
+        self.lease_seq(seqs).await?;
+        if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
+            self.slow_down().await;
+        } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
+            tracing::info!(
+                "writes go on: level 0 is below its slowdown count again after a stop of {:?}",
+                self.fs.now().saturating_duration_since(since)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits while the active memtable is full and cannot be frozen, counting the wait as a
+    /// stop when level 0 is at its stop count; refuses after a background failure. Every write
+    /// path waits here: single-node writes through [`Engine::admit`], replicated entries
+    /// directly (their versions are log indexes, not leased).
+    pub(super) async fn wait_for_memtable_room(&self) -> Result<()> {
         let mut stopped_at = None;
         let outcome = loop {
             // Created before the checks so that a wake-up in between is not missed.
@@ -105,17 +123,7 @@ impl<F: FileSystem> Engine<F> {
             stalls.stats.stop_micros += micros(waited);
             stalls.stop_latency.record_duration(waited);
         }
-        outcome?;
-        self.lease_seq(seqs).await?;
-        if self.l0_tables_with_flushes() >= self.config.l0_slowdown_tables {
-            self.slow_down().await;
-        } else if let Some(since) = self.stalls.borrow_mut().stopped_since.take() {
-            tracing::info!(
-                "writes go on: level 0 is below its slowdown count again after a stop of {:?}",
-                self.fs.now().saturating_duration_since(since)
-            );
-        }
-        Ok(())
+        outcome
     }
 
     /// Makes sure the next `seqs` versions are below the durable lease end (`crate::seq_lease`).
