@@ -30,6 +30,7 @@ pub mod fd_budget;
 pub mod filename;
 pub mod http;
 pub mod io;
+pub mod key_prefix;
 pub mod logging;
 pub mod manifest;
 pub mod memtable;

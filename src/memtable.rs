@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
+use crate::key_prefix;
+
 /// Sort key: user key ascending, then seq descending, so the first entry at or after
 /// `(key, MAX)` is the newest entry of `key`.
 ///
-/// The key's first 16 bytes are also kept inline, big-endian and zero-padded (`prefix`): most
+/// The key's first 16 bytes are also kept inline (`crate::key_prefix`): most
 /// comparisons of a skiplist search are decided there, without following the `Bytes` pointer to
 /// the key and calling `memcmp` (the search was 14% of the serving ring's CPU under 64
 /// connections of sets, most of it in `memcmp`; BENCHMARKS.md, issue 14).
@@ -22,31 +24,18 @@ struct InternalKey {
     seq: Reverse<u64>,
 }
 
-/// Bytes of a key kept inline in [`InternalKey::prefix`].
-const PREFIX_BYTES: usize = 16;
-
 impl InternalKey {
     fn new(user_key: Bytes, seq: u64) -> Self {
-        let mut padded = [0u8; PREFIX_BYTES];
-        let inline = user_key.len().min(PREFIX_BYTES);
-        padded[..inline].copy_from_slice(&user_key[..inline]);
         InternalKey {
-            prefix: u128::from_be_bytes(padded),
+            prefix: key_prefix::prefix_of(&user_key),
             user_key,
             seq: Reverse(seq),
         }
     }
 
-    /// The user keys' order. Equal prefixes of keys that both fit in one mean one key is the
-    /// other padded with zero bytes: the shorter is the smaller, as in byte order.
+    /// The user keys' order.
     fn cmp_user_key(&self, other: &Self) -> std::cmp::Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| {
-            if self.user_key.len() <= PREFIX_BYTES && other.user_key.len() <= PREFIX_BYTES {
-                self.user_key.len().cmp(&other.user_key.len())
-            } else {
-                self.user_key.cmp(&other.user_key)
-            }
-        })
+        key_prefix::compare(self.prefix, &self.user_key, other.prefix, &other.user_key)
     }
 }
 
