@@ -18,11 +18,12 @@ use super::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, Thread
 const THREAD_RING_ENTRIES: u32 = 256;
 
 /// Runs a ring operation's future, submitting its queued entry right after the first poll queues
-/// it. tokio-uring otherwise submits only when the thread parks, so on a busy serving ring a read
-/// waited for every ready task to run before it reached the device: `lsm_load`'s idle random
-/// reads ran 1.41x faster with reads submitted at once (BENCHMARKS.md, issue 14). Reads only:
-/// submitting socket operations this way too made 64-connection GETs slower (a system call per
-/// operation, where waiting for the park batches them).
+/// it. tokio-uring otherwise submits only when the thread parks, so on a busy serving ring a
+/// file operation waited for every ready task to run before it reached the device:
+/// `lsm_load`'s idle random reads ran 1.49x faster with table reads submitted at once, and
+/// 64-connection `group` SETs about 1.08x with WAL writes and syncs submitted at once
+/// (BENCHMARKS.md, issue 14). File operations only: submitting socket operations this way too
+/// made 64-connection GETs slower (a system call per operation, where the park batches them).
 async fn submitted_now<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
@@ -51,8 +52,7 @@ impl DataFile for UringFile {
             0,
             "direct write at an unaligned offset"
         );
-        let (result, buf) = self.file.write_all_at(buf, offset).await;
-        (result, buf)
+        submitted_now(self.file.write_all_at(buf, offset)).await
     }
 
     async fn read_at(&self, mut buf: AlignedBuf, offset: u64) -> (io::Result<usize>, AlignedBuf) {
@@ -90,11 +90,11 @@ impl DataFile for UringFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data().await
+        submitted_now(self.file.sync_data()).await
     }
 
     async fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all().await
+        submitted_now(self.file.sync_all()).await
     }
 
     async fn size(&self) -> io::Result<u64> {
