@@ -209,81 +209,23 @@ impl EntryIter {
         };
         Ok((key, seq, value, next))
     }
-}
 
-/// A decoded block laid out for point reads: where each entry starts, found once when the
-/// block enters the block cache, so that a lookup binary-searches about five keys instead of
-/// decoding entries one after another until it passes the key (half the block on average).
-#[derive(Debug)]
-pub struct SearchableBlock {
-    entries: Bytes,
-    starts: Box<[u32]>,
-}
-
-impl SearchableBlock {
-    /// `entries` and `count` as [`decode`] returned them; every entry is decoded once here, so
-    /// damage that passed the checksum is found now, as a linear scan would find it.
-    pub fn new(entries: Bytes, count: u32) -> Result<Self, String> {
-        // A count that passed the checksum but is damage must not size an allocation.
-        let mut starts = Vec::with_capacity((count as usize).min(entries.len() / ENTRY_HEADER_BYTES));
-        let mut iter = EntryIter::new(entries, count);
-        while iter.remaining > 0 {
-            let (_, _, _, next) = iter.decode_at()?;
-            starts.push(u32::try_from(iter.at).map_err(|_| "block above 4 GiB".to_string())?);
-            iter.at = next;
-            iter.remaining -= 1;
-        }
-        if iter.at != iter.end {
-            return Err(format!("{} bytes after the last entry", iter.end - iter.at));
-        }
-        assert!(
-            starts.windows(2).all(|pair| pair[0] < pair[1]),
-            "entry starts must increase"
-        );
-        Ok(SearchableBlock {
-            entries: iter.block,
-            starts: starts.into_boxed_slice(),
-        })
-    }
-
-    /// The version of `key` the block holds, if any; entries are in strictly ascending key
-    /// order, so a binary search over their starts finds it.
-    pub fn find(&self, key: &[u8]) -> Result<Option<(u64, Option<Bytes>)>, String> {
-        let mut iter = EntryIter::new(self.entries.clone(), 1);
-        let mut failure = None;
-        let at = self.starts.partition_point(|&start| {
-            iter.at = start as usize;
-            match iter.decode_at() {
-                Ok((found, ..)) => found < key,
-                Err(reason) => {
-                    failure.get_or_insert(reason);
-                    false
+    /// Finds `key` by a linear scan (blocks are small); `Ok(None)` if the block does not hold it.
+    pub fn find(mut self, key: &[u8]) -> Result<Option<(u64, Option<Bytes>)>, String> {
+        while self.remaining > 0 {
+            let (found, seq, value, next) = self.decode_at()?;
+            match found.cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    let value = value.map(|v| self.block.slice_ref(v));
+                    return Ok(Some((seq, value)));
                 }
+                std::cmp::Ordering::Greater => return Ok(None),
             }
-        });
-        if let Some(reason) = failure {
-            return Err(reason);
+            self.at = next;
+            self.remaining -= 1;
         }
-        let Some(&start) = self.starts.get(at) else {
-            return Ok(None);
-        };
-        iter.at = start as usize;
-        let (found, seq, value, _) = iter.decode_at()?;
-        if found != key {
-            return Ok(None);
-        }
-        let value = value.map(|v| self.entries.slice_ref(v));
-        Ok(Some((seq, value)))
-    }
-
-    /// The entries and their count, for [`EntryIter`].
-    pub fn entries(&self) -> (Bytes, u32) {
-        (self.entries.clone(), coding::len_u32(self.starts.len()))
-    }
-
-    /// Bytes the block holds in memory: its entries and their starts.
-    pub fn resident_bytes(&self) -> usize {
-        self.entries.len() + std::mem::size_of_val(&*self.starts)
+        Ok(None)
     }
 }
 
@@ -355,15 +297,7 @@ mod tests {
                 }
             );
             assert_eq!(entries[2].value.as_deref(), Some(&b""[..]));
-            let searchable = SearchableBlock::new(block.clone(), count).unwrap();
-            for key in [&b""[..], b"a", b"a\0", b"b", b"bb", b"c", b"d"] {
-                let scanned = entries
-                    .iter()
-                    .find(|entry| &entry.key[..] == key)
-                    .map(|entry| (entry.seq, entry.value.clone()));
-                assert_eq!(searchable.find(key).unwrap(), scanned, "{key:?}");
-            }
-            let find = |key: &[u8]| searchable.find(key).unwrap();
+            let find = |key: &[u8]| EntryIter::new(block.clone(), count).find(key).unwrap();
             assert_eq!(find(b"a"), Some((7, Some(Bytes::from_static(b"\"one\"")))));
             assert_eq!(find(b"b"), Some((3, None)));
             assert_eq!(find(b"bb"), None);
@@ -413,7 +347,7 @@ mod tests {
         block.extend_from_slice(&crc.to_le_bytes());
         let (entries, count) = decode(Bytes::from(block), 1).unwrap();
         assert_eq!(
-            SearchableBlock::new(entries, count).unwrap().find(b"a").unwrap(),
+            EntryIter::new(entries, count).find(b"a").unwrap(),
             Some((7, Some(Bytes::from_static(b"1"))))
         );
     }

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::block::SearchableBlock;
+use super::block::EntryIter;
 use super::cache::BlockCache;
 use super::table::{read_block, TableMeta};
 use crate::error::{Error, IoContext, Result};
@@ -72,19 +72,19 @@ impl<F: FileSystem> TableReaders<F> {
         let Some(block) = meta.block_for(key) else {
             return Ok(None);
         };
-        let corrupt = |reason| Error::sst_corruption(&meta.path, meta.index[block].offset, reason);
         let cached = self.cache.borrow_mut().get(meta.number, coding::len_u32(block));
-        let searchable = if let Some(cached) = cached {
+        let (bytes, count) = if let Some(cached) = cached {
             cached
         } else {
-            let (entries, count) = read_block(&*self.file_for(meta).await?, meta, block).await?;
-            let searchable = Rc::new(SearchableBlock::new(entries, count).map_err(corrupt)?);
+            let (bytes, count) = read_block(&*self.file_for(meta).await?, meta, block).await?;
             self.cache
                 .borrow_mut()
-                .insert(meta.number, coding::len_u32(block), searchable.clone());
-            searchable
+                .insert(meta.number, coding::len_u32(block), bytes.clone(), count);
+            (bytes, count)
         };
-        searchable.find(key).map_err(corrupt)
+        EntryIter::new(bytes, count)
+            .find(key)
+            .map_err(|reason| Error::sst_corruption(&meta.path, meta.index[block].offset, reason))
     }
 
     /// Data block `block` of `meta` and its entry count, for a scan: from the block cache if
@@ -93,7 +93,7 @@ impl<F: FileSystem> TableReaders<F> {
     pub async fn scan_block(&self, meta: &TableMeta, block: usize) -> Result<(Bytes, u32)> {
         let cached = self.cache.borrow().peek(meta.number, coding::len_u32(block));
         match cached {
-            Some(cached) => Ok(cached.entries()),
+            Some(cached) => Ok(cached),
             None => read_block(&*self.file_for(meta).await?, meta, block).await,
         }
     }
