@@ -218,27 +218,8 @@ mod tests {
 
     #[test]
     fn the_inline_prefix_keeps_byte_order() {
-        let keys: Vec<&[u8]> = vec![
-            b"",
-            b"\0",
-            b"\0\0",
-            b"a",
-            b"a\0",
-            b"a\0\0",
-            b"a\x01",
-            b"ab",
-            b"k0000012345",
-            b"k0000012346",
-            b"0123456789abcdef",
-            b"0123456789abcdef\0",
-            b"0123456789abcdef0",
-            b"0123456789abcdee\xff\xff",
-            b"0123456789abcdef\xff",
-            b"\xff\xff",
-            b"0123456789abcdef0123",
-        ];
-        for a in &keys {
-            for b in &keys {
+        for a in key_prefix::ORDER_SAMPLES {
+            for b in key_prefix::ORDER_SAMPLES {
                 for (sa, sb) in [(1, 1), (1, 2), (2, 1)] {
                     let x = InternalKey::new(Bytes::copy_from_slice(a), sa);
                     let y = InternalKey::new(Bytes::copy_from_slice(b), sb);

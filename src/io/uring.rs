@@ -214,3 +214,48 @@ impl FileSystem for UringFs {
         Instant::now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A file read reaches the device while other tasks keep the ring busy. tokio-uring submits
+    /// queued operations when the thread parks, and a task that only yields keeps it from
+    /// parking: before `submitted_now`, the read below completed only once the busy task ended.
+    #[test]
+    fn a_file_read_completes_while_the_ring_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("block");
+        std::fs::write(&path, vec![7u8; BLOCK_BYTES]).unwrap();
+        tokio_uring::start(async {
+            let file = UringFs.open(&path, OpenMode::READ).await.unwrap();
+            let busy = Rc::new(Cell::new(true));
+            let read_done = Rc::new(Cell::new(false));
+            let busy_task = tokio_uring::spawn({
+                let (busy, read_done) = (busy.clone(), read_done.clone());
+                async move {
+                    let until = Instant::now() + Duration::from_secs(3);
+                    while !read_done.get() && Instant::now() < until {
+                        tokio::task::yield_now().await;
+                    }
+                    busy.set(false);
+                }
+            });
+            // Let the busy task start before the read is queued.
+            tokio::task::yield_now().await;
+            let (read, buf) = file.read_at(AlignedBuf::zeroed(BLOCK_BYTES), 0).await;
+            assert_eq!(read.unwrap(), BLOCK_BYTES);
+            assert_eq!(buf.as_slice()[0], 7);
+            assert!(
+                busy.get(),
+                "the read completed only after the ring stopped being busy"
+            );
+            read_done.set(true);
+            busy_task.await.unwrap();
+        });
+    }
+}
