@@ -9,7 +9,7 @@
 //! `cargo bench --bench lsm_load -- [--keys N] [--dir PATH] [--reads N] [--overwrites N]
 //!  [--writers N] [--readers N] [--memtable-bytes B] [--block-cache-bytes B]
 //!  [--background-write-bytes-per-sec B] [--background-io-bytes B] [--fsync STRATEGY]
-//!  [--values padded|json|random] [--compression lz4|none]`
+//!  [--values padded|json|random] [--compression lz4|none] [--wal-io direct|buffered]`
 //! (`--fsync` takes the server's strategies: `never`, `group` (the default), `always`, ...;
 //! `--values`: the 100-byte values: a zero-padded number (the default, compresses ~10x), JSON
 //! documents with names, cities and words (as real documents compress), or random
@@ -48,6 +48,7 @@ struct Options {
     fsync: FsyncStrategy,
     values: Values,
     compression: ringkv::sst::Compression,
+    wal_io: ringkv::config::WalIo,
 }
 
 /// What the values look like (each is `VALUE_BYTES` of JSON text).
@@ -74,6 +75,7 @@ impl Options {
             fsync: FsyncStrategy::Group,
             values: Values::Padded,
             compression: ringkv::sst::Compression::Lz4,
+            wal_io: ringkv::config::WalIo::Direct,
         };
         let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
         while let Some(flag) = args.next() {
@@ -106,6 +108,11 @@ impl Options {
                         "random" => Values::Random,
                         other => panic!("--values {other}: use padded, json or random"),
                     };
+                }
+                "--wal-io" => {
+                    options.wal_io = value
+                        .parse()
+                        .unwrap_or_else(|error| panic!("--wal-io {value}: {error}"));
                 }
                 "--compression" => {
                     options.compression = value
@@ -391,12 +398,13 @@ async fn run(options: Options) {
         background_write_bytes_per_sec: options.background_write_bytes_per_sec,
         background_io_bytes: options.background_io_bytes,
         compression: options.compression,
+        wal_io: options.wal_io,
         ..StoreConfig::for_dir(&data_dir)
     };
     let user_bytes = options.keys * (KEY_BYTES + VALUE_BYTES) as u64;
     eprintln!(
-        "lsm_load: values {:?}, compression {:?}",
-        options.values, options.compression
+        "lsm_load: values {:?}, compression {:?}, WAL I/O {:?}",
+        options.values, options.compression, options.wal_io
     );
     eprintln!(
         "lsm_load: {} keys ({:.0} MiB of keys and values) into {}, memtable {:.0} MiB, block cache {:.0} MiB, background I/O {:.0} MiB/s in {} KiB requests, {} writers, {} readers",
