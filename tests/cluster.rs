@@ -264,15 +264,7 @@ impl Cluster {
         for node in 0..NODES {
             cluster.start_node(node);
         }
-        let init = http(
-            cluster.ports[0],
-            "POST",
-            "/cluster/init",
-            None,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        assert_eq!(init.status, 200, "{}", String::from_utf8_lossy(&init.body));
+        admin_ok(cluster.ports[0], "/cluster/init", None);
         cluster.leader(Duration::from_secs(15));
         cluster
     }
@@ -379,6 +371,18 @@ fn set_ok(port: u16, key: &str, value: &Value) -> u64 {
     .unwrap();
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     answer.json()["version"].as_u64().unwrap()
+}
+
+/// `POST` of an administration request (`/cluster/...`) to `port`, which must answer 200. The
+/// limit is generous: a membership change waits for its joint and final configurations to commit.
+fn admin_ok(port: u16, path: &str, body: Option<&str>) {
+    let answer = http(port, "POST", path, body, Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
 }
 
 /// Polls `node` until its own state (`consistency=local`) has `key` at `version`.
@@ -619,15 +623,7 @@ fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
     let listen = format!("127.0.0.1:{port4}");
     let node4 = TestServer::start_at(dir.path(), &listen, &args);
     let body = json!({"id": 4, "address": listen}).to_string();
-    let added = http(
-        port,
-        "POST",
-        "/cluster/learner",
-        Some(&body),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    assert_eq!(added.status, 200, "{}", String::from_utf8_lossy(&added.body));
+    admin_ok(port, "/cluster/learner", Some(&body));
     let read = |key: &str| {
         http(
             port4,
@@ -660,31 +656,12 @@ fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
     let leaving = (leader + 1) % NODES;
     let voters: Vec<u64> = (1..=4u64).filter(|id| *id != leaving as u64 + 1).collect();
     let body = json!({"voters": voters}).to_string();
-    let changed = http(
-        port,
-        "POST",
-        "/cluster/membership",
-        Some(&body),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    assert_eq!(changed.status, 200, "{}", String::from_utf8_lossy(&changed.body));
+    admin_ok(port, "/cluster/membership", Some(&body));
     let status = cluster.status(leader).unwrap();
     assert_eq!(status["voters"], json!(voters));
     cluster.kill(leaving);
-    let written = http(
-        port,
-        "POST",
-        "/set",
-        Some(&set_body("after-change", &json!(1))),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(
-        written.status, 200,
-        "the new membership commits without the node that left"
-    );
-    let version = written.json()["version"].as_u64().unwrap();
+    // The new membership commits without the node that left.
+    let version = set_ok(port, "after-change", &json!(1));
     let deadline = Instant::now() + Duration::from_secs(10);
     while read("after-change").json()["version"].as_u64() != Some(version) {
         assert!(Instant::now() < deadline, "node 4 did not apply the write");
@@ -884,15 +861,7 @@ fn a_paused_follower_catches_up_and_a_paused_leader_acknowledges_nothing() {
     let mut cluster = Cluster::start(false);
     let leader = cluster.leader(Duration::from_secs(10));
     let port = cluster.port(leader);
-    let first = http(
-        port,
-        "POST",
-        "/set",
-        Some(&set_body("x", &json!(1))),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(first.status, 200);
+    set_ok(port, "x", &json!(1));
 
     // A paused follower: the others go on; it catches up once resumed (past a snapshot: more
     // entries than --raft-snapshot-every go by).
@@ -921,15 +890,7 @@ fn a_paused_follower_catches_up_and_a_paused_leader_acknowledges_nothing() {
         std::thread::spawn(move || http(port, "GET", "/get?key=x", None, Duration::from_secs(20)));
     let new_leader = cluster.leader(Duration::from_secs(15));
     assert_ne!(new_leader, leader);
-    let second = http(
-        cluster.port(new_leader),
-        "POST",
-        "/set",
-        Some(&set_body("x", &json!(2))),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(second.status, 200);
+    let second = set_ok(cluster.port(new_leader), "x", &json!(2));
     cluster.resume(leader);
     let write = write_to_old.join().unwrap();
     let read = read_from_old.join().unwrap();
@@ -948,13 +909,7 @@ fn a_paused_follower_catches_up_and_a_paused_leader_acknowledges_nothing() {
         assert!(Instant::now() < deadline, "the old leader did not step down");
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_local(
-        &cluster,
-        leader,
-        "x",
-        second.json()["version"].as_u64().unwrap(),
-        Duration::from_secs(10),
-    );
+    wait_local(&cluster, leader, "x", second, Duration::from_secs(10));
     for node in 0..NODES {
         let answer = http(
             cluster.port(node),
