@@ -1,6 +1,7 @@
 //! The few raw system calls made outside `io/`, each behind a safe function with its `SAFETY`
-//! argument: socket shutdown and a non-blocking send on descriptors the HTTP loop owns, and the
-//! open-file limit. Owns no policy: callers decide when and why.
+//! argument: socket shutdown and a non-blocking send on descriptors the HTTP loop owns, the
+//! open-file limit, and a file's direct-I/O alignment. Owns no policy: callers decide when and
+//! why.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -82,4 +83,28 @@ pub fn page_size_and_clock_ticks() -> (u64, u64) {
         u64::try_from(page).unwrap_or(4096),
         u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
     )
+}
+
+/// The offset (and length) alignment the file system requires of direct I/O on open file `fd`
+/// (`statx` with `STATX_DIOALIGN`, Linux 6.1): `None` when the kernel or the file system does not
+/// say, or says the file cannot do direct I/O.
+pub fn direct_io_offset_align(fd: RawFd) -> io::Result<Option<u32>> {
+    // SAFETY: an all-zero `statx` is a valid value of the plain-data struct.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid NUL-terminated empty string, which with `AT_EMPTY_PATH` names
+    // `fd` itself; `statx` writes into the local struct it is given a valid pointer to.
+    let result = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stat,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let reported = stat.stx_mask & libc::STATX_DIOALIGN != 0;
+    Ok(Some(stat.stx_dio_offset_align).filter(|&align| reported && align > 0))
 }

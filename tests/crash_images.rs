@@ -1,8 +1,8 @@
 //! Simulated power loss, the way Pebble's crash-clone file system does it: while concurrent
 //! writers run against the real engine (real files, real `io_uring`, the background ring flushing
 //! and compacting), the fault layer repeatedly writes a crash image to another directory: every
-//! file's synced bytes plus a random part of its unsynced writes (whole, lost, or torn at 4 KiB
-//! blocks), and the directory's synced entries plus a random prefix of the creations, renames and
+//! file's synced bytes plus a random part of its unsynced writes (whole, lost, or torn at 512-byte
+//! sectors), and the directory's synced entries plus a random prefix of the creations, renames and
 //! removals since. Each image is opened as a store and checked:
 //! - every connection's keys hold the state after a prefix of that connection's writes: no holes,
 //!   no value that was never written, and no part of a batch (a write of several keys at once:

@@ -344,25 +344,77 @@ fn an_empty_new_life_reads_as_an_empty_segment() {
     assert_eq!((log.position.segment_number, log.position.offset), (2, 0));
 }
 
+/// The write unit the file system gives segments in `dir` (what the writer should find).
+fn sector_of(dir: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("probe");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .unwrap();
+    let unit = ringkv::io::write_unit_from(ringkv::sys::direct_io_offset_align(file.as_raw_fd()).unwrap());
+    std::fs::remove_file(probe).unwrap();
+    unit
+}
+
 #[test]
-fn a_new_life_ending_on_a_block_boundary_ends_cleanly() {
+fn a_small_batch_writes_one_sector_not_a_block() {
     let dir = tempfile::tempdir().unwrap();
+    let unit = sector_of(dir.path());
+    // ext4 on this machine's disk (512-byte logical sectors) takes direct writes in sectors.
+    eprintln!("direct-I/O unit here: {unit} bytes");
+    let (written, writer_unit) = tokio_uring::start(async {
+        let start = LogPosition {
+            segment_number: 1,
+            offset: 0,
+            tail: Vec::new(),
+        };
+        let writer = WalWriter::start(UringFs, options(dir.path()), start, 1);
+        writer.prepare().await.unwrap();
+        for i in 0..2 {
+            let (_, ticket) = writer
+                .append(RecordKind::Put, &key(i), VALUE, Durability::Group)
+                .unwrap();
+            ticket.wait().await.unwrap();
+        }
+        (writer.stats().written_bytes.get(), writer.write_unit())
+    });
+    assert_eq!(writer_unit, unit);
+    // Two records of 136 bytes, each its own batch: one unit each (the second rewrites the
+    // first's unit), not a 4 KiB block each.
+    assert_eq!(written, 2 * unit as u64);
+    let (keys, result) = recover(dir.path());
+    assert_eq!(keys.len(), 2);
+    assert!(!result.unwrap().torn_tail);
+}
+
+#[test]
+fn a_new_life_ending_on_a_unit_boundary_ends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = sector_of(dir.path());
     write_log(dir.path(), &[40, 40, 40]);
-    // 29 records of 136 bytes and one of 152 end exactly at 4096, where the previous life has
-    // the middle of a record: the writer writes that block's zeros too.
-    let mut records = new_records(30);
-    records[29].1 = vec![b'w'; 116];
+    // Records of 136 bytes and a last one that together end exactly at the first unit
+    // boundary, where the previous life has the middle of a record: the writer writes the
+    // next unit's zeros too.
+    let full = unit / 136 - 1;
+    let mut records = new_records(full + 1);
+    let rest = unit - full * 136;
+    records[full].1 = vec![b'w'; rest - 36];
     let total: usize = records
         .iter()
         .map(|(key, value)| record::encoded_len(key, value))
         .sum();
-    assert_eq!(total, 4096);
+    assert_eq!(total, unit);
     write_recycled_life(dir.path(), &records, false);
     let (keys, result) = recover_from(dir.path(), 2);
     let log = result.unwrap();
-    assert_eq!(keys.len(), 30);
+    assert_eq!(keys.len(), full + 1);
     assert!(!log.torn_tail, "the end of the log read as a torn record");
-    assert_eq!(log.position.offset, 4096);
+    assert_eq!(log.position.offset, unit as u64);
 }
 
 #[test]

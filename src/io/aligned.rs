@@ -5,8 +5,14 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-/// Alignment and I/O granularity of every direct read and write.
+/// Alignment and I/O granularity of every direct read and write, except the WAL's writes (which
+/// use the file's own direct-I/O unit, see [`crate::io::DataFile::direct_write_unit`]).
 pub const BLOCK_BYTES: usize = 4096;
+
+/// The smallest direct-I/O unit a Linux block device has (its logical sector), and the unit the
+/// test file systems tear an interrupted write into: a device promises nothing larger is written
+/// whole across a power loss.
+pub const SECTOR_BYTES: usize = 512;
 
 /// Rounds `n` up to a whole number of blocks.
 pub fn round_up_to_block(n: usize) -> usize {
@@ -118,10 +124,19 @@ impl AlignedBuf {
 
     /// Zero-pads the buffer to a whole number of blocks, as a direct write needs.
     pub fn pad_to_block(&mut self) {
-        let padded = round_up_to_block(self.len);
-        let pad = padded - self.len;
-        let fits = self.extend_zeros(pad);
-        // The capacity is a whole number of blocks, so the padded length always fits.
+        self.pad_to(BLOCK_BYTES);
+    }
+
+    /// Zero-pads the buffer to a whole number of `unit`s (a power of two up to [`BLOCK_BYTES`]).
+    pub fn pad_to(&mut self, unit: usize) {
+        assert!(
+            unit.is_power_of_two() && unit <= BLOCK_BYTES,
+            "padding unit {unit} is not a power of two up to a block"
+        );
+        let padded = self.len.next_multiple_of(unit);
+        let fits = self.extend_zeros(padded - self.len);
+        // The capacity is a whole number of blocks, each a whole number of units, so the padded
+        // length always fits.
         debug_assert!(fits);
     }
 }

@@ -22,7 +22,7 @@ use rand::Rng;
 use super::dir_op::DirOp;
 use super::{
     AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, UringFile, UringFs,
-    BLOCK_BYTES,
+    SECTOR_BYTES,
 };
 
 /// Which faults are armed. Shared by every clone of a [`FaultFs`].
@@ -115,8 +115,8 @@ impl State {
 pub enum Persisted {
     All,
     Nothing,
-    /// Per block of the write (4 KiB, the unit a disk writes atomically here): kept or not.
-    Blocks(Vec<bool>),
+    /// Per 512-byte sector of the write (the unit a disk writes atomically): kept or not.
+    Sectors(Vec<bool>),
 }
 
 /// What a crash image kept and lost, for the test's report.
@@ -175,8 +175,8 @@ pub fn random_persisted(rng: &mut impl Rng, len: usize) -> Persisted {
     match rng.gen_range(0..10) {
         0..=4 => Persisted::All,
         5..=8 => Persisted::Nothing,
-        _ => Persisted::Blocks(
-            (0..len.div_ceil(BLOCK_BYTES))
+        _ => Persisted::Sectors(
+            (0..len.div_ceil(SECTOR_BYTES))
                 .map(|_| rng.gen_bool(0.5))
                 .collect(),
         ),
@@ -400,11 +400,11 @@ fn crash_image(
                     patch(&mut bytes, *offset, write);
                 }
                 Persisted::Nothing => {}
-                Persisted::Blocks(blocks) => {
+                Persisted::Sectors(sectors) => {
                     stats.writes_torn += 1;
-                    for (index, chunk) in write.chunks(BLOCK_BYTES).enumerate() {
-                        if blocks.get(index).copied().unwrap_or(false) {
-                            patch(&mut bytes, offset + (index * BLOCK_BYTES) as u64, chunk);
+                    for (index, chunk) in write.chunks(SECTOR_BYTES).enumerate() {
+                        if sectors.get(index).copied().unwrap_or(false) {
+                            patch(&mut bytes, offset + (index * SECTOR_BYTES) as u64, chunk);
                         }
                     }
                 }
@@ -520,6 +520,10 @@ impl DataFile for FaultFile {
 
     async fn size(&self) -> io::Result<u64> {
         self.inner.size().await
+    }
+
+    fn direct_write_unit(&self) -> usize {
+        self.inner.direct_write_unit()
     }
 }
 

@@ -22,7 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES};
+pub use aligned::{round_down_to_block, round_up_to_block, AlignedBuf, BLOCK_BYTES, SECTOR_BYTES};
 pub use fault::{FaultFs, SyncTargets};
 pub use publish::publish;
 pub use sim::SimFs;
@@ -93,6 +93,22 @@ pub trait DataFile: 'static {
 
     /// The file's size in bytes.
     async fn size(&self) -> io::Result<u64>;
+
+    /// The smallest unit (offset and length) a direct write to this file may have: the file
+    /// system's direct-I/O alignment, which on ext4 is the device's logical sector (512 bytes
+    /// here), or [`BLOCK_BYTES`] where it does not say (see [`write_unit_from`]). The WAL writes
+    /// in these units, so that a small batch does not rewrite a whole 4 KiB block.
+    fn direct_write_unit(&self) -> usize;
+}
+
+/// The direct-write unit for a reported direct-I/O offset alignment: the alignment when it is a
+/// power of two from [`SECTOR_BYTES`] to [`BLOCK_BYTES`], else [`BLOCK_BYTES`] (always valid where
+/// the store runs at all: every other direct write is whole blocks).
+pub fn write_unit_from(reported: Option<u32>) -> usize {
+    reported
+        .and_then(|align| usize::try_from(align).ok())
+        .filter(|align| align.is_power_of_two() && (SECTOR_BYTES..=BLOCK_BYTES).contains(align))
+        .unwrap_or(BLOCK_BYTES)
 }
 
 /// Directory-level operations, the way files are opened, and the runtime the storage code runs

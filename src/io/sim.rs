@@ -12,11 +12,13 @@
 //!   only with a sync of their directory, and a crash keeps a prefix of the pending ones (a journal
 //!   keeps metadata changes in order).
 //! - [`SimFs::crash`] is a power failure: each file goes back to its durable content plus each
-//!   unsynced write whole, lost, or torn at 4 KiB blocks.
+//!   unsynced write whole, lost, or torn at 512-byte sectors.
 //! - Faults, each with the probability [`SimFaults`] gives: `EIO` on a write, a sync or a read
 //!   (a failed sync drops the file's unsynced writes, as Linux does), and spells of `ENOSPC` on
-//!   writes that would grow a file. Direct I/O that is not block-aligned fails with `EINVAL`,
-//!   as ext4 answers it.
+//!   writes that would grow a file. Direct I/O that is not aligned to the world's direct-I/O unit
+//!   fails with `EINVAL`, as ext4 answers it. That unit is 512 bytes (a device with 512-byte
+//!   logical sectors, like this machine's) for even seeds and 4096 for odd ones, so that both of
+//!   the WAL's write units run.
 //!
 //! For tests only; the server never uses it. Owns no storage logic: it is the outside world.
 
@@ -39,7 +41,9 @@ use tokio::sync::oneshot;
 
 use super::dir_op::DirOp;
 use super::fault::{patch, random_persisted, Persisted};
-use super::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, BLOCK_BYTES};
+use super::{
+    AlignedBuf, DataFile, FileSystem, OpenMode, Task, ThreadBody, ThreadHandle, BLOCK_BYTES, SECTOR_BYTES,
+};
 
 /// Probabilities of the faults a run injects (per operation), and whether latencies vary.
 #[derive(Debug, Clone, Copy, Default)]
@@ -102,6 +106,8 @@ struct World {
     /// When each sync failure was injected (the test's oracle: what a failed sync leaves unsynced
     /// is lost, so it bounds what `periodic` can promise).
     sync_eio_at: Vec<Duration>,
+    /// The alignment direct I/O must have (the logical sector of the simulated device).
+    direct_unit: usize,
 }
 
 impl World {
@@ -235,6 +241,11 @@ impl SimFs {
                 stats: SimStats::default(),
                 trace: Default::default(),
                 sync_eio_at: Vec::new(),
+                direct_unit: if seed.is_multiple_of(2) {
+                    SECTOR_BYTES
+                } else {
+                    BLOCK_BYTES
+                },
             })),
         }
     }
@@ -301,11 +312,11 @@ impl SimFs {
                 match random_persisted(&mut world.rng, bytes.len()) {
                     Persisted::All => patch(&mut image, *offset, bytes),
                     Persisted::Nothing => world.stats.unsynced_writes_lost += 1,
-                    Persisted::Blocks(blocks) => {
+                    Persisted::Sectors(sectors) => {
                         world.stats.writes_torn += 1;
-                        for (index, chunk) in bytes.chunks(BLOCK_BYTES).enumerate() {
-                            if blocks.get(index).copied().unwrap_or(false) {
-                                patch(&mut image, offset + (index * BLOCK_BYTES) as u64, chunk);
+                        for (index, chunk) in bytes.chunks(SECTOR_BYTES).enumerate() {
+                            if sectors.get(index).copied().unwrap_or(false) {
+                                patch(&mut image, offset + (index * SECTOR_BYTES) as u64, chunk);
                             }
                         }
                     }
@@ -367,7 +378,8 @@ impl SimFile {
     }
 
     fn check_direct(&self, offset: u64, len: usize) -> io::Result<()> {
-        let aligned = offset.is_multiple_of(BLOCK_BYTES as u64) && len.is_multiple_of(BLOCK_BYTES);
+        let unit = self.world().direct_unit;
+        let aligned = offset.is_multiple_of(unit as u64) && len.is_multiple_of(unit);
         if self.direct && !aligned {
             return Err(errno(libc::EINVAL));
         }
@@ -481,6 +493,10 @@ impl DataFile for SimFile {
 
     async fn size(&self) -> io::Result<u64> {
         Ok(self.world().inode(self.inode).current.len() as u64)
+    }
+
+    fn direct_write_unit(&self) -> usize {
+        self.world().direct_unit
     }
 }
 

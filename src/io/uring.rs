@@ -101,6 +101,16 @@ impl DataFile for UringFile {
         let stat = self.file.statx().await?;
         Ok(stat.stx_size)
     }
+
+    fn direct_write_unit(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        // A failed `statx` (an old kernel) means the safe default, like an unreported alignment.
+        super::write_unit_from(
+            crate::sys::direct_io_offset_align(self.file.as_raw_fd())
+                .ok()
+                .flatten(),
+        )
+    }
 }
 
 impl FileSystem for UringFs {

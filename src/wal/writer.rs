@@ -27,7 +27,7 @@ use super::segment::{self, Prepared};
 use super::stats::WalStats;
 use crate::config::{Durability, FsyncStrategy, SyncCall, WalIo};
 use crate::error::{Error, Result};
-use crate::io::{round_down_to_block, AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
+use crate::io::{AlignedBuf, DataFile, FileSystem, OpenMode, Task, BLOCK_BYTES};
 
 /// How the writer is set up.
 #[derive(Debug, Clone)]
@@ -72,7 +72,9 @@ impl WalOptions {
 }
 
 /// Where the log ends: the next record goes to `offset` of segment `segment_number`; `tail` holds
-/// the bytes of the partial block before `offset` (rewritten by the next direct write).
+/// the bytes before `offset` since the last write-unit boundary, or more of them (the next direct
+/// write rewrites them; recovery keeps those since the last 4 KiB boundary, a multiple of every
+/// write unit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogPosition {
     pub segment_number: u64,
@@ -119,11 +121,11 @@ impl Ticket {
 /// Records gathered for one direct write.
 struct Batch {
     segment_number: u64,
-    /// File offset of the write: `start_offset` rounded down to a block.
+    /// File offset of the write: `start_offset` rounded down to the write unit.
     block_offset: u64,
     /// Where the batch's first record starts.
     start_offset: u64,
-    /// Bytes from `block_offset`: the previous partial block, then the records.
+    /// Bytes from `block_offset`: the previous partial unit, then the records.
     buf: AlignedBuf,
     records: u32,
     /// Where its last record ends.
@@ -228,6 +230,11 @@ pub struct WalWriter<F: FileSystem> {
     /// Everything before this (segment, offset) is known durable (drives the claims of
     /// `periodic` and `never`; see [`WalWriter::durable_claim`]).
     durable_end: Cell<(u64, u64)>,
+    /// The offset and length unit of every batch write: a divisor of [`BLOCK_BYTES`], set once
+    /// from the segment file by [`WalWriter::prepare`] (4 KiB until then, valid everywhere).
+    /// With 512-byte sectors a batch rewrites at most 511 bytes of the one before it instead of
+    /// up to 4 KiB-1: BENCHMARKS.md, issue 14, "WAL writes in sectors".
+    write_unit: Cell<usize>,
 }
 
 impl<F: FileSystem> WalWriter<F> {
@@ -260,6 +267,7 @@ impl<F: FileSystem> WalWriter<F> {
             stats: WalStats::new(next_seq.saturating_sub(1)),
             written_end: Cell::new(start),
             durable_end: Cell::new(start),
+            write_unit: Cell::new(BLOCK_BYTES),
         });
         *writer.committer.borrow_mut() = Some(writer.fs.spawn(run_committer(writer.clone())));
         // Any request may ask for `periodic`, so the timer always runs; it syncs only while
@@ -298,7 +306,28 @@ impl<F: FileSystem> WalWriter<F> {
     /// for 64 MiB here). Call before the first append.
     pub async fn prepare(&self) -> Result<()> {
         let number = self.state.borrow().position.segment_number;
-        self.segment_file(number).await.map(drop)
+        let segment = self.segment_file(number).await?;
+        let unit = segment.file.direct_write_unit();
+        assert!(
+            unit.is_power_of_two() && BLOCK_BYTES.is_multiple_of(unit),
+            "write unit {unit} does not divide a block"
+        );
+        // Only before the first batch is cut: a smaller unit than the one a queued batch was cut
+        // with would leave its tail shorter than the next batch's prefix.
+        if self.state.borrow().queue.is_empty() {
+            self.write_unit.set(unit);
+        }
+        Ok(())
+    }
+
+    /// The offset and length unit of batch writes (see the field).
+    pub fn write_unit(&self) -> usize {
+        self.write_unit.get()
+    }
+
+    /// `offset` rounded down to the write unit.
+    fn unit_start(&self, offset: u64) -> u64 {
+        offset - offset % self.write_unit.get() as u64
     }
 
     /// What the writer counts, for `/metrics`.
@@ -481,10 +510,10 @@ impl<F: FileSystem> WalWriter<F> {
         matches!(self.options.fsync, FsyncStrategy::Periodic { .. })
     }
 
-    /// A batch starting at the current position, its buffer holding the partial block before it.
+    /// A batch starting at the current position, its buffer holding the partial unit before it.
     fn new_batch(&self, state: &mut State<F>, first_record_bytes: usize, alone: bool) -> Batch {
         let start_offset = state.position.offset;
-        let block_offset = round_down_to_block(start_offset);
+        let block_offset = self.unit_start(start_offset);
         let prefix_len = crate::coding::to_usize(start_offset - block_offset);
         // Room for the prefix, the records, a segment-end record and the padding block. A batch
         // that holds one record only (`always`) gets room for that record, not a whole
@@ -502,14 +531,19 @@ impl<F: FileSystem> WalWriter<F> {
         };
         buf.set_len(0);
         let prefix_copied = match state.queue.back() {
-            // The previous batch is still gathering: its last partial block is the prefix.
+            // The previous batch is still gathering: its last partial unit is the prefix.
             Some(previous) if previous.segment_number == state.position.segment_number && prefix_len > 0 => {
                 let from = crate::coding::to_usize(block_offset - previous.block_offset);
                 buf.extend_from_slice(&previous.buf.as_slice()[from..from + prefix_len])
             }
             _ => {
-                debug_assert_eq!(state.position.tail.len(), prefix_len);
-                buf.extend_from_slice(&state.position.tail[..prefix_len])
+                let tail = &state.position.tail;
+                assert!(
+                    tail.len() >= prefix_len,
+                    "the log's tail ({} bytes) is shorter than the partial unit before it ({prefix_len})",
+                    tail.len()
+                );
+                buf.extend_from_slice(&tail[tail.len() - prefix_len..])
             }
         };
         debug_assert!(prefix_copied);
@@ -535,7 +569,7 @@ impl<F: FileSystem> WalWriter<F> {
         }
     }
 
-    /// Takes the oldest batch for writing; if it was the last one, keeps its partial final block
+    /// Takes the oldest batch for writing; if it was the last one, keeps its partial final unit
     /// as the prefix of the next batch.
     fn take_batch(&self) -> Option<Batch> {
         let mut state = self.state.borrow_mut();
@@ -544,7 +578,7 @@ impl<F: FileSystem> WalWriter<F> {
         if state.queue.is_empty() {
             let position = &mut state.position;
             position.tail = if batch.segment_number == position.segment_number {
-                let from = crate::coding::to_usize(round_down_to_block(position.offset) - batch.block_offset);
+                let from = crate::coding::to_usize(self.unit_start(position.offset) - batch.block_offset);
                 let to = crate::coding::to_usize(position.offset - batch.block_offset);
                 batch.buf.as_slice()[from..to].to_vec()
             } else {
@@ -729,15 +763,14 @@ impl<F: FileSystem> WalWriter<F> {
             .filter(|_| batch.durable && everything_before_durable);
         let file = dsync_file.unwrap_or(&segment.file);
         let mut buf = std::mem::replace(&mut batch.buf, AlignedBuf::zeroed(0));
-        buf.pad_to_block();
-        // A batch that ends on a block boundary also writes the next block's zeros: in a recycled
-        // segment that block holds the file's previous life, and the log's end must read as a
+        let unit = self.write_unit.get();
+        buf.pad_to(unit);
+        // A batch that ends on a unit boundary also writes the next unit's zeros: in a recycled
+        // segment that unit holds the file's previous life, and the log's end must read as a
         // zero header, not as a torn record (recovery would say it dropped one).
-        if batch.end_offset.is_multiple_of(BLOCK_BYTES as u64)
-            && batch.end_offset < self.options.segment_bytes
-        {
-            let grown = buf.extend_zeros(BLOCK_BYTES);
-            debug_assert!(grown, "batch buffers have room for a padding block");
+        if batch.end_offset.is_multiple_of(unit as u64) && batch.end_offset < self.options.segment_bytes {
+            let grown = buf.extend_zeros(unit);
+            debug_assert!(grown, "batch buffers have room for a padding unit");
         }
         let bytes = buf.len() as u64;
         let started = self.fs.now();
