@@ -403,8 +403,8 @@ async fn run(options: Options) {
     };
     let user_bytes = options.keys * (KEY_BYTES + VALUE_BYTES) as u64;
     eprintln!(
-        "lsm_load: values {:?}, compression {:?}, WAL I/O {:?}",
-        options.values, options.compression, options.wal_io
+        "lsm_load: values {:?}, compression {:?}, WAL I/O {:?}, fsync {}, sync call {}",
+        options.values, options.compression, options.wal_io, config.fsync, config.sync_call
     );
     eprintln!(
         "lsm_load: {} keys ({:.0} MiB of keys and values) into {}, memtable {:.0} MiB, block cache {:.0} MiB, background I/O {:.0} MiB/s in {} KiB requests, {} writers, {} readers",

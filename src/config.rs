@@ -274,7 +274,8 @@ impl StoreConfig {
             min_durability: Durability::Never,
             periodic_sync_interval: None,
             wal_io: WalIo::Direct,
-            sync_call: SyncCall::Fdatasync,
+            // The server's default, so that the library's users and `lsm_load` run what it runs.
+            sync_call: SyncCall::DEFAULT,
             wal_segment_bytes: 64 << 20,
             wal_batch_bytes: 1 << 20,
             wal_recycle_segments: 4,

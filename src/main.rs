@@ -63,7 +63,7 @@ struct Cli {
     /// durable, with no separate call (the same flush, one round trip fewer: faster for always in
     /// BENCHMARKS.md); writes that need not be durable go through a plain one, and the periodic
     /// timer, or a durable write after them, uses fdatasync.
-    #[arg(long, env = "RINGKV_SYNC_CALL", default_value = "dsync", value_parser = parse_keyword::<SyncCall>)]
+    #[arg(long, env = "RINGKV_SYNC_CALL", default_value_t = SyncCall::DEFAULT, value_parser = parse_keyword::<SyncCall>)]
     sync_call: SyncCall,
 
     /// Size of each pre-written WAL segment file; a multiple of 4096.
