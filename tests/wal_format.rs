@@ -386,6 +386,7 @@ fn a_small_batch_writes_one_sector_not_a_block() {
     assert_eq!(writer_unit, unit);
     // Two records of 136 bytes, each its own batch: one unit each (the second rewrites the
     // first's unit), not a 4 KiB block each.
+    assert_eq!(record_bytes(), 136);
     assert_eq!(written, 2 * unit as u64);
     let (keys, result) = recover(dir.path());
     assert_eq!(keys.len(), 2);
@@ -397,13 +398,14 @@ fn a_new_life_ending_on_a_unit_boundary_ends_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let unit = sector_of(dir.path());
     write_log(dir.path(), &[40, 40, 40]);
-    // Records of 136 bytes and a last one that together end exactly at the first unit
-    // boundary, where the previous life has the middle of a record: the writer writes the
+    // Records of the usual size and a longer last one that together end exactly at the first
+    // unit boundary, where the previous life has the middle of a record: the writer writes the
     // next unit's zeros too.
-    let full = unit / 136 - 1;
+    let usual = ringkv::coding::to_usize(record_bytes());
+    let full = unit / usual - 1;
     let mut records = new_records(full + 1);
-    let rest = unit - full * 136;
-    records[full].1 = vec![b'w'; rest - 36];
+    let framing = record::encoded_len(&records[full].0, b"");
+    records[full].1 = vec![b'w'; unit - full * usual - framing];
     let total: usize = records
         .iter()
         .map(|(key, value)| record::encoded_len(key, value))
