@@ -32,12 +32,14 @@ command -v db_bench >/dev/null || have_db_bench=false
 # Runs "$@" and samples its /proc entries until it exits; prints "write_bytes hwm_kib" on fd 3.
 watch_process() {
     "$@" &
-    local pid=$! written=0 hwm=0
+    local pid=$! written=0 hwm=0 sample
     while kill -0 "$pid" 2>/dev/null; do
-        if [ -r "/proc/$pid/io" ]; then
-            written=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io" 2>/dev/null || echo "$written")
-            hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "$hwm")
-        fi
+        # A sample taken as the process exits can come back empty (a zombie's status has no
+        # VmHWM line): keep the last good one, or the report prints 0 (it did, 2026-12-01).
+        sample=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io" 2>/dev/null || true)
+        [ -n "$sample" ] && written=$sample
+        sample=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        [ -n "$sample" ] && hwm=$sample
         sleep 0.2
     done
     wait "$pid"
