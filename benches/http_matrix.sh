@@ -61,6 +61,7 @@ done
 
 echo
 echo "medians of $reps runs of ${duration}s (wrk -t1; p50/p99 in microseconds)"
+bash benches/machine.sh
 printf '%-18s %5s %10s %8s %8s\n' workload conns req/s p50 p99
 sort -k1,1 -k2,2n -k3,3n "$results" | awk -v reps="$reps" '
   { key = $1 " " $2; n[key]++; if (n[key] == int((reps + 1) / 2)) { printf "%-18s %5s %10s %8s %8s\n", $1, $2, $3, $4, $5 } }'

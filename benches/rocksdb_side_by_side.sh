@@ -96,6 +96,8 @@ ringkv_run() {
     echo
     echo "$KEYS keys unsynced and for reads, $SYNC_KEYS synced writes; 16-byte keys, 100-byte values, no compression, 64 MiB memtable and block cache, O_DIRECT."
     echo
+    bash benches/machine.sh "$DIR"
+    echo
 } >>"$OUT"
 
 if $have_db_bench; then

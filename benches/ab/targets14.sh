@@ -16,6 +16,7 @@ PORT=18385
 RPORT=18386
 mkdir -p $OUT
 : > $OUT/targets.txt
+bash "$(dirname "$0")/../machine.sh" "$OUT"
 cpu_ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
 hz=$(getconf CLK_TCK)
 ringkv_run() { # label fsync conns mix
