@@ -646,11 +646,8 @@ fn a_new_node_catches_up_by_snapshot_then_log_and_joins_by_joint_consensus() {
         "the delete came with the snapshot or the log"
     );
     assert_eq!(read("s1").json()["value"], json!(1));
-    let installed = node4
-        .log_lines()
-        .iter()
-        .any(|line| line.contains("installed snapshot"));
-    assert!(installed, "the learner caught up by a snapshot");
+    let installed = node4.wait_for_log_line("installed snapshot", Duration::from_secs(10));
+    assert!(installed.is_some(), "the learner caught up by a snapshot");
 
     // Joint consensus: 4 becomes a voter and 1 of the others leaves.
     let leaving = (leader + 1) % NODES;

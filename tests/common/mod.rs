@@ -146,6 +146,22 @@ impl TestServer {
     pub fn log_lines(&self) -> Vec<String> {
         self.log.try_iter().collect()
     }
+
+    /// Waits up to `timeout` for a log line containing `needle`, consuming the lines before it.
+    /// A line the server has written can still be on its way: its stderr reaches the test through
+    /// a reader thread, which on a loaded two-core machine lags behind the server's answers (a
+    /// check through [`TestServer::log_lines`] right after an answer failed in CI that way).
+    pub fn wait_for_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(remaining) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Drop for TestServer {
