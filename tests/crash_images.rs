@@ -297,6 +297,23 @@ struct Totals {
     second_losses: usize,
 }
 
+/// The file names in `dir`, sorted (for failure messages).
+fn list_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| {
+                    entry
+                        .ok()
+                        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize, mixed: bool) -> Totals {
     let live = tempfile::tempdir().unwrap();
     let image_root = tempfile::tempdir().unwrap();
@@ -372,10 +389,10 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize, mixe
                 let second_dir = image_root.path().join(format!("image-{image}-again"));
                 std::fs::create_dir(&second_dir).unwrap();
                 tokio::time::sleep(Duration::from_micros(rng.gen_range(0..2000))).await;
-                second_fs.crash_image(&dir, &second_dir, &mut rng).unwrap();
+                let second_stats = second_fs.crash_image(&dir, &second_dir, &mut rng).unwrap();
                 let found_all = read_all_keys(&recovered).await;
                 recovered.close().await.unwrap();
-                (found_all, Some(second_dir))
+                (found_all, Some((second_dir, second_stats)))
             } else {
                 let (recovered, _) = Engine::open(UringFs, &config(&dir, fsync, sync_call))
                     .await
@@ -416,11 +433,11 @@ fn run(fsync: FsyncStrategy, sync_call: SyncCall, seed: u64, images: usize, mixe
             );
             std::fs::remove_dir_all(&dir).unwrap();
 
-            if let Some(second_dir) = second_dir {
+            if let Some((second_dir, second_stats)) = second_dir {
                 let (again, _) = Engine::open(UringFs, &config(&second_dir, fsync, sync_call))
                     .await
                     .unwrap_or_else(|error| {
-                        panic!("{fsync} ({sync_call}) image {image}: a power loss right after recovery left a store that does not open: {error}")
+                        panic!("{fsync} ({sync_call}) image {image}: a power loss right after recovery left a store that does not open: {error}; the second image: {second_stats:?}, files in it: {:?}", list_names(&second_dir))
                     });
                 let found_again = read_all_keys(&again).await;
                 for (c, (found, again)) in found_all.iter().zip(&found_again).enumerate() {
