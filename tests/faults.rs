@@ -2,6 +2,7 @@
 //! refused, reads served, no retry); running out of space when a new WAL segment is needed fails
 //! those writes with `NoSpace` (507), loses nothing acknowledged, and writes work again once space
 //! is back; a failed read fails that request only (500).
+//! Also the fault layer's own crash-image report (what an image had to leave out).
 
 mod common;
 
