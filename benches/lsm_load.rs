@@ -597,5 +597,5 @@ async fn run(options: Options) {
 
 fn main() {
     let options = Options::parse();
-    tokio_uring::builder().entries(4096).start(run(options));
+    ringkv::io::ring::start(4096, run(options));
 }

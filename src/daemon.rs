@@ -31,23 +31,9 @@ pub fn run(
     store.max_open_tables =
         std::num::NonZeroUsize::new(budget.table_handles).ok_or("the fd budget gave tables no handle")?;
     http.max_connections = Some(budget.max_connections);
-    // The serving ring's set-up: `IORING_SETUP_COOP_TASKRUN` (completions run when the thread
-    // enters the kernel anyway, instead of interrupting it with task work) and
-    // `IORING_SETUP_SINGLE_ISSUER` (only this thread submits, so the kernel skips its locking),
-    // when the kernel takes them (5.19 and 6.0): a probe ring first, because the runtime's own
-    // creation would panic on a kernel that refuses them. Measured in BENCHMARKS.md ("Serving
-    // ring flags"). `IORING_SETUP_DEFER_TASKRUN` is left out: tokio-uring 0.5 waits on the ring's
-    // descriptor through epoll, and deferred completions only arrive through
-    // `io_uring_enter(GETEVENTS)`, so requests hang (tried on 6.18; BENCHMARKS.md).
-    let mut flags = tokio_uring::uring_builder();
-    flags.setup_coop_taskrun().setup_single_issuer();
-    if flags.build(8).is_err() {
-        flags = tokio_uring::uring_builder();
-    }
-    tokio_uring::builder()
-        .entries(RING_ENTRIES)
-        .uring_builder(&flags)
-        .start(serve(listener, store, http, budget, cluster))
+    // The serving ring's set-up is shared with every other ring (`io::ring::start`, which says
+    // why it is what it is).
+    crate::io::ring::start(RING_ENTRIES, serve(listener, store, http, budget, cluster))
 }
 
 /// Every connection is a descriptor: the soft limit is raised to the hard one (the soft one is

@@ -18,7 +18,7 @@ fn main() {
         .parse()
         .expect("address like 127.0.0.1:8090");
     let listener = std::net::TcpListener::bind(addr).expect("bind");
-    tokio_uring::start(async move {
+    ringkv::io::ring::start(256, async move {
         let listener = TcpListener::from_std(listener);
         eprintln!("http_baseline listening on {addr}");
         loop {

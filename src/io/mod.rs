@@ -13,6 +13,7 @@ mod aligned;
 mod dir_op;
 pub mod fault;
 mod publish;
+pub mod ring;
 pub mod sim;
 mod task;
 mod uring;

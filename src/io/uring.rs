@@ -206,12 +206,10 @@ impl FileSystem for UringFs {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                tokio_uring::builder()
-                    .entries(THREAD_RING_ENTRIES)
-                    .start(async move {
-                        body().await;
-                        let _ = finished.send(());
-                    });
+                super::ring::start(THREAD_RING_ENTRIES, async move {
+                    body().await;
+                    let _ = finished.send(());
+                });
             })?;
         Ok(ThreadHandle::new(finished_receiver, Some(thread)))
     }
@@ -241,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("block");
         std::fs::write(&path, vec![7u8; BLOCK_BYTES]).unwrap();
-        tokio_uring::start(async {
+        crate::io::ring::start(THREAD_RING_ENTRIES, async {
             let file = UringFs.open(&path, OpenMode::READ).await.unwrap();
             let busy = Rc::new(Cell::new(true));
             let read_done = Rc::new(Cell::new(false));

@@ -74,6 +74,9 @@ impl Shared {
     }
 }
 
+/// The client's ring: tokio-uring's default size.
+pub const CLIENT_RING_ENTRIES: u32 = 256;
+
 /// Runs `spec` on a tokio-uring runtime of its own while scraping the server's `/metrics`: once
 /// when the measured window starts (after the warm-up), every `interval` during the run (for the
 /// largest exposure window), and once at the end; returns the load's result and the server's
@@ -87,7 +90,7 @@ pub fn run_with_metrics(spec: &LoadSpec, interval: Duration) -> Result<(LoadResu
         Snapshot::fetch(target)
     });
     let sampler = Sampler::start(target, interval);
-    let result = tokio_uring::start(run(spec.clone()));
+    let result = ringkv::io::ring::start(CLIENT_RING_ENTRIES, run(spec.clone()));
     let sampled = sampler.finish();
     let after = Snapshot::fetch(target)?;
     let before = before

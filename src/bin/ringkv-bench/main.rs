@@ -204,7 +204,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         let (result, server) = load::run_with_metrics(&spec, args.metrics_interval)?;
         (result, Some(server))
     } else {
-        (tokio_uring::start(load::run(spec.clone()))?, None)
+        (
+            ringkv::io::ring::start(load::CLIENT_RING_ENTRIES, load::run(spec.clone()))?,
+            None,
+        )
     };
     let mut report = Report::new(&spec, &result);
     report.server = server;

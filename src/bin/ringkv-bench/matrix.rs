@@ -359,7 +359,7 @@ fn run_round(
         let mut server = Server::start(server, &data_dir, *strategy, *mechanism)?;
         for &connections in &args.connections.0 {
             let spec = args.load(server.addr, connections, None, round);
-            let result = tokio_uring::start(load::run(spec.clone()))?;
+            let result = ringkv::io::ring::start(load::CLIENT_RING_ENTRIES, load::run(spec.clone()))?;
             let report = Report::new(&spec, &result);
             eprintln!(
                 "  {:<14} {:<19} {:>3} conns  {:>8.0} ops/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}  errors {}",
