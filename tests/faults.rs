@@ -750,3 +750,61 @@ fn a_crash_image_names_what_it_left_out() {
         vec![path]
     );
 }
+
+/// A crash image taken while a rename is under way holds the directory as it was before it.
+/// Between the file system's rename and the layer recording it, the new name is on disk but
+/// named by nothing the layer tracks; the image used to copy such a file from the disk, after
+/// the image was taken, with whatever it held by then. That is how, once in CI, a second
+/// power-loss image got a manifest renamed into place and then appended to (naming a table the
+/// image did not hold) next to the directory of an earlier instant (docs/reliability.md).
+/// Here the rename is stopped after the kernel did it and before the layer has seen it return.
+#[test]
+fn a_crash_image_during_a_rename_holds_the_directory_before_it() {
+    use ringkv::io::{AlignedBuf, DataFile, FileSystem, OpenMode, BLOCK_BYTES};
+    use std::future::Future;
+    let dir = tempfile::tempdir().unwrap();
+    let (tmp, renamed) = (dir.path().join("edit.tmp"), dir.path().join("edit"));
+    let fs = FaultFs::new();
+    tokio_uring::start(async {
+        let file = fs.open(&tmp, OpenMode::CREATE_NEW).await.unwrap();
+        let mut buf = AlignedBuf::zeroed(BLOCK_BYTES);
+        assert!(buf.extend_from_slice(&[b'v'; BLOCK_BYTES]));
+        let (written, _) = file.write_at(buf, 0).await;
+        written.unwrap();
+        file.sync_data().await.unwrap();
+        fs.sync_dir(dir.path()).await.unwrap();
+
+        let mut rename = std::pin::pin!(fs.rename(&tmp, &renamed));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(rename.as_mut().poll(&mut context).is_pending());
+        tokio_uring::submit_pending().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !renamed.exists() {
+            assert!(std::time::Instant::now() < deadline, "the kernel did not rename");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for seed in 0..8 {
+            let image = tempfile::tempdir().unwrap();
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            let stats = fs.crash_image(dir.path(), image.path(), &mut rng).unwrap();
+            assert!(
+                !image.path().join("edit").exists(),
+                "an image taken before the layer saw the rename holds its new name: {stats:?}"
+            );
+            let kept = std::fs::read(image.path().join("edit.tmp")).unwrap();
+            assert_eq!(kept, vec![b'v'; BLOCK_BYTES]);
+        }
+        rename.await.unwrap();
+        // Once the layer has seen it, an image holds one name or the other, never both.
+        for seed in 0..16 {
+            let image = tempfile::tempdir().unwrap();
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            fs.crash_image(dir.path(), image.path(), &mut rng).unwrap();
+            let (old, new) = (
+                image.path().join("edit.tmp").exists(),
+                image.path().join("edit").exists(),
+            );
+            assert!(old != new, "seed {seed}: edit.tmp {old}, edit {new}");
+        }
+    });
+}

@@ -68,8 +68,11 @@ struct Files {
     /// Changes since, oldest first.
     /// With their completion numbers (see `completions`).
     pending: Vec<(u64, DirOp)>,
-    /// Files being created right now: on disk already, not yet tracked.
-    creating: Vec<PathBuf>,
+    /// Names being created or renamed to right now: maybe on disk already, not yet recorded.
+    /// A crash image counts them as known, so it never copies one from the disk: the copies
+    /// happen after the image is taken, and by then the file may hold writes made after it (a
+    /// manifest renamed into place and then appended to named a table the image did not hold).
+    in_flight: Vec<PathBuf>,
     /// Every directory synced, in order.
     synced_dirs: Vec<PathBuf>,
     next_id: u64,
@@ -299,7 +302,7 @@ impl FaultFs {
             let kept = rng.gen_range(0..=files.pending.len());
             let (image, stats) = crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len));
             let names = files.names.keys().chain(files.durable_names.keys());
-            let known: Vec<PathBuf> = names.chain(&files.creating).cloned().collect();
+            let known: Vec<PathBuf> = names.chain(&files.in_flight).cloned().collect();
             (image, stats, known)
         };
         for entry in std::fs::read_dir(dir)? {
@@ -348,8 +351,10 @@ impl FaultFs {
         Ok(id)
     }
 
+    /// Starts shadowing the file just created at `path` (in flight until now, see `in_flight`).
     fn track_created(&self, path: &Path) -> u64 {
         let mut files = self.state.files();
+        files.in_flight.retain(|p| p != path);
         let id = files.next_id;
         files.next_id += 1;
         files.shadows.insert(id, Shadow::default());
@@ -544,12 +549,12 @@ impl FileSystem for FaultFs {
         }
         if mode.create_new {
             // Between the creation and its tracking, a crash image must not take the new file
-            // for an old, durable one.
-            self.state.files().creating.push(path.to_path_buf());
+            // for an old, durable one (`in_flight`).
+            self.state.files().in_flight.push(path.to_path_buf());
         }
         let opened = self.inner.open(path, mode).await;
-        if mode.create_new {
-            self.state.files().creating.retain(|p| p != path);
+        if mode.create_new && opened.is_err() {
+            self.state.files().in_flight.retain(|p| p != path);
         }
         let inner = opened?;
         let id = if mode.create_new {
@@ -579,8 +584,14 @@ impl FileSystem for FaultFs {
             // The replaced file comes back if the rename does not survive a crash.
             self.track_existing(to)?;
         }
-        self.inner.rename(from, to).await?;
-        self.record_dir_op(DirOp::Rename {
+        // From before the rename until it is recorded, `to` is in flight: a crash image taken in
+        // between holds the directory as it was before the rename.
+        self.state.files().in_flight.push(to.to_path_buf());
+        let renamed = self.inner.rename(from, to).await;
+        let mut files = self.state.files();
+        files.in_flight.retain(|p| p != to);
+        renamed?;
+        files.record(DirOp::Rename {
             from: from.to_path_buf(),
             to: to.to_path_buf(),
         });
