@@ -12,7 +12,8 @@ use std::future::Future;
 /// exit on both sides) and `IORING_SETUP_SINGLE_ISSUER` (only this thread submits, so the kernel
 /// skips its locking), when the kernel takes them (5.19 and 6.0): a probe ring first, because the
 /// runtime's own creation would panic on a kernel that refuses them. Measured in BENCHMARKS.md
-/// ("Serving ring flags", and for the client side "A cooperative client ring").
+/// ("Serving ring flags", and for the client "The load generator made the server pay for
+/// its ring").
 /// `IORING_SETUP_DEFER_TASKRUN` is left out: tokio-uring 0.5 waits on the ring's descriptor
 /// through epoll, and deferred completions only arrive through `io_uring_enter(GETEVENTS)`, so
 /// requests hang (tried on 6.18; BENCHMARKS.md).
