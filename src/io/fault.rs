@@ -45,6 +45,9 @@ struct Faults {
     /// full disk), whatever it overwrites.
     no_space_for_manifest: AtomicBool,
     syncs_ok: AtomicU64,
+    /// How long `crash_image` waits before each copy of a file it does not shadow, in
+    /// microseconds: a loaded machine, where the running store gets ahead of the copies.
+    image_copy_delay_us: AtomicU64,
 }
 
 /// What a file (an inode) holds durably, and the writes made since.
@@ -237,6 +240,17 @@ impl FaultFs {
         self.state.faults.no_space.store(on, Ordering::SeqCst);
     }
 
+    /// `crash_image` waits `delay` before each copy of a file this layer does not shadow (files
+    /// are copied after the image is taken), as a loaded machine would hold it up: the running
+    /// store moves on meanwhile, so a copy that took a later instant shows up.
+    pub fn set_image_copy_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.state
+            .faults
+            .image_copy_delay_us
+            .store(micros, Ordering::SeqCst);
+    }
+
     /// Every write to the manifest fails with `ENOSPC` while set; other files are written.
     pub fn set_no_space_for_manifest(&self, on: bool) {
         self.state
@@ -311,6 +325,10 @@ impl FaultFs {
                 continue;
             }
             if let Some(name) = path.file_name() {
+                let delay = self.state.faults.image_copy_delay_us.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_micros(delay));
+                }
                 match std::fs::copy(&path, to_dir.join(name)) {
                     // Created and renamed or removed by the running store since the listing.
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {}
