@@ -683,8 +683,12 @@ fn a_start_from_the_wal_alone_keeps_every_write_through_a_power_loss_during_it()
                     )
                 });
             for i in 0..KEYS {
-                let found = again.get(&key(i)).await.unwrap();
-                assert!(found.is_some(), "image {attempt} lost key {i}; {stats:?}");
+                let found = again.get(&key(i)).await.unwrap().map(|found| found.value);
+                assert_eq!(
+                    found.as_deref(),
+                    Some(&[b'v'; 60][..]),
+                    "image {attempt}, key {i}; {stats:?}"
+                );
             }
             again.close().await.unwrap();
             drop(again);
