@@ -240,9 +240,11 @@ impl FaultFs {
         self.state.faults.no_space.store(on, Ordering::SeqCst);
     }
 
-    /// `crash_image` waits `delay` before each copy of a file this layer does not shadow (files
-    /// are copied after the image is taken), as a loaded machine would hold it up: the running
-    /// store moves on meanwhile, so a copy that took a later instant shows up.
+    /// `crash_image` waits `delay` after taking the image, before listing the directory, and
+    /// before each copy of a file this layer does not shadow, as a loaded machine would hold it up. The copies are made under the layer's lock, so the
+    /// running store's file operations wait too and every copy is of the image's instant; before
+    /// that, the store moved on meanwhile and a copy could take a later instant (this delay made
+    /// that show up in `tests/crash_images.rs`).
     pub fn set_image_copy_delay(&self, delay: Duration) {
         let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.state
@@ -310,27 +312,37 @@ impl FaultFs {
     /// random part of the unsynced writes and a random prefix of the unsynced directory changes.
     /// The running store is not disturbed. Files this layer never saw are copied as they are.
     pub fn crash_image(&self, dir: &Path, to_dir: &Path, rng: &mut impl Rng) -> io::Result<CrashStats> {
-        // One lock: the image and the names it accounts for are taken at the same instant.
-        let (image, stats, known) = {
-            let files = self.state.files();
-            let kept = rng.gen_range(0..=files.pending.len());
-            let (image, stats) = crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len));
-            let names = files.names.keys().chain(files.durable_names.keys());
-            let known: Vec<PathBuf> = names.chain(&files.in_flight).cloned().collect();
-            (image, stats, known)
+        // One lock over the image, the listing and the copies of the files this layer does not
+        // shadow, so that all of them are of one instant: a file renamed into place after the
+        // image was taken but before the directory was listed (or copied after the store wrote
+        // to it) would otherwise pair a later file with an earlier directory. That happened in
+        // CI: a `MANIFEST` naming table 1 beside a directory without it (docs/reliability.md).
+        // The running store's file operations wait meanwhile; the copies are of files it never
+        // opened through this layer, so they are few.
+        let files = self.state.files();
+        let kept = rng.gen_range(0..=files.pending.len());
+        let (image, stats) = crash_image(&files, kept, &mut |_, _, len| random_persisted(rng, len));
+        let is_known = |path: &PathBuf| {
+            files.names.contains_key(path)
+                || files.durable_names.contains_key(path)
+                || files.in_flight.contains(path)
         };
+        let delay = Duration::from_micros(self.state.faults.image_copy_delay_us.load(Ordering::SeqCst));
+        // Held up after the image, before the listing (as a loaded machine may hold this thread).
+        std::thread::sleep(delay);
+        let mut unknown = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if known.contains(&path) || !path.is_file() {
-                continue;
+            if path.is_file() && !is_known(&path) {
+                unknown.push(path);
             }
+        }
+        for path in unknown {
             if let Some(name) = path.file_name() {
-                let delay = self.state.faults.image_copy_delay_us.load(Ordering::SeqCst);
-                if delay > 0 {
-                    std::thread::sleep(Duration::from_micros(delay));
-                }
+                std::thread::sleep(delay);
                 match std::fs::copy(&path, to_dir.join(name)) {
-                    // Created and renamed or removed by the running store since the listing.
+                    // Removed meanwhile by something that does not go through this layer (the
+                    // lock file's owner): absent at this instant, then.
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                     other => {
                         other?;
@@ -338,6 +350,7 @@ impl FaultFs {
                 }
             }
         }
+        drop(files);
         for (path, (_, bytes)) in &image {
             if path.parent() == Some(dir) {
                 if let Some(name) = path.file_name() {
