@@ -279,6 +279,8 @@ fn main() -> ExitCode {
         eprintln!("ringkv: {error}");
         return ExitCode::FAILURE;
     }
+    let purge_delay_ms = ringkv::sys::keep_freed_memory_for_reuse();
+    tracing::debug!("allocator purge delay {purge_delay_ms} ms (-1: freed memory is kept for reuse)");
     let store = StoreConfig {
         data_dir: cli.data_dir,
         fsync: cli.fsync,

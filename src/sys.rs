@@ -1,7 +1,7 @@
 //! The few raw system calls made outside `io/`, each behind a safe function with its `SAFETY`
 //! argument: socket shutdown and a non-blocking send on descriptors the HTTP loop owns, the
-//! open-file limit, and a file's direct-I/O alignment. Owns no policy: callers decide when and
-//! why.
+//! open-file limit, a file's direct-I/O alignment, and one allocator option. Owns no policy:
+//! callers decide when and why.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -85,6 +85,34 @@ pub fn page_size_and_clock_ticks() -> (u64, u64) {
     )
 }
 
+/// mimalloc's `mi_option_purge_delay`: its index in `mi_option_t` (the same in mimalloc 2 and 3).
+/// `libmimalloc-sys` leaves the experimental options unnamed; a test pins the index by the
+/// option's default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes the allocator keep the memory it frees for reuse instead of returning it to the system
+/// (mimalloc's purge delay set to "never"), unless `MIMALLOC_PURGE_DELAY` in the environment
+/// says otherwise. Returns the delay in effect, in milliseconds (`-1`: never returned).
+///
+/// Why: the memtable is the bulk of what the server allocates, and it is freed all at once when
+/// flushed and allocated again as the next one fills. With mimalloc's default (return after
+/// 1 s), most of a flushed memtable was returned before the next one reached it, and was faulted
+/// back in as 4 KiB pages: each zeroed again, and the skiplist's nodes no longer on huge pages
+/// (50-70% of the memory on huge pages after 30 s of sets, 95% with this). The resident size stays
+/// at its high-water mark instead (memtables, block cache, buffers: all bounded by flags).
+/// Measured in BENCHMARKS.md ("Keeping freed memory").
+pub fn keep_freed_memory_for_reuse() -> std::ffi::c_long {
+    // SAFETY: both calls take an option index and a number, no pointers; the index is checked
+    // by mimalloc and pinned by a test. `mi_option_get` first reads the environment, so that
+    // `mi_option_set_default` changes the value only if the environment did not set it. Called
+    // before the server starts its threads (the option functions are not thread-safe).
+    unsafe {
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1);
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+    }
+}
+
 /// The offset (and length) alignment the file system requires of direct I/O on open file `fd`
 /// (`statx` with `STATX_DIOALIGN`, Linux 6.1): `None` when the kernel or the file system does not
 /// say, or says the file cannot do direct I/O.
@@ -107,4 +135,24 @@ pub fn direct_io_offset_align(fd: RawFd) -> io::Result<Option<u32>> {
     }
     let reported = stat.stx_mask & libc::STATX_DIOALIGN != 0;
     Ok(Some(stat.stx_dio_offset_align).filter(|&align| reported && align > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_mimallocs_purge_delay_and_is_set_to_never() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: as in `keep_freed_memory_for_reuse`; this test process has no other user of
+        // the option.
+        let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            default, 1000,
+            "option {MI_OPTION_PURGE_DELAY} is not mimalloc 3's purge delay (1000 ms by default)"
+        );
+        assert_eq!(keep_freed_memory_for_reuse(), -1);
+    }
 }
