@@ -8,12 +8,19 @@
 # of warm-up, redis-benchmark for REDIS_REQUESTS (default 1.5M, about as long). Server CPU is
 # user+system from /proc/PID/stat over the measured run, Redis's including its reaped children
 # (the AOF rewrites a run this long starts: its compaction, as ringkv's flushes and compactions
-# are threads of its own process). ROUNDS rounds (default 5).
+# are threads of its own process). ROUNDS rounds (default 5). FSYNC=never pairs ringkv's never
+# with appendfsync no instead.
 OUT=${OUT:-/var/tmp/sustained14}
 BIN=${BIN:-target/release}
 ROUNDS=${ROUNDS:-5}
 SECONDS_MEASURED=${MEASURE_SECONDS:-30}
 REDIS_REQUESTS=${REDIS_REQUESTS:-1500000}
+FSYNC=${FSYNC:-group}
+case $FSYNC in
+  group) APPENDFSYNC=always ;;
+  never) APPENDFSYNC=no ;;
+  *) echo "FSYNC must be group or never" >&2; exit 2 ;;
+esac
 PORT=18385
 RPORT=18386
 mkdir -p $OUT
@@ -28,7 +35,7 @@ if ! command -v redis-server > /dev/null; then
 fi
 for r in $(seq 1 $ROUNDS); do
   rm -rf $OUT/tdata
-  $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/tdata --fsync group > /dev/null 2>&1 &
+  $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/tdata --fsync $FSYNC > /dev/null 2>&1 &
   pid=$!; sleep 0.5
   $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 --keys 100000 -c 64 -d 1s -q > /dev/null
   t0=$(cpu_ticks $pid); f0=$(awk '{print $10}' /proc/$pid/stat)
@@ -46,7 +53,7 @@ print(f"ringkv ops/s {total['ops_per_sec']:.0f} cpu_us_per_req {(t1 - t0) / hz *
 PY
   command -v redis-server > /dev/null || continue
   rm -rf $OUT/rdata; mkdir -p $OUT/rdata
-  redis-server --port $RPORT --dir $OUT/rdata --appendonly yes --appendfsync always --save "" > /dev/null 2>&1 &
+  redis-server --port $RPORT --dir $OUT/rdata --appendonly yes --appendfsync $APPENDFSYNC --save "" > /dev/null 2>&1 &
   pid=$!; sleep 0.5
   redis-benchmark -p $RPORT -c 64 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
   t0=$(cpu_ticks $pid); o0=$(own_cpu_ticks $pid)
