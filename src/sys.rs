@@ -92,7 +92,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Makes the allocator keep the memory it frees for reuse instead of returning it to the system
 /// (mimalloc's purge delay set to "never"), unless `MIMALLOC_PURGE_DELAY` in the environment
-/// says otherwise. Returns the delay in effect, in milliseconds (`-1`: never returned).
+/// says otherwise. Returns the delay in effect, in milliseconds (`-1`: never returned). Call it
+/// before any other thread starts: mimalloc's option functions are not thread-safe.
 ///
 /// Why: the memtable is the bulk of what the server allocates, and it is freed all at once when
 /// flushed and allocated again as the next one fills. With mimalloc's default (return after
@@ -104,8 +105,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 pub fn keep_freed_memory_for_reuse() -> std::ffi::c_long {
     // SAFETY: both calls take an option index and a number, no pointers; the index is checked
     // by mimalloc and pinned by a test. `mi_option_get` first reads the environment, so that
-    // `mi_option_set_default` changes the value only if the environment did not set it. Called
-    // before the server starts its threads (the option functions are not thread-safe).
+    // `mi_option_set_default` changes the value only if the environment did not set it. The
+    // caller runs it before other threads start (the option functions are not thread-safe).
     unsafe {
         libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
         libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1);
@@ -144,6 +145,7 @@ mod tests {
     #[test]
     fn the_purge_delay_option_is_mimallocs_purge_delay_and_is_set_to_never() {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            eprintln!("MIMALLOC_PURGE_DELAY is set: the default cannot be checked; not run");
             return;
         }
         // SAFETY: as in `keep_freed_memory_for_reuse`; this test process has no other user of
