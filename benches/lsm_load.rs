@@ -597,5 +597,7 @@ async fn run(options: Options) {
 
 fn main() {
     let options = Options::parse();
+    // As the server does (`src/main.rs`): the engine's memory behaves here as it does there.
+    ringkv::sys::keep_freed_memory_for_reuse();
     ringkv::io::ring::start(4096, run(options));
 }
