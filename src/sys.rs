@@ -99,7 +99,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// flushed and allocated again as the next one fills. With mimalloc's default (return after
 /// 1 s), most of a flushed memtable was returned before the next one reached it, and was faulted
 /// back in as 4 KiB pages: each zeroed again, and the skiplist's nodes no longer on huge pages
-/// (50-70% of the memory on huge pages after 30 s of sets, 95% with this). The resident size stays
+/// (46-70% of the memory on huge pages after 30 s of sets, 95% with this). The resident size stays
 /// at its high-water mark instead (memtables, block cache, buffers: all bounded by flags).
 /// Measured in BENCHMARKS.md ("Keeping freed memory").
 pub fn keep_freed_memory_for_reuse() -> std::ffi::c_long {
