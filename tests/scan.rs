@@ -414,20 +414,30 @@ fn a_write_in_flight_at_the_first_page_stays_out_of_later_pages() {
 fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires() {
     use ringkv::config::{Durability, StoreConfig};
     use ringkv::engine::{Engine, ScanStart};
-    use ringkv::io::UringFs;
+    use ringkv::io::FaultFs;
 
+    // The snapshot expires when the test moves the store's clock past its time to live, never
+    // early: with a 1 s one on the real clock, a loaded machine let it expire during the writes.
+    const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
         memtable_bytes: 64 << 10,
-        scan_snapshot_ttl: std::time::Duration::from_secs(1),
+        scan_snapshot_ttl: TTL,
         ..StoreConfig::for_dir(dir.path())
     };
     let value = format!("\"{}\"", "v".repeat(100)).into_bytes();
     tokio_uring::start(async {
-        let (engine, _) = Engine::open(UringFs, &config).await.unwrap();
-        for i in 0..300 {
+        // Real files on the real ring; the layer is here for its clock.
+        let fs = FaultFs::new();
+        let (engine, _) = Engine::open(fs.clone(), &config).await.unwrap();
+        // Fewer than fill the memtable: the snapshot must hold exactly one, the active one. (With
+        // 300 the memtable froze before the scan, and whether its flush was done by then decided
+        // whether the snapshot held one memtable or two.)
+        for i in 0..200 {
             engine.set(format!("k{i:05}").as_bytes(), &value).await.unwrap();
         }
+        let before = engine.stats();
+        assert_eq!((before.flushes, before.frozen_memtables), (0, 0), "{before:?}");
         let range = ascending_from(b"", false);
         let first = engine.scan(ScanStart::New(range), Some(10)).await.unwrap();
         assert!(first.more);
@@ -461,7 +471,8 @@ fn memtables_a_snapshot_held_are_freed_on_the_background_thread_when_it_expires(
         assert_eq!(second.items.len(), 10);
         assert_eq!(second.items[0].key, "k00010");
         // Expired, it is let go at the next flush or scan, and its memtable freed off this ring.
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        assert_eq!(engine.scan_snapshots(), 1, "expired before its time");
+        fs.advance_clock(TTL * 2);
         let range = ascending_from(b"zz", false);
         engine.scan(ScanStart::New(range), Some(1)).await.unwrap();
         assert_eq!(engine.scan_snapshots(), 0);

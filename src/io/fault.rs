@@ -105,6 +105,9 @@ impl Files {
 struct State {
     faults: Faults,
     files: Mutex<Files>,
+    /// How far `now()` reads ahead of the real clock, in microseconds (see
+    /// [`FaultFs::advance_clock`]).
+    clock_ahead_us: AtomicU64,
 }
 
 impl State {
@@ -251,6 +254,15 @@ impl FaultFs {
             .faults
             .image_copy_delay_us
             .store(micros, Ordering::SeqCst);
+    }
+
+    /// Moves this file system's clock (`now()`, on every thread) `by` ahead of the real one, so
+    /// that a test can pass a deadline (a scan snapshot's expiry) at a chosen point, rather
+    /// than waiting out a short one that a loaded machine may pass before the test is ready.
+    /// Sleeps still take real time.
+    pub fn advance_clock(&self, by: Duration) {
+        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.state.clock_ahead_us.fetch_add(micros, Ordering::SeqCst);
     }
 
     /// Every write to the manifest fails with `ENOSPC` while set; other files are written.
@@ -689,6 +701,7 @@ impl FileSystem for FaultFs {
     }
 
     fn now(&self) -> Instant {
-        self.inner.now()
+        let ahead = Duration::from_micros(self.state.clock_ahead_us.load(Ordering::SeqCst));
+        self.inner.now() + ahead
     }
 }
