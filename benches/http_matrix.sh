@@ -7,6 +7,7 @@
 # Usage: benches/http_matrix.sh [SECONDS_PER_RUN] [REPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 duration=${1:-5}
 reps=${2:-3}
 port=18181
@@ -42,7 +43,7 @@ results="$work/results"
 : > "$results"
 ./target/release/http_baseline 127.0.0.1:$port 2>/dev/null &
 baseline=$!
-sleep 0.3
+wait_for_port $port $baseline || exit 1
 for conns in 1 16 64; do for r in $(seq "$reps"); do run baseline-get "http://127.0.0.1:$port/get?key=bench-key" "$conns" | tee -a "$results"; done; done
 kill $baseline; wait $baseline 2>/dev/null || true
 
@@ -50,7 +51,7 @@ for fsync in always group periodic:100 never; do
   rm -rf "$work/data"
   ./target/release/ringkv --listen 127.0.0.1:$port --data-dir "$work/data" --fsync "$fsync" 2>/dev/null &
   server=$!
-  sleep 0.5
+  wait_for_port $port $server || exit 1
   curl -s -X POST "127.0.0.1:$port/set" -d '{"key":"bench-key","value":"xxxxxxxxxx"}' >/dev/null
   for conns in 1 16 64; do
     for r in $(seq "$reps"); do run "$fsync-get" "http://127.0.0.1:$port/get?key=bench-key" "$conns" | tee -a "$results"; done

@@ -4,6 +4,7 @@
 # `group` SETs at 64 connections, then GETs of those keys at 64 connections, 4 s after 1 s
 # (ringkv-bench). Server CPU per request is user+system from /proc/PID/stat over each measured
 # run divided by its requests. Prints medians, ranges and paired B/A ratios.
+. "$(dirname "$0")/../lib.sh"
 OUT=${OUT:-/var/tmp/bench14}
 BIN=${BIN:-target/release}
 A=${A:-before}
@@ -17,7 +18,7 @@ for r in $(seq 1 $ROUNDS); do
   for bin in $A $B; do
     rm -rf $OUT/cdata
     $OUT/ringkv-$bin --listen 127.0.0.1:$PORT --data-dir $OUT/cdata --fsync group > /dev/null 2>&1 &
-    PID=$!; sleep 0.5
+    PID=$!; wait_for_port $PORT $PID || exit 1
     for op in set get; do
       $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix $op:100 --keys 100000 -c 64 -d 1s -q > /dev/null
       t0=$(ticks $PID)

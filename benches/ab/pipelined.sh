@@ -4,6 +4,7 @@
 # DEPTH requests), CONNS connections, 5 s after 1 s of warm-up; ROUNDS alternating rounds of
 # $OUT/ringkv-before and $OUT/ringkv-after, a fresh server per run. Prints ops/s and the server's
 # WAL syncs per set (from /metrics).
+. "$(dirname "$0")/../lib.sh"
 OUT=${OUT:-/var/tmp/bench14}
 DEPTH=${DEPTH:-16}
 CONNS=${CONNS:-4}
@@ -26,7 +27,7 @@ for r in $(seq 1 $ROUNDS); do
   for bin in before after; do
     rm -rf $OUT/pdata
     $OUT/ringkv-$bin --listen 127.0.0.1:$PORT --data-dir $OUT/pdata --fsync group > /dev/null 2>&1 &
-    PID=$!; sleep 0.5
+    PID=$!; wait_for_port $PORT $PID || exit 1
     wrk -t1 -c$CONNS -d1s -s $OUT/pipeline.lua http://127.0.0.1:$PORT > /dev/null
     s0=$(metric ringkv_wal_syncs_total)
     ops=$(wrk -t1 -c$CONNS -d5s -s $OUT/pipeline.lua http://127.0.0.1:$PORT | awk '/Requests\/sec/ {print $2}')

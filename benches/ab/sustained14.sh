@@ -10,6 +10,7 @@
 # (the AOF rewrites a run this long starts: its compaction, as ringkv's flushes and compactions
 # are threads of its own process). ROUNDS rounds (default 5). FSYNC=never pairs ringkv's never
 # with appendfsync no instead.
+. "$(dirname "$0")/../lib.sh"
 OUT=${OUT:-/var/tmp/sustained14}
 BIN=${BIN:-target/release}
 ROUNDS=${ROUNDS:-5}
@@ -36,7 +37,7 @@ fi
 for r in $(seq 1 $ROUNDS); do
   rm -rf $OUT/tdata
   $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/tdata --fsync $FSYNC > /dev/null 2>&1 &
-  pid=$!; sleep 0.5
+  pid=$!; wait_for_port $PORT $pid || exit 1
   $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 --keys 100000 -c 64 -d 1s -q > /dev/null
   t0=$(cpu_ticks $pid); f0=$(awk '{print $10}' /proc/$pid/stat)
   $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 --keys 100000 -c 64 -d ${SECONDS_MEASURED}s -q --json $OUT/t.json > /dev/null
@@ -54,10 +55,10 @@ PY
   command -v redis-server > /dev/null || continue
   rm -rf $OUT/rdata; mkdir -p $OUT/rdata
   redis-server --port $RPORT --dir $OUT/rdata --appendonly yes --appendfsync $APPENDFSYNC --save "" > /dev/null 2>&1 &
-  pid=$!; sleep 0.5
-  redis-benchmark -p $RPORT -c 64 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
+  pid=$!; wait_for_port $RPORT $pid || exit 1
+  timeout 120 redis-benchmark -p $RPORT -c 64 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
   t0=$(cpu_ticks $pid); o0=$(own_cpu_ticks $pid)
-  out=$(redis-benchmark -p $RPORT -c 64 -n $REDIS_REQUESTS -t set -d 100 -r 100000 --csv | grep '^"SET"')
+  out=$(timeout 600 redis-benchmark -p $RPORT -c 64 -n $REDIS_REQUESTS -t set -d 100 -r 100000 --csv | grep '^"SET"')
   t1=$(cpu_ticks $pid); o1=$(own_cpu_ticks $pid)
   kill $pid; wait $pid 2>/dev/null
   echo "$out" | tr -d '"' | awk -F, -v t0=$t0 -v t1=$t1 -v o0=$o0 -v o1=$o1 -v hz=$hz -v n=$REDIS_REQUESTS \

@@ -3,6 +3,7 @@
 # --sync-call dsync against fdatasync, alternating, ROUNDS rounds (default 6), a fresh server per
 # run: group SETs at 64 connections and always SETs at 1 connection, 4 s after 1 s of warm-up
 # (ringkv-bench). Prints per run ops/s, p50 and p99; then medians, ranges and paired ratios.
+. "$(dirname "$0")/../lib.sh"
 OUT=${OUT:-/var/tmp/bench14}
 BIN=${BIN:-target/release}
 ROUNDS=${ROUNDS:-6}
@@ -15,7 +16,7 @@ for r in $(seq 1 $ROUNDS); do
       set -- $load
       rm -rf $OUT/sdata
       $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/sdata --fsync $1 --sync-call $call > /dev/null 2>&1 &
-      PID=$!; sleep 0.5
+      PID=$!; wait_for_port $PORT $PID || exit 1
       $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 -c $2 -d 4s --warmup 1s -q --json $OUT/s.json > /dev/null
       kill $PID; wait $PID 2>/dev/null
       python3 -c "import json; t=json.load(open('$OUT/s.json'))['total']; print('$r $call $1 $2', round(t['ops_per_sec']), t['p50_us'], t['p99_us'])" >> $OUT/sync_default.txt

@@ -11,6 +11,7 @@
 # redis-benchmark, from /usr/bin/time) likewise: the two share the machine's two cores, so a
 # cheaper client leaves more CPU to its server. ROUNDS rounds (default 5);
 # prints one line per run; the medians are computed by the Python at the end.
+. "$(dirname "$0")/../lib.sh"
 OUT=${OUT:-/var/tmp/bench14}
 BIN=${BIN:-target/release}
 ROUNDS=${ROUNDS:-5}
@@ -24,7 +25,7 @@ hz=$(getconf CLK_TCK)
 ringkv_run() { # label fsync conns mix
   rm -rf $OUT/tdata
   $BIN/ringkv --listen 127.0.0.1:$PORT --data-dir $OUT/tdata --fsync $2 > /dev/null 2>&1 &
-  local pid=$!; sleep 0.5
+  local pid=$!; wait_for_port $PORT $pid || exit 1
   local keys="--keys 100000"
   if [ "$4" = get ]; then
     $BIN/ringkv-bench run --target 127.0.0.1:$PORT --mix set:100 $keys -c 64 --requests 100000 -d 20s -q > /dev/null
@@ -45,10 +46,10 @@ PY
 redis_run() { # label appendfsync conns n
   rm -rf $OUT/rdata; mkdir -p $OUT/rdata
   redis-server --port $RPORT --dir $OUT/rdata --appendonly yes --appendfsync $2 --save "" > /dev/null 2>&1 &
-  local pid=$!; sleep 0.5
-  redis-benchmark -p $RPORT -c $3 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
+  local pid=$!; wait_for_port $RPORT $pid || exit 1
+  timeout 120 redis-benchmark -p $RPORT -c $3 -n 20000 -t set -d 100 -r 100000 -q > /dev/null
   local t0=$(cpu_ticks $pid)
-  local out=$( { /usr/bin/time -f "CLIENT %U %S" redis-benchmark -p $RPORT -c $3 -n $4 -t set -d 100 -r 100000 --csv; } 2>&1 | grep -E '^("SET"|CLIENT)')
+  local out=$( { /usr/bin/time -f "CLIENT %U %S" timeout 600 redis-benchmark -p $RPORT -c $3 -n $4 -t set -d 100 -r 100000 --csv; } 2>&1 | grep -E '^("SET"|CLIENT)')
   local t1=$(cpu_ticks $pid)
   local client=$(echo "$out" | awk '/^CLIENT/{print $2 + $3}')
   out=$(echo "$out" | grep '^"SET"')
