@@ -61,6 +61,7 @@ PY
   out=$(timeout 600 redis-benchmark -p $RPORT -c 64 -n $REDIS_REQUESTS -t set -d 100 -r 100000 --csv | grep '^"SET"')
   t1=$(cpu_ticks $pid); o1=$(own_cpu_ticks $pid)
   kill $pid; wait $pid 2>/dev/null
+  [ -n "$out" ] || { echo "round $r: redis-benchmark gave no result (timed out?)" >&2; exit 1; }
   echo "$out" | tr -d '"' | awk -F, -v t0=$t0 -v t1=$t1 -v o0=$o0 -v o1=$o1 -v hz=$hz -v n=$REDIS_REQUESTS \
     '{printf "redis ops/s %.0f cpu_us_per_req %.2f own_cpu_us_per_req %.2f\n", $2, (t1-t0)/hz*1e6/n, (o1-o0)/hz*1e6/n}' >> $OUT/sustained.txt
 done

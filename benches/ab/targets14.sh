@@ -54,6 +54,7 @@ redis_run() { # label appendfsync conns n
   local client=$(echo "$out" | awk '/^CLIENT/{print $2 + $3}')
   out=$(echo "$out" | grep '^"SET"')
   kill $pid; wait $pid 2>/dev/null
+  [ -n "$out" ] || { echo "$1: redis-benchmark gave no result (timed out?)" >&2; exit 1; }
   # "SET","rps","avg","min","p50","p95","p99","max"
   echo "$out" | tr -d '"' | awk -F, -v l="$1" -v t0=$t0 -v t1=$t1 -v hz=$hz -v n=$4 -v c=$client \
     '{printf "%s ops/s %.0f p50_us %.0f p99_us %.0f cpu_us_per_req %.1f client_cpu_us_per_req %.1f\n", l, $2, $5*1000, $7*1000, (t1-t0)/hz*1e6/n, c*1e6/n}' >> $OUT/targets.txt
